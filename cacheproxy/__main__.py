@@ -1,0 +1,3 @@
+from cacheproxy.cli import main
+
+main()

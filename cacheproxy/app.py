@@ -1,0 +1,49 @@
+"""The aiohttp application factory: resources are opened and closed in cleanup_ctx."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cacheproxy.config import Config
+from cacheproxy.downloads import Downloads
+from cacheproxy.files import FileServer
+from cacheproxy.index import PageService
+from cacheproxy.routes import CONFIG, FILES, PAGES, STORE, add_routes
+from cacheproxy.store import Store
+from cacheproxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+DOWNLOADS = web.AppKey("downloads", Downloads)
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = Store(config.cache_dir, config.max_size)
+    await store.open()
+    upstream = Upstream(config)
+    await upstream.open()
+    pages = PageService(config, store, upstream)
+    downloads = Downloads(store, upstream)
+    app[STORE] = store
+    app[PAGES] = pages
+    app[DOWNLOADS] = downloads
+    app[FILES] = FileServer(store, pages, downloads, offline=config.offline)
+    try:
+        yield
+    finally:
+        await downloads.close()
+        await upstream.close()
+        await store.close()
+
+
+def create_app(config: Config) -> web.Application:
+    # Only GET and HEAD are routed, so no request body is ever read.
+    app = web.Application(client_max_size=1024)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_resources)
+    add_routes(app)
+    return app

@@ -1,0 +1,68 @@
+"""The command line: parse flags, build the Config, hand over to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cacheproxy import __version__
+from cacheproxy.config import ConfigError, env_name, load_config
+from cacheproxy.server import serve as run_server
+
+EXIT_BAD_CONFIG = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"cacheproxy: error: {message}", err=True)
+    sys.exit(EXIT_BAD_CONFIG)
+
+
+def _setting(name: str, help_text: str):
+    """A string option: the Config parser checks it, the same way as env and file values."""
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, name, default=None, metavar="VALUE",
+                        help=f"{help_text} [env: {env_name(name)}]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cacheproxy")
+def main() -> None:
+    """cacheproxy: a caching proxy for Python package indexes (pip, uv, poetry, pdm)."""
+
+
+@main.command()
+@_setting("host", "Address to listen on (default 127.0.0.1; 0.0.0.0 for containers).")
+@_setting("port", "Port to listen on (default 3145; 0 picks a free one).")
+@_setting("cache_dir", "Where pages and files are stored (default: the user cache dir).")
+@_setting("upstream", "The simple index to proxy (default: the public Python package index).")
+@_setting("page_ttl", "How long a project page is fresh, e.g. 10m (default 10m).")
+@_setting("negative_ttl", "How long 'no such project' is remembered (default 5m).")
+@_setting("max_size", "Cache size limit, e.g. 20GiB; least recently used goes first.")
+@_setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
+@_setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
+@_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
+@_setting("log_level", "debug, info, warning or error (default info).")
+@click.option("--config", "config_file", default=None, metavar="FILE",
+              help=f"TOML file with any of these settings [env: {env_name('config')}]")
+def serve(config_file: str | None, **flags: str | None) -> None:
+    """Run the proxy."""
+    try:
+        config = load_config(flags, os.environ, Path(config_file) if config_file else None)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run_server(config))
+    except OSError as exc:
+        _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,235 @@
+"""The one typed configuration object, and how it is assembled.
+
+Precedence is flag > environment > config file > default, for every setting alike, and every
+value goes through the same parser whichever source it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "CACHEPROXY_"
+CONFIG_ENV = "CACHEPROXY_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and fits on one line."""
+
+
+def default_upstream() -> str:
+    # Imported here: the constant is the only thing taken from that library.
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+    return PYPI_SIMPLE_ENDPOINT
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_path
+
+    return user_cache_path("cacheproxy", appauthor=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 3145
+    cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    upstream: str = dataclasses.field(default_factory=default_upstream)
+    page_ttl: float = 600.0
+    negative_ttl: float = 300.0
+    max_size: int = 20 * 1024**3
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    offline: bool = False
+    log_level: str = "info"
+
+    @property
+    def upstream_url(self) -> URL:
+        """The upstream index without credentials, ending in a slash."""
+        url = URL(self.upstream).with_user(None).with_password(None)
+        return url if url.path.endswith("/") else url.with_path(url.path + "/")
+
+    @property
+    def upstream_credentials(self) -> tuple[str, str] | None:
+        url = URL(self.upstream)
+        if url.user is None:
+            return None
+        return url.user, url.password or ""
+
+    @property
+    def public_upstream(self) -> str:
+        """The upstream as it may appear in logs and pages: never with credentials."""
+        return str(self.upstream_url)
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match and _SIZE_UNITS.get(match.group(2).lower())
+        if not match or unit is None:
+            raise ValueError(f"{value!r} is not a size (like 20GiB, 500MB or 1073741824)")
+        size = int(float(match.group(1)) * unit)
+    if size <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return size
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (like 30, 30s, 10m or 1h)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return seconds
+
+
+def parse_port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{value!r} is not a port number (0-65535)")
+    return port
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def parse_upstream(value: Any) -> str:
+    url = URL(str(value))
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL of a simple index")
+    return str(value)
+
+
+def parse_host(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return text
+
+
+def parse_log_level(value: Any) -> str:
+    level = str(value).strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{value!r} is not one of debug, info, warning, error")
+    return level
+
+
+def _parse_path(value: Any) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return Path(text).expanduser()
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "host": parse_host,
+    "port": parse_port,
+    "cache_dir": _parse_path,
+    "upstream": parse_upstream,
+    "page_ttl": parse_duration,
+    "negative_ttl": parse_duration,
+    "max_size": parse_size,
+    "connect_timeout": parse_duration,
+    "read_timeout": parse_duration,
+    "offline": parse_bool,
+    "log_level": parse_log_level,
+}
+
+SETTINGS = tuple(_PARSERS)
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file, keys spelled like the flags (dashes or underscores)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    settings = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _PARSERS:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        settings[name] = (value, f"{key} in {path}")
+    return settings
+
+
+def load_config(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+) -> Config:
+    """Assemble the Config; flags holds only the options given on the command line."""
+    chosen: dict[str, tuple[Any, str]] = {}
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    if config_file is not None:
+        chosen.update(read_config_file(config_file))
+    for name in SETTINGS:
+        if env_name(name) in environ:
+            chosen[name] = (environ[env_name(name)], env_name(name))
+        if flags.get(name) is not None:
+            chosen[name] = (flags[name], flag_name(name))
+    values = {}
+    for name, (raw, source) in chosen.items():
+        try:
+            values[name] = _PARSERS[name](raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source}: {exc}") from None
+    return Config(**values)
+
+
+def config_from_env(**overrides: Any) -> Config:
+    """A Config from the environment only, with overrides; for embedding and tests."""
+    return dataclasses.replace(load_config({}, os.environ), **overrides)

@@ -1,0 +1,174 @@
+"""Cold files: one upstream download per file, shared by every client that asks meanwhile.
+
+The download writes to a staging file and hashes as bytes arrive; clients read the staging
+file behind it, so each streams at once and memory stays flat however many are waiting. Only
+a file whose length and hash check out is committed to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from cacheproxy.pages import FileSource
+from cacheproxy.store import Store
+from cacheproxy.upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+
+
+class DownloadFailed(UpstreamError):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Download:
+    """One upstream transfer in progress, observed by any number of readers."""
+
+    def __init__(self, project: str, filename: str, source: FileSource, staging: Path) -> None:
+        self.project = project
+        self.filename = filename
+        self.source = source
+        self.staging = staging
+        self.total: int | None = None
+        self.written = 0
+        self.committed = False
+        self.error: DownloadFailed | None = None
+        self.started = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._read_fd: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.committed or self.error is not None
+
+    def open_reader(self) -> int:
+        """A descriptor of the staging file for one reader; it outlives the rename on commit."""
+        assert self._read_fd is not None
+        return os.dup(self._read_fd)
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _fail(self, error: DownloadFailed) -> None:
+        self.error = error
+        self.started.set()
+        self._notify()
+
+
+class Downloads:
+    def __init__(self, store: Store, upstream: Upstream) -> None:
+        self.store = store
+        self.upstream = upstream
+        self._running: dict[tuple[str, str], Download] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def join(self, project: str, filename: str, source: FileSource) -> tuple[Download, int]:
+        """The running download of a file (started if none) and a reader descriptor for it."""
+        key = (project, filename)
+        download = self._running.get(key)
+        if download is None:
+            download = Download(project, filename, source, self.store.new_staging_path())
+            # Created before anyone can read, so every reader's dup() has something to copy.
+            fd = os.open(download.staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            download._read_fd = fd
+            self._running[key] = download
+            download.task = asyncio.create_task(self._run(download, fd))
+        return download, download.open_reader()
+
+    async def close(self) -> None:
+        tasks = [d.task for d in self._running.values() if d.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, download: Download, fd: int) -> None:
+        key = (download.project, download.filename)
+        try:
+            sha256 = await self._transfer(download, fd)
+            await self.store.commit_file(
+                download.project, download.filename, download.staging, sha256
+            )
+            download.committed = True
+            download._notify()
+        except asyncio.CancelledError:
+            download._fail(DownloadFailed("proxy is shutting down"))
+            raise
+        except DownloadFailed as exc:
+            log.warning("download of %s failed: %s", download.filename, exc)
+            download._fail(exc)
+        except UpstreamError as exc:
+            log.warning("download of %s failed: %s", download.filename, exc)
+            download._fail(DownloadFailed(str(exc)))
+        except OSError as exc:
+            log.error("cannot store %s: %s", download.filename, exc)
+            download._fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
+        finally:
+            self._running.pop(key, None)
+            os.close(fd)
+            if not download.committed:
+                await self.store.discard(download.staging)
+
+    async def _transfer(self, download: Download, fd: int) -> str:
+        """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
+        source = download.source
+        sha256 = hashlib.sha256()
+        # An index that gives only another algorithm is checked with that one; sha256 is
+        # always computed because the store records it.
+        other = source.hash_name not in (None, "sha256")
+        expected = hashlib.new(source.hash_name) if other else None
+        async with self.upstream.open_file(source.url) as resp:
+            if resp.status != 200:
+                raise DownloadFailed(
+                    f"upstream answered {resp.status} for {download.filename}", status=resp.status
+                )
+            if resp.headers.get("Content-Encoding", "identity") != "identity":
+                raise DownloadFailed("upstream sent an encoded file body")
+            download.total = resp.content_length if resp.content_length is not None else source.size
+            download.started.set()
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                await asyncio.to_thread(_write_all, fd, chunk, download.written)
+                sha256.update(chunk)
+                if expected is not None:
+                    expected.update(chunk)
+                download.written += len(chunk)
+                download._notify()
+        if download.total is not None and download.written != download.total:
+            raise DownloadFailed(
+                f"upstream sent {download.written} bytes of {download.total} for "
+                f"{download.filename}"
+            )
+        download.total = download.written
+        digest = (expected or sha256).hexdigest()
+        if source.hash_value is not None and digest != source.hash_value:
+            raise DownloadFailed(
+                f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
+            )
+        return sha256.hexdigest()
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

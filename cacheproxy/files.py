@@ -1,0 +1,142 @@
+"""Files (wheels, sdists, .metadata): from the store by path, or streamed from a download."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from aiohttp import web
+
+from cacheproxy.downloads import Download, Downloads, close_quietly
+from cacheproxy.index import PageService
+from cacheproxy.store import Store
+
+_READ_CHUNK = 1024 * 1024
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def content_type_for(filename: str) -> str:
+    # Never a content type with an encoding: clients must get the exact bytes the hash covers.
+    if filename.endswith(".metadata"):
+        return "text/plain; charset=utf-8"
+    return "application/octet-stream"
+
+
+class RangeNotSatisfiable(web.HTTPRequestRangeNotSatisfiable):
+    def __init__(self, total: int) -> None:
+        super().__init__(headers={"Content-Range": f"bytes */{total}"})
+
+
+def parse_range(header: str | None, total: int | None) -> tuple[int, int] | None:
+    """The single byte range asked for, as [start, end); None for the whole file.
+
+    Multiple ranges and ranges on a file of unknown length fall back to the whole file,
+    which RFC 9110 allows."""
+    if not header or total is None:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, sep, last = spec.strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                raise RangeNotSatisfiable(total)
+            return max(0, total - length), total
+        start = int(first)
+        end = int(last) + 1 if last else total
+    except ValueError:
+        return None
+    if start >= total or end <= start:
+        raise RangeNotSatisfiable(total)
+    return start, min(end, total)
+
+
+class FileServer:
+    def __init__(self, store: Store, pages: PageService, downloads: Downloads, offline: bool):
+        self.store = store
+        self.pages = pages
+        self.downloads = downloads
+        self.offline = offline
+
+    async def serve(self, request: web.Request, project: str, filename: str) -> web.StreamResponse:
+        stored = await self.store.find_file(project, filename)
+        if stored is not None:
+            request["cache_outcome"] = "hit"
+            return web.FileResponse(
+                stored.path,
+                headers={
+                    "Content-Type": content_type_for(filename),
+                    "Cache-Control": IMMUTABLE,
+                    "ETag": f'"{stored.sha256}"',
+                },
+            )
+        if self.offline:
+            raise web.HTTPNotFound(text=f"{filename} is not cached and the proxy is offline\n")
+        source = await self.pages.find_file(project, filename)
+        if source is None:
+            raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+        download, fd = self.downloads.join(project, filename, source)
+        request["cache_outcome"] = "miss"
+        try:
+            return await stream_download(request, download, fd)
+        finally:
+            close_quietly(fd)
+
+
+async def stream_download(request: web.Request, download: Download, fd: int) -> web.StreamResponse:
+    """Answer from a download in progress: headers as soon as the upstream's arrive, bytes as
+    they land on disk, and the file's last byte only once the whole file is verified, so a
+    corrupt or cut-off transfer can never look complete to the client."""
+    await download.started.wait()
+    if download.error is not None and download.written == 0:
+        if download.error.status == 404:
+            raise web.HTTPNotFound(text=f"upstream has no {download.filename}\n")
+        raise web.HTTPBadGateway(text=f"{download.error}\n")
+    total = download.total
+    byte_range = parse_range(request.headers.get("Range"), total)
+    start, end = byte_range or (0, total)
+    response = web.StreamResponse(status=206 if byte_range else 200)
+    response.headers["Content-Type"] = content_type_for(download.filename)
+    response.headers["Accept-Ranges"] = "bytes"
+    response.headers["Cache-Control"] = IMMUTABLE
+    if end is not None:
+        response.content_length = end - start
+    if byte_range:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    position = start
+    while end is None or position < end:
+        # Hold back the newest byte until the whole file is verified: that is always the
+        # file's last byte by the time the download ends.
+        releasable = download.written if download.committed else download.written - 1
+        limit = releasable if end is None else min(releasable, end)
+        if position < limit:
+            size = min(limit - position, _READ_CHUNK)
+            data = await asyncio.to_thread(os.pread, fd, size, position)
+            if not data:
+                break
+            await response.write(data)
+            position += len(data)
+            continue
+        if download.error is not None:
+            _abort(request, str(download.error))
+        if download.committed and end is None:
+            break
+        await download.wait_changed()
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.Request, reason: str) -> None:
+    """Cut the connection so the client sees an incomplete transfer, never a clean end."""
+    if request.transport is not None:
+        with contextlib.suppress(Exception):
+            request.transport.abort()
+    raise ConnectionResetError(reason)

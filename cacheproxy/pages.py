@@ -1,0 +1,267 @@
+"""Project pages: read the upstream's JSON or HTML, rewrite file URLs, render JSON or HTML.
+
+A page is kept in PEP 691 JSON form with every field the upstream sent, only file URLs
+changed: they become relative, so every download comes back through the proxy. The upstream
+URL of each file is kept beside the page, never shown to clients.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote, urldefrag, urljoin
+
+from cacheproxy.names import InvalidName, check_filename
+
+API_VERSION = "1.1"
+METADATA_SUFFIX = ".metadata"
+_HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5")
+
+
+class PageError(ValueError):
+    """An upstream page that cannot be understood."""
+
+
+@dataclass
+class ProjectPage:
+    """A project's page as clients see it, plus where each file really lives."""
+
+    data: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    def file(self, filename: str) -> dict[str, Any] | None:
+        for entry in self.data["files"]:
+            if entry["filename"] == filename:
+                return entry
+        return None
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Where to fetch a file from and what its bytes must hash to."""
+
+    url: str
+    hash_name: str | None
+    hash_value: str | None
+    size: int | None
+
+
+def _best_hash(hashes: Any) -> tuple[str | None, str | None]:
+    if isinstance(hashes, dict):
+        for name in _HASH_NAMES:
+            value = hashes.get(name)
+            if isinstance(value, str) and value:
+                return name, value.lower()
+    return None, None
+
+
+def find_source(page: ProjectPage, filename: str) -> FileSource | None:
+    """The upstream source of a file or of a wheel's PEP 658 metadata, if the page has it."""
+    entry = page.file(filename)
+    if entry is not None:
+        name, value = _best_hash(entry.get("hashes"))
+        size = entry.get("size")
+        return FileSource(
+            page.origins[filename], name, value, size if isinstance(size, int) else None
+        )
+    if filename.endswith(METADATA_SUFFIX):
+        base = filename[: -len(METADATA_SUFFIX)]
+        entry = page.file(base)
+        metadata = entry and entry.get("core-metadata")
+        if metadata:
+            name, value = _best_hash(metadata)
+            return FileSource(page.origins[base] + METADATA_SUFFIX, name, value, None)
+    return None
+
+
+def _client_url(filename: str) -> str:
+    return quote(filename, safe="")
+
+
+def _metadata_field(value: Any) -> bool | dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    return bool(value)
+
+
+def _adopt_file(entry: dict[str, Any], page_url: str, origins: dict[str, str]) -> dict[str, Any]:
+    """Rewrite one file entry for clients and record its upstream URL."""
+    try:
+        filename = check_filename(str(entry["filename"]))
+        url = str(entry["url"])
+    except (KeyError, InvalidName) as exc:
+        raise PageError(f"unusable file entry in upstream page: {exc}") from None
+    absolute, _ = urldefrag(urljoin(page_url, url))
+    origins[filename] = absolute
+    adopted = dict(entry)
+    adopted["url"] = _client_url(filename)
+    adopted.setdefault("hashes", {})
+    # PEP 714 renamed the key; serve both so old and new clients see the metadata.
+    metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
+    if metadata:
+        adopted["core-metadata"] = adopted["data-dist-info-metadata"] = _metadata_field(metadata)
+    else:
+        adopted.pop("core-metadata", None)
+        adopted.pop("data-dist-info-metadata", None)
+    return adopted
+
+
+def parse_json_page(body: bytes, page_url: str) -> ProjectPage:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PageError(f"upstream sent invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise PageError("upstream JSON page has no file list")
+    if not isinstance(data.get("name"), str):
+        raise PageError("upstream JSON page has no project name")
+    origins: dict[str, str] = {}
+    files = [_adopt_file(f, page_url, origins) for f in data["files"] if isinstance(f, dict)]
+    page = dict(data)
+    page["files"] = files
+    page.setdefault("meta", {"api-version": API_VERSION})
+    return ProjectPage(page, origins)
+
+
+class _AnchorCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self.meta: dict[str, str] = {}
+        self._open: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._open, self._text = dict(attrs), []
+        elif tag == "meta":
+            values = dict(attrs)
+            if values.get("name") and values.get("content") is not None:
+                self.meta[str(values["name"])] = str(values["content"])
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.anchors.append((self._open, "".join(self._text).strip()))
+            self._open = None
+
+
+def _html_metadata(value: str | None) -> bool | dict[str, str]:
+    if value is None or value.lower() == "false":
+        return False
+    name, sep, digest = value.partition("=")
+    return {name: digest} if sep and digest else True
+
+
+def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
+    """A PEP 503 page turned into the PEP 691 JSON form, keeping every field JSON can hold."""
+    collector = _AnchorCollector()
+    try:
+        collector.feed(body.decode("utf-8", errors="replace"))
+        collector.close()
+    except Exception as exc:  # html.parser raises assorted errors on garbage
+        raise PageError(f"upstream sent unreadable HTML: {exc}") from None
+    origins: dict[str, str] = {}
+    files = []
+    for attrs, text in collector.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, fragment = urldefrag(href)
+        filename = text or url.rstrip("/").rsplit("/", 1)[-1]
+        hashes = {}
+        hash_name, _, hash_value = fragment.partition("=")
+        if hash_name and hash_value:
+            hashes[hash_name.lower()] = hash_value.lower()
+        entry: dict[str, Any] = {"filename": filename, "url": url, "hashes": hashes}
+        if attrs.get("data-requires-python"):
+            entry["requires-python"] = attrs["data-requires-python"]
+        if "data-yanked" in attrs:
+            entry["yanked"] = attrs["data-yanked"] or True
+        metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        if metadata is not None and _html_metadata(metadata):
+            entry["core-metadata"] = _html_metadata(metadata)
+        if "data-gpg-sig" in attrs:
+            entry["gpg-sig"] = (attrs["data-gpg-sig"] or "").lower() == "true"
+        if attrs.get("data-provenance"):
+            entry["provenance"] = attrs["data-provenance"]
+        files.append(_adopt_file(entry, page_url, origins))
+    version = collector.meta.get("pypi:repository-version", "1.0")
+    data = {"meta": {"api-version": version}, "name": project, "files": files}
+    return ProjectPage(data, origins)
+
+
+def render_json(page: ProjectPage) -> bytes:
+    return json.dumps(page.data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _attr(name: str, value: str) -> str:
+    return f' {name}="{html.escape(value, quote=True)}"'
+
+
+def _html_metadata_value(value: Any) -> str:
+    name, digest = _best_hash(value)
+    return f"{name}={digest}" if name else "true"
+
+
+def render_html(page: ProjectPage) -> bytes:
+    name = html.escape(page.name)
+    version = str(page.data.get("meta", {}).get("api-version", API_VERSION))
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{html.escape(version, quote=True)}">',
+        f"<title>Links for {name}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>Links for {name}</h1>",
+    ]
+    for entry in page.data["files"]:
+        href = entry["url"]
+        hash_name, hash_value = _best_hash(entry.get("hashes"))
+        if hash_name:
+            href += f"#{hash_name}={hash_value}"
+        attrs = _attr("href", href)
+        if entry.get("requires-python"):
+            attrs += _attr("data-requires-python", str(entry["requires-python"]))
+        yanked = entry.get("yanked")
+        if yanked:
+            attrs += _attr("data-yanked", yanked if isinstance(yanked, str) else "")
+        if entry.get("core-metadata"):
+            value = _html_metadata_value(entry["core-metadata"])
+            attrs += _attr("data-core-metadata", value) + _attr("data-dist-info-metadata", value)
+        if "gpg-sig" in entry:
+            attrs += _attr("data-gpg-sig", "true" if entry["gpg-sig"] else "false")
+        if entry.get("provenance"):
+            attrs += _attr("data-provenance", str(entry["provenance"]))
+        lines.append(f"<a{attrs}>{html.escape(entry['filename'])}</a><br />")
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode()
+
+
+def render_project_list(projects: list[str], content_type_json: bool) -> bytes:
+    """The root listing: only the projects this cache holds."""
+    if content_type_json:
+        data = {
+            "meta": {"api-version": API_VERSION},
+            "projects": [{"name": p} for p in projects],
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+    links = "\n".join(f'<a href="{quote(p)}/">{html.escape(p)}</a><br />' for p in projects)
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        "<title>Simple index</title>\n</head>\n<body>\n"
+        f"{links}\n</body>\n</html>\n"
+    ).encode()

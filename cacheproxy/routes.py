@@ -1,0 +1,190 @@
+"""HTTP handlers: parse and check the request, call the page or file service, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+
+from aiohttp import web
+
+from cacheproxy import policy
+from cacheproxy.config import Config
+from cacheproxy.files import FileServer
+from cacheproxy.index import PageService, UpstreamRefused
+from cacheproxy.names import InvalidName, check_filename, normalize_project
+from cacheproxy.negotiation import JSON_V1, SUPPORTED, choose_content_type
+from cacheproxy.pages import render_html, render_json, render_project_list
+from cacheproxy.store import Store
+from cacheproxy.upstream import UpstreamError
+
+PAGE_VARY = "Accept, Accept-Encoding"
+_GZIP_MIN_BYTES = 1024
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+PAGES = web.AppKey("pages", PageService)
+FILES = web.AppKey("files", FileServer)
+
+
+def _project_or_400(raw: str) -> str:
+    try:
+        return normalize_project(raw)
+    except InvalidName as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+
+def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
+    if raw != project:
+        location = request.url.with_path(f"/simple/{project}/{rest}", encoded=False)
+        raise web.HTTPMovedPermanently(location=str(location.relative()))
+
+
+def _negotiate(request: web.Request) -> str:
+    content_type = choose_content_type(
+        request.headers.get("Accept"), request.query.get("format")
+    )
+    if content_type is None:
+        raise web.HTTPNotAcceptable(text=f"this index serves only: {', '.join(SUPPORTED)}\n")
+    return content_type
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "").lower()
+
+
+def _etag_matches(request: web.Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+def _encode(body: bytes, compress: bool) -> tuple[str, bytes | None]:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+    return etag, gzip.compress(body, 6) if compress else None
+
+
+async def page_response(
+    request: web.Request, body: bytes, content_type: str, max_age: int, **headers: str
+) -> web.Response:
+    """A page with a strong ETag, 304 on a match, gzip when asked; hashing and compressing
+    large pages runs off the event loop."""
+    compress = _accepts_gzip(request) and len(body) >= _GZIP_MIN_BYTES
+    etag, gzipped = await asyncio.to_thread(_encode, body, compress)
+    common = {
+        "ETag": etag,
+        "Cache-Control": f"max-age={max_age}, public",
+        "Vary": PAGE_VARY,
+        **headers,
+    }
+    if _etag_matches(request, etag):
+        return web.Response(status=304, headers=common)
+    response = web.Response(body=gzipped or body, headers=common)
+    response.headers["Content-Type"] = content_type
+    if gzipped is not None:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+async def project_page(request: web.Request) -> web.StreamResponse:
+    raw = request.match_info["project"]
+    project = _project_or_400(raw)
+    _redirect_if_not_normalized(request, raw, project, "")
+    content_type = _negotiate(request)
+    config = request.app[CONFIG]
+    try:
+        result = await request.app[PAGES].get(project)
+    except UpstreamRefused as exc:
+        # Passed on so the user sees why; never cached, credentials may be fixed any time.
+        raise _refused(exc) from None
+    except UpstreamError as exc:
+        raise _upstream_failure(exc) from None
+    if result is None:
+        request["cache_outcome"] = "offline"
+        raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
+    request["cache_outcome"] = result.outcome
+    entry = result.entry
+    max_age = policy.page_max_age(entry, request.app[PAGES].clock(), config.page_ttl,
+                                  config.negative_ttl)
+    if entry.page is None:
+        raise web.HTTPNotFound(
+            text=f"no project named {project}\n",
+            headers={"Cache-Control": f"max-age={max_age}, public"},
+        )
+    render = render_json if content_type == JSON_V1 else render_html
+    body = await asyncio.to_thread(render, entry.page)
+    extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'} if result.warning else {}
+    return await page_response(request, body, content_type, max_age, **extra)
+
+
+def _refused(exc: UpstreamRefused) -> web.HTTPException:
+    error = web.HTTPForbidden if exc.status == 403 else web.HTTPUnauthorized
+    return error(text=f"{exc}; check the proxy's upstream credentials\n")
+
+
+def _upstream_failure(exc: UpstreamError) -> web.HTTPException:
+    if exc.timeout:
+        return web.HTTPGatewayTimeout(text=f"{exc}\n")
+    return web.HTTPBadGateway(text=f"{exc}\n")
+
+
+async def project_file(request: web.Request) -> web.StreamResponse:
+    raw = request.match_info["project"]
+    project = _project_or_400(raw)
+    try:
+        filename = check_filename(request.match_info["filename"])
+    except InvalidName as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    _redirect_if_not_normalized(request, raw, project, filename)
+    try:
+        return await request.app[FILES].serve(request, project, filename)
+    except UpstreamRefused as exc:
+        raise _refused(exc) from None
+    except UpstreamError as exc:
+        raise _upstream_failure(exc) from None
+
+
+async def project_without_slash(request: web.Request) -> web.StreamResponse:
+    project = _project_or_400(request.match_info["project"])
+    location = request.url.with_path(f"/simple/{project}/").relative()
+    raise web.HTTPMovedPermanently(location=str(location))
+
+
+async def simple_root(request: web.Request) -> web.StreamResponse:
+    """Only what this cache holds: the upstream's full list is huge and no installer needs it."""
+    content_type = _negotiate(request)
+    projects = await request.app[STORE].projects()
+    body = render_project_list(projects, content_type == JSON_V1)
+    return await page_response(request, body, content_type, 60)
+
+
+async def simple_without_slash(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMovedPermanently(location="/simple/")
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    index_url = request.url.with_path("/simple/").with_query(None)
+    return web.Response(
+        text=(
+            "cacheproxy: a caching proxy for Python package indexes.\n"
+            f"Index URL: {index_url}\n"
+            f"  uv:  UV_DEFAULT_INDEX={index_url}\n"
+            f"  pip: PIP_INDEX_URL={index_url}\n"
+        )
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", home)
+    app.router.add_get("/health", health)
+    app.router.add_get("/simple", simple_without_slash)
+    app.router.add_get("/simple/", simple_root)
+    app.router.add_get("/simple/{project}", project_without_slash)
+    app.router.add_get("/simple/{project}/", project_page)
+    app.router.add_get("/simple/{project}/{filename}", project_file)

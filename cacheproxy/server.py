@@ -1,0 +1,69 @@
+"""Running the app: bind, announce the index URL, stop cleanly on SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from cacheproxy.app import create_app
+from cacheproxy.config import Config
+
+log = logging.getLogger("cacheproxy")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, with how the cache answered it."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %sB %.1fms",
+            request.method,
+            request.rel_url,
+            response.status,
+            request.get("cache_outcome", "-"),
+            response.body_length,
+            time * 1000,
+        )
+
+
+def index_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/simple/"
+
+
+async def serve(config: Config) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("cacheproxy.access"),
+        handle_signals=False,
+        shutdown_timeout=10,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # the real one when port 0 was asked
+        started = time.monotonic()
+        log.info(
+            "cacheproxy serving %s from cache %s; set UV_DEFAULT_INDEX=%s (or PIP_INDEX_URL)",
+            config.public_upstream,
+            config.cache_dir,
+            index_url(config.host, port),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stopping after %.0fs", time.monotonic() - started)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,146 @@
+"""The on-disk store: diskcache holds the index (pages, file records, sizes, LRU eviction) and
+the artifacts themselves stay plain files that are served by path.
+
+A downloaded file is staged in tmp/, verified, then renamed into diskcache's own file layout
+in the same transaction that records it, so a file is either wholly in the index or not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+
+from cacheproxy.policy import CachedPage
+
+_PAGE = "page"
+_FILE = "file"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A complete, verified file in the staging directory, ready to be moved into the store."""
+
+    path: Path
+
+
+class _RenamingDisk(diskcache.Disk):
+    """diskcache's Disk, except that a StagedFile is moved into place instead of copied."""
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if isinstance(value, StagedFile):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(value.path, full_path)
+            return os.path.getsize(full_path), diskcache.core.MODE_BINARY, filename, None
+        return super().store(value, read, key)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    sha256: str
+    size: int
+
+
+class Store:
+    """Blocking store operations run in a worker thread; the public methods are async."""
+
+    def __init__(self, cache_dir: Path, size_limit: int) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.staging_dir = self.cache_dir / "tmp"
+        self._size_limit = size_limit
+        self._cache: diskcache.Cache | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open_sync(self) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # Whatever is in staging was cut off by a crash: never complete, never verified.
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self.staging_dir.mkdir()
+        self._cache = diskcache.Cache(
+            str(self.cache_dir / "store"),
+            disk=_RenamingDisk,
+            size_limit=self._size_limit,
+            eviction_policy="least-recently-used",
+            # Big cull batches keep a full cache from evicting on every single insert.
+            cull_limit=100,
+        )
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.open_sync)
+
+    def close_sync(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        if self._cache is None:
+            raise RuntimeError("store is not open")
+        return self._cache
+
+    # -- pages -----------------------------------------------------------------------------
+
+    async def get_page(self, project: str) -> CachedPage | None:
+        return await asyncio.to_thread(self.cache.get, (_PAGE, project))
+
+    async def put_page(self, project: str, entry: CachedPage) -> None:
+        await asyncio.to_thread(self.cache.set, (_PAGE, project), entry)
+
+    async def projects(self) -> list[str]:
+        def collect() -> list[str]:
+            return sorted(
+                key[1]
+                for key in self.cache.iterkeys()
+                if isinstance(key, tuple) and key[0] == _PAGE
+                and getattr(self.cache.get(key), "status", None) == 200
+            )
+
+        return await asyncio.to_thread(collect)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _find_file(self, project: str, filename: str) -> StoredFile | None:
+        handle, tag = self.cache.get((_FILE, project, filename), read=True, tag=True)
+        if handle is None:
+            return None
+        with handle:
+            return StoredFile(handle.name, tag or "", os.fstat(handle.fileno()).st_size)
+
+    async def find_file(self, project: str, filename: str) -> StoredFile | None:
+        return await asyncio.to_thread(self._find_file, project, filename)
+
+    def new_staging_path(self) -> Path:
+        return self.staging_dir / f"{os.urandom(12).hex()}.part"
+
+    def _commit_file(self, project: str, filename: str, staged: Path, sha256: str) -> StoredFile:
+        with open(staged, "rb") as fh:
+            os.fsync(fh.fileno())
+        self.cache.set((_FILE, project, filename), StagedFile(staged), tag=sha256)
+        found = self._find_file(project, filename)
+        if found is None:  # evicted at once: the file is larger than the whole cache
+            raise OSError("file does not fit in the cache")
+        return found
+
+    async def commit_file(
+        self, project: str, filename: str, staged: Path, sha256: str
+    ) -> StoredFile:
+        return await asyncio.to_thread(self._commit_file, project, filename, staged, sha256)
+
+    async def discard(self, path: Path) -> None:
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+        await asyncio.to_thread(remove)

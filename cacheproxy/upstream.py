@@ -1,0 +1,140 @@
+"""The one HTTP client session that talks to the upstream index and its file hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from cacheproxy import __version__
+from cacheproxy.config import Config
+from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+
+PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+USER_AGENT = f"cacheproxy/{__version__}"
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or misbehaved; the message is safe to show."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class PageResponse:
+    status: int
+    body: bytes
+    content_type: str
+    url: str
+    etag: str | None
+    last_modified: str | None
+
+
+def describe_failure(exc: BaseException) -> UpstreamError:
+    """A one-line reason that names no credentials (URLs we build carry none)."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamError("upstream timed out", timeout=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(f"cannot connect to upstream {exc.host}:{exc.port}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamError("upstream connection broke off mid-transfer")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamError(f"upstream request failed ({type(exc).__name__})")
+    return UpstreamError(f"upstream request failed ({type(exc).__name__})")
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in resp.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise UpstreamError("upstream page is too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class Upstream:
+    def __init__(self, config: Config) -> None:
+        self.base_url = config.upstream_url
+        credentials = config.upstream_credentials
+        self._auth = aiohttp.BasicAuth(*credentials) if credentials else None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            headers={"User-Agent": USER_AGENT},
+            # Proxy variables and netrc credentials, as every other HTTP client honours them.
+            trust_env=True,
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=32),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("upstream session is not open")
+        return self._session
+
+    def _auth_for(self, url: URL) -> aiohttp.BasicAuth | None:
+        # Credentials go only to the index's own origin, as pip and uv do.
+        if self._auth and url.origin() == self.base_url.origin():
+            return self._auth
+        return None
+
+    def page_url(self, project: str) -> URL:
+        return self.base_url.join(URL(f"{project}/"))
+
+    async def fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
+        url = self.page_url(project)
+        request_headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip", **headers}
+        try:
+            async with self.session.get(
+                url, headers=request_headers, auth=self._auth_for(url), auto_decompress=True
+            ) as resp:
+                body = b""
+                if resp.status == 200:
+                    if (resp.content_length or 0) > MAX_PAGE_BYTES:
+                        raise UpstreamError("upstream page is too large")
+                    body = await _read_limited(resp, MAX_PAGE_BYTES)
+                return PageResponse(
+                    status=resp.status,
+                    body=body,
+                    content_type=resp.content_type,
+                    url=str(resp.url.with_user(None).with_password(None)),
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                )
+        except Exception as exc:
+            raise describe_failure(exc) from None
+
+    @contextlib.asynccontextmanager
+    async def open_file(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream response for a file, its body undecoded (hashes cover exact bytes)."""
+        target = URL(url)
+        try:
+            async with self.session.get(
+                target, headers={"Accept-Encoding": "identity"}, auth=self._auth_for(target)
+            ) as resp:
+                yield resp
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise describe_failure(exc) from None
