@@ -31,7 +31,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[PAGES] = pages
     app[DOWNLOADS] = downloads
-    app[FILES] = FileServer(store, pages, downloads, offline=config.offline)
+    app[FILES] = FileServer(store, pages, downloads, upstream, offline=config.offline)
     try:
         yield
     finally:

@@ -77,6 +77,9 @@ class Downloads:
     def __len__(self) -> int:
         return len(self._running)
 
+    def is_running(self, project: str, filename: str) -> bool:
+        return (project, filename) in self._running
+
     def join(self, project: str, filename: str, source: FileSource) -> tuple[Download, int]:
         """The running download of a file (started if none) and a reader descriptor for it."""
         key = (project, filename)

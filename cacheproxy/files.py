@@ -11,6 +11,7 @@ from aiohttp import web
 from cacheproxy.downloads import Download, Downloads, close_quietly
 from cacheproxy.index import PageService
 from cacheproxy.store import Store
+from cacheproxy.upstream import Upstream
 
 _READ_CHUNK = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -57,10 +58,18 @@ def parse_range(header: str | None, total: int | None) -> tuple[int, int] | None
 
 
 class FileServer:
-    def __init__(self, store: Store, pages: PageService, downloads: Downloads, offline: bool):
+    def __init__(
+        self,
+        store: Store,
+        pages: PageService,
+        downloads: Downloads,
+        upstream: Upstream,
+        offline: bool,
+    ) -> None:
         self.store = store
         self.pages = pages
         self.downloads = downloads
+        self.upstream = upstream
         self.offline = offline
 
     async def serve(self, request: web.Request, project: str, filename: str) -> web.StreamResponse:
@@ -80,12 +89,51 @@ class FileServer:
         source = await self.pages.find_file(project, filename)
         if source is None:
             raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+        coalesced = self.downloads.is_running(project, filename)
         download, fd = self.downloads.join(project, filename, source)
-        request["cache_outcome"] = "miss"
+        request["cache_outcome"] = "coalesced" if coalesced else "miss"
         try:
+            if request.method == "GET" and "Range" in request.headers:
+                relayed = await self._relay_range_if_behind(request, download)
+                if relayed is not None:
+                    return relayed
             return await stream_download(request, download, fd)
         finally:
             close_quietly(fd)
+
+    async def _relay_range_if_behind(
+        self, request: web.Request, download: Download
+    ) -> web.StreamResponse | None:
+        """Installers range-read a wheel's tail for its metadata: rather than wait for the
+        whole file, ask the upstream for just that range while the full download goes on."""
+        await download.started.wait()
+        try:
+            wanted = parse_range(request.headers["Range"], download.total)
+        except web.HTTPRequestRangeNotSatisfiable:
+            return None
+        if wanted is None or download.written >= wanted[1] or download.error is not None:
+            return None
+        first, last = wanted[0], wanted[1] - 1
+        async with self.upstream.open_file(
+            download.source.url, headers={"Range": f"bytes={first}-{last}"}
+        ) as upstream_response:
+            if upstream_response.status != 206:
+                return None
+            response = web.StreamResponse(status=206)
+            response.headers["Content-Type"] = content_type_for(download.filename)
+            response.headers["Accept-Ranges"] = "bytes"
+            response.headers["Content-Range"] = f"bytes {first}-{last}/{download.total}"
+            response.content_length = last - first + 1
+            await response.prepare(request)
+            sent = 0
+            async for chunk in upstream_response.content.iter_chunked(_READ_CHUNK):
+                sent += len(chunk)
+                await response.write(chunk)
+            if sent != last - first + 1:
+                _abort(request, "upstream range was cut short")
+            await response.write_eof()
+            request["cache_outcome"] = "miss-range"
+            return response
 
 
 async def stream_download(request: web.Request, download: Download, fd: int) -> web.StreamResponse:

@@ -126,12 +126,16 @@ class Upstream:
             raise describe_failure(exc) from None
 
     @contextlib.asynccontextmanager
-    async def open_file(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def open_file(
+        self, url: str, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The upstream response for a file, its body undecoded (hashes cover exact bytes)."""
         target = URL(url)
         try:
             async with self.session.get(
-                target, headers={"Accept-Encoding": "identity"}, auth=self._auth_for(target)
+                target,
+                headers={"Accept-Encoding": "identity", **(headers or {})},
+                auth=self._auth_for(target),
             ) as resp:
                 yield resp
         except UpstreamError:
