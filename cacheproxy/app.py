@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from cacheproxy.upstream import Upstream
 log = logging.getLogger(__name__)
 
 DOWNLOADS = web.AppKey("downloads", Downloads)
+CLOCK = web.AppKey("clock", Callable[[], float])
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -26,7 +28,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     upstream = Upstream(config)
     await upstream.open()
-    pages = PageService(config, store, upstream)
+    pages = PageService(config, store, upstream, clock=app[CLOCK])
     downloads = Downloads(store, upstream)
     app[STORE] = store
     app[PAGES] = pages
@@ -40,10 +42,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
+    """The proxy as an aiohttp app; clock is injectable so tests can move time."""
     # Only GET and HEAD are routed, so no request body is ever read.
     app = web.Application(client_max_size=1024)
     app[CONFIG] = config
+    app[CLOCK] = clock
     app.cleanup_ctx.append(_resources)
     add_routes(app)
     return app

@@ -25,8 +25,9 @@ def _fail(message: str) -> None:
 def _setting(name: str, help_text: str):
     """A string option: the Config parser checks it, the same way as env and file values."""
     flag = "--" + name.replace("_", "-")
-    return click.option(flag, name, default=None, metavar="VALUE",
-                        help=f"{help_text} [env: {env_name(name)}]")
+    return click.option(
+        flag, name, default=None, metavar="VALUE", help=f"{help_text} [env: {env_name(name)}]"
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,8 +48,13 @@ def main() -> None:
 @_setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
 @_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
 @_setting("log_level", "debug, info, warning or error (default info).")
-@click.option("--config", "config_file", default=None, metavar="FILE",
-              help=f"TOML file with any of these settings [env: {env_name('config')}]")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help=f"TOML file with any of these settings [env: {env_name('config')}]",
+)
 def serve(config_file: str | None, **flags: str | None) -> None:
     """Run the proxy."""
     try:

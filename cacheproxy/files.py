@@ -15,6 +15,8 @@ from cacheproxy.upstream import Upstream
 
 _READ_CHUNK = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+# How the cache answered (hit, miss, coalesced, stale...), for the access log.
+CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
 
 
 def content_type_for(filename: str) -> str:
@@ -75,7 +77,7 @@ class FileServer:
     async def serve(self, request: web.Request, project: str, filename: str) -> web.StreamResponse:
         stored = await self.store.find_file(project, filename)
         if stored is not None:
-            request["cache_outcome"] = "hit"
+            request[CACHE_OUTCOME] = "hit"
             return web.FileResponse(
                 stored.path,
                 headers={
@@ -91,7 +93,7 @@ class FileServer:
             raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
         coalesced = self.downloads.is_running(project, filename)
         download, fd = self.downloads.join(project, filename, source)
-        request["cache_outcome"] = "coalesced" if coalesced else "miss"
+        request[CACHE_OUTCOME] = "coalesced" if coalesced else "miss"
         try:
             if request.method == "GET" and "Range" in request.headers:
                 relayed = await self._relay_range_if_behind(request, download)
@@ -132,7 +134,7 @@ class FileServer:
             if sent != last - first + 1:
                 _abort(request, "upstream range was cut short")
             await response.write_eof()
-            request["cache_outcome"] = "miss-range"
+            request[CACHE_OUTCOME] = "miss-range"
             return response
 
 

@@ -87,9 +87,7 @@ class PageService:
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
         try:
-            response = await self.upstream.fetch_page(
-                project, policy.revalidation_headers(entry)
-            )
+            response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
             if response.status == 304 and entry is not None and entry.status == 200:
                 entry.fetched_at = self.clock()
                 await self.store.put_page(project, entry)

@@ -7,10 +7,11 @@ import gzip
 import hashlib
 
 from aiohttp import web
+from yarl import URL
 
 from cacheproxy import policy
 from cacheproxy.config import Config
-from cacheproxy.files import FileServer
+from cacheproxy.files import CACHE_OUTCOME, FileServer
 from cacheproxy.index import PageService, UpstreamRefused
 from cacheproxy.names import InvalidName, check_filename, normalize_project
 from cacheproxy.negotiation import JSON_V1, SUPPORTED, choose_content_type
@@ -36,14 +37,12 @@ def _project_or_400(raw: str) -> str:
 
 def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
     if raw != project:
-        location = request.url.with_path(f"/simple/{project}/{rest}", encoded=False)
-        raise web.HTTPMovedPermanently(location=str(location.relative()))
+        location = URL.build(path=f"/simple/{project}/{rest}", query_string=request.query_string)
+        raise web.HTTPMovedPermanently(location=str(location))
 
 
 def _negotiate(request: web.Request) -> str:
-    content_type = choose_content_type(
-        request.headers.get("Accept"), request.query.get("format")
-    )
+    content_type = choose_content_type(request.headers.get("Accept"), request.query.get("format"))
     if content_type is None:
         raise web.HTTPNotAcceptable(text=f"this index serves only: {', '.join(SUPPORTED)}\n")
     return content_type
@@ -102,12 +101,13 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
     if result is None:
-        request["cache_outcome"] = "offline"
+        request[CACHE_OUTCOME] = "offline"
         raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
-    request["cache_outcome"] = result.outcome
+    request[CACHE_OUTCOME] = result.outcome
     entry = result.entry
-    max_age = policy.page_max_age(entry, request.app[PAGES].clock(), config.page_ttl,
-                                  config.negative_ttl)
+    max_age = policy.page_max_age(
+        entry, request.app[PAGES].clock(), config.page_ttl, config.negative_ttl
+    )
     if entry.page is None:
         raise web.HTTPNotFound(
             text=f"no project named {project}\n",
@@ -148,7 +148,7 @@ async def project_file(request: web.Request) -> web.StreamResponse:
 
 async def project_without_slash(request: web.Request) -> web.StreamResponse:
     project = _project_or_400(request.match_info["project"])
-    location = request.url.with_path(f"/simple/{project}/").relative()
+    location = URL.build(path=f"/simple/{project}/", query_string=request.query_string)
     raise web.HTTPMovedPermanently(location=str(location))
 
 

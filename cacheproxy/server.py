@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from cacheproxy.app import create_app
 from cacheproxy.config import Config
+from cacheproxy.files import CACHE_OUTCOME
 
 log = logging.getLogger("cacheproxy")
 
@@ -25,7 +26,7 @@ class AccessLogger(AbstractAccessLogger):
             request.method,
             request.rel_url,
             response.status,
-            request.get("cache_outcome", "-"),
+            request.get(CACHE_OUTCOME, "-"),
             response.body_length,
             time * 1000,
         )

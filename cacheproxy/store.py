@@ -103,7 +103,8 @@ class Store:
             return sorted(
                 key[1]
                 for key in self.cache.iterkeys()
-                if isinstance(key, tuple) and key[0] == _PAGE
+                if isinstance(key, tuple)
+                and key[0] == _PAGE
                 and getattr(self.cache.get(key), "status", None) == 200
             )
 

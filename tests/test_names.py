@@ -7,8 +7,13 @@ from cacheproxy.names import InvalidName, check_filename, normalize_project
 
 @pytest.mark.parametrize(
     ("raw", "normal"),
-    [("Django", "django"), ("Beta_Helper", "beta-helper"), ("zope.interface", "zope-interface"),
-     ("a__b--c..d", "a-b-c-d"), ("x", "x")],
+    [
+        ("Django", "django"),
+        ("Beta_Helper", "beta-helper"),
+        ("zope.interface", "zope-interface"),
+        ("a__b--c..d", "a-b-c-d"),
+        ("x", "x"),
+    ],
 )
 def test_normalize(raw, normal):
     assert normalize_project(raw) == normal

@@ -106,8 +106,13 @@ def test_html_upstream_page():
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"name": "x"}', b'{"files": []}',
-     b'{"name": "x", "files": [{"filename": "../evil", "url": "x"}]}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"name": "x"}',
+        b'{"files": []}',
+        b'{"name": "x", "files": [{"filename": "../evil", "url": "x"}]}',
+    ],
 )
 def test_bad_json_pages(body):
     with pytest.raises(PageError):

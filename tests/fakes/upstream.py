@@ -1,0 +1,235 @@
+"""A local upstream index for tests: serves real wheels as PEP 691 JSON or PEP 503 HTML, counts
+every request, and misbehaves on demand (corrupt bytes, slow bodies, error statuses)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tests.fakes.wheels import metadata_of
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+
+
+@dataclass
+class UpstreamFile:
+    project: str
+    filename: str
+    data: bytes
+    requires_python: str | None = None
+    yanked: bool | str = False
+    metadata: bytes | None = None
+    upload_time: str = "2024-01-02T03:04:05.000000Z"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def url_path(self) -> str:
+        return f"/files/{self.sha256[:2]}/{self.filename}"
+
+
+@dataclass
+class UpstreamIndex:
+    files: dict[str, UpstreamFile] = field(default_factory=dict)
+    mode: str = "json"  # "json": PEP 691 negotiation; "html": only text/html, like many mirrors
+    absolute_urls: bool = True
+    corrupt: set[str] = field(default_factory=set)
+    truncate: set[str] = field(default_factory=set)
+    chunk_delay: float = 0.0
+    chunk_size: int = 64 * 1024
+    page_status: int | None = None
+    page_delay: float = 0.0
+    requests: collections.Counter = field(default_factory=collections.Counter)
+
+    def add_wheel(
+        self,
+        path: Path,
+        *,
+        yanked: bool | str = False,
+        requires_python: str | None = None,
+        with_metadata: bool = True,
+    ) -> UpstreamFile:
+        name = parse_wheel_filename(path.name)[0]
+        entry = UpstreamFile(
+            project=canonicalize_name(name),
+            filename=path.name,
+            data=path.read_bytes(),
+            requires_python=requires_python,
+            yanked=yanked,
+            metadata=metadata_of(path) if with_metadata else None,
+        )
+        self.files[path.name] = entry
+        return entry
+
+    def project_files(self, project: str) -> list[UpstreamFile]:
+        return [f for f in self.files.values() if f.project == project]
+
+    def page_hits(self, project: str) -> int:
+        return self.requests[("GET", f"/simple/{project}/")]
+
+    def file_hits(self, filename: str) -> int:
+        """GETs of a file (or of its .metadata when filename ends so), ranged ones included."""
+        base = filename.removesuffix(".metadata")
+        entry = self.files[base]
+        path = entry.url_path + filename[len(base) :]
+        return self.requests[("GET", path)]
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+
+
+def _wants_json(request: web.Request) -> bool:
+    """JSON when the client rates it at least as high as any HTML form (PEP 691)."""
+    quality = {}
+    for part in request.headers.get("Accept", "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                q = float(param[2:])
+        quality[media] = q
+    json_q = quality.get(JSON_V1, 0.0)
+    return json_q > 0 and json_q >= max(quality.get(HTML_V1, 0.0), quality.get("text/html", 0.0))
+
+
+def _file_url(index: UpstreamIndex, request: web.Request, entry: UpstreamFile) -> str:
+    if index.absolute_urls:
+        return str(request.url.with_path(entry.url_path).with_query(None))
+    return "../.." + entry.url_path
+
+
+def _json_page(index: UpstreamIndex, request: web.Request, project: str) -> bytes:
+    files = []
+    for entry in index.project_files(project):
+        item = {
+            "filename": entry.filename,
+            "url": _file_url(index, request, entry),
+            "hashes": {"sha256": entry.sha256},
+            "requires-python": entry.requires_python,
+            "yanked": entry.yanked,
+            "size": len(entry.data),
+            "upload-time": entry.upload_time,
+        }
+        if entry.metadata is not None:
+            meta = {"sha256": hashlib.sha256(entry.metadata).hexdigest()}
+            item["core-metadata"] = item["data-dist-info-metadata"] = meta
+        files.append(item)
+    versions = sorted(
+        {parse_wheel_filename(f.filename)[1].public for f in index.project_files(project)}
+    )
+    page = {"meta": {"api-version": "1.1"}, "name": project, "versions": versions, "files": files}
+    return json.dumps(page).encode()
+
+
+def _html_page(index: UpstreamIndex, request: web.Request, project: str) -> bytes:
+    lines = [
+        '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1">',
+        f"<title>Links for {project}</title></head><body>",
+    ]
+    for entry in index.project_files(project):
+        attrs = f' href="{html.escape(_file_url(index, request, entry))}#sha256={entry.sha256}"'
+        if entry.requires_python:
+            attrs += f' data-requires-python="{html.escape(entry.requires_python)}"'
+        if entry.yanked:
+            reason = entry.yanked if isinstance(entry.yanked, str) else ""
+            attrs += f' data-yanked="{html.escape(reason)}"'
+        if entry.metadata is not None:
+            digest = hashlib.sha256(entry.metadata).hexdigest()
+            attrs += (
+                f' data-core-metadata="sha256={digest}" data-dist-info-metadata="sha256={digest}"'
+            )
+        lines.append(f"<a{attrs}>{entry.filename}</a><br/>")
+    lines.append("</body></html>")
+    return "\n".join(lines).encode()
+
+
+def make_app(index: UpstreamIndex) -> web.Application:
+    @web.middleware
+    async def count(request: web.Request, handler):
+        index.requests[(request.method, request.path)] += 1
+        return await handler(request)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        project = request.match_info["project"]
+        if index.page_delay:
+            await asyncio.sleep(index.page_delay)
+        if index.page_status is not None:
+            return web.Response(status=index.page_status, text="upstream trouble")
+        if not index.project_files(project):
+            return web.Response(status=404, text="not found")
+        as_json = index.mode == "json" and _wants_json(request)
+        body = (
+            _json_page(index, request, project) if as_json else _html_page(index, request, project)
+        )
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        headers = {"ETag": etag, "Last-Modified": "Tue, 02 Jan 2024 03:04:05 GMT"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        content_type = JSON_V1 if as_json else ("text/html" if index.mode == "html" else HTML_V1)
+        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["filename"]
+        base = name.removesuffix(".metadata")
+        entry = index.files.get(base)
+        if entry is None or request.match_info["prefix"] != entry.sha256[:2]:
+            return web.Response(status=404)
+        if name != base:
+            if entry.metadata is None:
+                return web.Response(status=404)
+            return web.Response(body=entry.metadata, content_type="application/octet-stream")
+        data = entry.data
+        if name in index.corrupt:
+            middle = len(data) // 2
+            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+        status, start, end = 200, 0, len(data)
+        spec = request.headers.get("Range", "")
+        if spec.startswith("bytes="):
+            first, _, last = spec[6:].partition("-")
+            if first:
+                start, end = int(first), (int(last) + 1 if last else len(data))
+            else:
+                start = len(data) - int(last)
+            status = 206
+        response = web.StreamResponse(status=status)
+        response.content_type = "application/octet-stream"
+        response.content_length = end - start
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        body = data[start:end]
+        if name in index.truncate and status == 200:
+            body = body[: len(body) // 2]
+        for offset in range(0, len(body), index.chunk_size):
+            await response.write(body[offset : offset + index.chunk_size])
+            if index.chunk_delay:
+                await asyncio.sleep(index.chunk_delay)
+        if name in index.truncate and status == 200:
+            request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def root(request: web.Request) -> web.Response:
+        projects = sorted({f.project for f in index.files.values()})
+        links = "".join(f'<a href="{p}/">{p}</a>' for p in projects)
+        return web.Response(text=f"<html><body>{links}</body></html>", content_type="text/html")
+
+    app = web.Application(middlewares=[count])
+    app.router.add_get("/simple/", root)
+    app.router.add_get("/simple/{project}/", page)
+    app.router.add_get("/files/{prefix}/{filename}", file)
+    return app
