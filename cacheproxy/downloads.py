@@ -17,6 +17,7 @@ from pathlib import Path
 from cacheproxy.pages import FileSource
 from cacheproxy.store import Store
 from cacheproxy.upstream import Upstream, UpstreamError
+from cacheproxy.wheelmeta import NoMetadata, extract_metadata
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,15 @@ class Downloads:
         key = (download.project, download.filename)
         try:
             sha256 = await self._transfer(download, fd)
-            await self.store.commit_file(
+            stored = await self.store.commit_file(
                 download.project, download.filename, download.staging, sha256
             )
             download.committed = True
             download._notify()
+            if download.source.extract_metadata:
+                await extract_and_store(
+                    self.store, download.project, download.filename, stored.path
+                )
         except asyncio.CancelledError:
             download._fail(DownloadFailed("proxy is shutting down"))
             raise
@@ -162,6 +167,17 @@ class Downloads:
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
             )
         return sha256.hexdigest()
+
+
+async def extract_and_store(store: Store, project: str, wheel: str, path: str) -> bytes | None:
+    """Extract a cached wheel's METADATA into the store; None if the wheel has none usable."""
+    try:
+        data = await asyncio.to_thread(extract_metadata, path, wheel)
+        await store.put_extracted_metadata(project, wheel, data, hashlib.sha256(data).hexdigest())
+        return data
+    except (NoMetadata, OSError) as exc:
+        log.warning("no metadata extracted from %s: %s", wheel, exc)
+        return None
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

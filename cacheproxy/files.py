@@ -8,8 +8,9 @@ import os
 
 from aiohttp import web
 
-from cacheproxy.downloads import Download, Downloads, close_quietly
+from cacheproxy.downloads import Download, Downloads, close_quietly, extract_and_store
 from cacheproxy.index import PageService
+from cacheproxy.pages import METADATA_SUFFIX
 from cacheproxy.store import Store
 from cacheproxy.upstream import Upstream
 
@@ -89,6 +90,8 @@ class FileServer:
         if self.offline:
             raise web.HTTPNotFound(text=f"{filename} is not cached and the proxy is offline\n")
         source = await self.pages.find_file(project, filename)
+        if source is None and filename.endswith(METADATA_SUFFIX):
+            return await self._serve_extracted(request, project, filename)
         if source is None:
             raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
         coalesced = self.downloads.is_running(project, filename)
@@ -102,6 +105,33 @@ class FileServer:
             return await stream_download(request, download, fd)
         finally:
             close_quietly(fd)
+
+    async def _serve_extracted(
+        self, request: web.Request, project: str, filename: str
+    ) -> web.StreamResponse:
+        """Metadata the proxy advertised but no longer holds (evicted): extract it again from
+        the wheel, downloading the wheel first if that was evicted too."""
+        wheel = filename.removesuffix(METADATA_SUFFIX)
+        source = await self.pages.find_file(project, wheel)
+        if source is None or not source.extract_metadata:
+            raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+        stored = await self.store.find_file(project, wheel)
+        if stored is None:
+            download, fd = self.downloads.join(project, wheel, source)
+            close_quietly(fd)
+            assert download.task is not None
+            await asyncio.shield(download.task)
+            if download.error is not None:
+                raise download.error
+            stored = await self.store.find_file(project, wheel)
+        data = stored and await extract_and_store(self.store, project, wheel, stored.path)
+        if data is None:
+            raise web.HTTPNotFound(text=f"no metadata can be read from {wheel}\n")
+        request[CACHE_OUTCOME] = "extracted"
+        return web.Response(
+            body=data,
+            headers={"Content-Type": content_type_for(filename), "Cache-Control": IMMUTABLE},
+        )
 
     async def _relay_range_if_behind(
         self, request: web.Request, download: Download

@@ -51,6 +51,8 @@ class FileSource:
     hash_name: str | None
     hash_value: str | None
     size: int | None
+    # A wheel the index gives no metadata for: the proxy extracts it once the wheel is cached.
+    extract_metadata: bool = False
 
 
 def _best_hash(hashes: Any) -> tuple[str | None, str | None]:
@@ -69,7 +71,11 @@ def find_source(page: ProjectPage, filename: str) -> FileSource | None:
         name, value = _best_hash(entry.get("hashes"))
         size = entry.get("size")
         return FileSource(
-            page.origins[filename], name, value, size if isinstance(size, int) else None
+            page.origins[filename],
+            name,
+            value,
+            size if isinstance(size, int) else None,
+            extract_metadata=filename.endswith(".whl") and not entry.get("core-metadata"),
         )
     if filename.endswith(METADATA_SUFFIX):
         base = filename[: -len(METADATA_SUFFIX)]
@@ -79,6 +85,21 @@ def find_source(page: ProjectPage, filename: str) -> FileSource | None:
             name, value = _best_hash(metadata)
             return FileSource(page.origins[base] + METADATA_SUFFIX, name, value, None)
     return None
+
+
+def with_extracted_metadata(page: ProjectPage, extracted: dict[str, str]) -> ProjectPage:
+    """The page advertising metadata the proxy extracted itself, for wheels the upstream
+    gave none: clients then resolve without downloading or range-reading those wheels."""
+    if not extracted:
+        return page
+    files = []
+    for entry in page.data["files"]:
+        digest = extracted.get(entry["filename"])
+        if digest and not entry.get("core-metadata"):
+            entry = dict(entry)
+            entry["core-metadata"] = entry["data-dist-info-metadata"] = {"sha256": digest}
+        files.append(entry)
+    return ProjectPage({**page.data, "files": files}, page.origins)
 
 
 def _client_url(filename: str) -> str:

@@ -15,7 +15,12 @@ from cacheproxy.files import CACHE_OUTCOME, FileServer
 from cacheproxy.index import PageService, UpstreamRefused
 from cacheproxy.names import InvalidName, check_filename, normalize_project
 from cacheproxy.negotiation import JSON_V1, SUPPORTED, choose_content_type
-from cacheproxy.pages import render_html, render_json, render_project_list
+from cacheproxy.pages import (
+    render_html,
+    render_json,
+    render_project_list,
+    with_extracted_metadata,
+)
 from cacheproxy.store import Store
 from cacheproxy.upstream import UpstreamError
 
@@ -114,7 +119,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
             headers={"Cache-Control": f"max-age={max_age}, public"},
         )
     render = render_json if content_type == JSON_V1 else render_html
-    body = await asyncio.to_thread(render, entry.page)
+    page = with_extracted_metadata(entry.page, await request.app[STORE].extracted_metadata(project))
+    body = await asyncio.to_thread(render, page)
     extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'} if result.warning else {}
     return await page_response(request, body, content_type, max_age, **extra)
 

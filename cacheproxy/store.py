@@ -20,6 +20,7 @@ from cacheproxy.policy import CachedPage
 
 _PAGE = "page"
 _FILE = "file"
+_EXTRACTED = "extracted-metadata"
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,28 @@ class Store:
                 os.unlink(path)
 
         await asyncio.to_thread(remove)
+
+    # -- metadata the proxy extracted from wheels -----------------------------------------
+
+    def _write_staged(self, data: bytes) -> Path:
+        path = self.new_staging_path()
+        with open(path, "xb") as fh:
+            fh.write(data)
+        return path
+
+    def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> None:
+        self._commit_file(project, wheel + ".metadata", self._write_staged(data), sha256)
+        # A lock across processes: two wheels of one project may finish at once.
+        with self.cache.transact():
+            known = self.cache.get((_EXTRACTED, project), {})
+            known[wheel] = sha256
+            self.cache.set((_EXTRACTED, project), known)
+
+    async def put_extracted_metadata(
+        self, project: str, wheel: str, data: bytes, sha256: str
+    ) -> None:
+        await asyncio.to_thread(self._put_extracted, project, wheel, data, sha256)
+
+    async def extracted_metadata(self, project: str) -> dict[str, str]:
+        """wheel filename -> sha256 of the METADATA this proxy extracted and stored."""
+        return await asyncio.to_thread(self.cache.get, (_EXTRACTED, project), {})
