@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from cacheproxy import __version__
-from cacheproxy.config import ConfigError, env_name, load_config
+from cacheproxy.config import Config, ConfigError, env_name, load_config
 from cacheproxy.server import serve as run_server
+from cacheproxy.store import Store
 
 EXIT_BAD_CONFIG = 2
 
@@ -20,6 +21,14 @@ EXIT_BAD_CONFIG = 2
 def _fail(message: str) -> None:
     click.echo(f"cacheproxy: error: {message}", err=True)
     sys.exit(EXIT_BAD_CONFIG)
+
+
+def _load(flags: dict[str, str | None], config_file: str | None) -> Config:
+    try:
+        return load_config(flags, os.environ, Path(config_file) if config_file else None)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
 
 
 def _setting(name: str, help_text: str):
@@ -57,11 +66,7 @@ def main() -> None:
 )
 def serve(config_file: str | None, **flags: str | None) -> None:
     """Run the proxy."""
-    try:
-        config = load_config(flags, os.environ, Path(config_file) if config_file else None)
-    except ConfigError as exc:
-        _fail(str(exc))
-        return
+    config = _load(flags, config_file)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -72,3 +77,27 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         pass
+
+
+_CONFIG_OPTION = click.option(
+    "--config", "config_file", default=None, metavar="FILE", help="TOML settings file."
+)
+
+
+@main.command()
+@_setting("cache_dir", "The cache to check.")
+@_CONFIG_OPTION
+def verify(config_file: str | None, **flags: str | None) -> None:
+    """Re-hash every cached file and remove those that do not match.
+
+    Safe while the proxy runs: the store is shared through SQLite."""
+    config = _load(flags, config_file)
+    store = Store(config.cache_dir, config.max_size)
+    store.open_sync(clean_staging=False)
+    try:
+        report = store.verify_sync()
+    finally:
+        store.close_sync()
+    for name in report.removed:
+        click.echo(f"removed {name}: its bytes no longer match its sha256")
+    click.echo(f"checked {report.checked} files, removed {len(report.removed)}")

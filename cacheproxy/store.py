@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -60,11 +62,13 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def open_sync(self) -> None:
+    def open_sync(self, clean_staging: bool = True) -> None:
+        """Open the store; the server cleans staging, a command run beside it must not."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        # Whatever is in staging was cut off by a crash: never complete, never verified.
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
-        self.staging_dir.mkdir()
+        if clean_staging:
+            # Whatever is in staging was cut off by a crash: never complete, never verified.
+            shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self.staging_dir.mkdir(exist_ok=True)
         self._cache = diskcache.Cache(
             str(self.cache_dir / "store"),
             disk=_RenamingDisk,
@@ -171,3 +175,34 @@ class Store:
     async def extracted_metadata(self, project: str) -> dict[str, str]:
         """wheel filename -> sha256 of the METADATA this proxy extracted and stored."""
         return await asyncio.to_thread(self.cache.get, (_EXTRACTED, project), {})
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def verify_sync(self) -> VerifyReport:
+        """Re-hash every stored file against the sha256 it was stored under and drop those
+        that no longer match (disk faults, hand edits). Blocking: for the CLI or a thread."""
+        report = VerifyReport()
+        for key in list(self.cache.iterkeys()):
+            if not (isinstance(key, tuple) and key[0] == _FILE):
+                continue
+            handle, expected = self.cache.get(key, read=True, tag=True)
+            if handle is None:
+                continue
+            with handle:
+                digest = hashlib.sha256()
+                while block := handle.read(1024 * 1024):
+                    digest.update(block)
+            report.checked += 1
+            if digest.hexdigest() != expected:
+                self.cache.delete(key)
+                report.removed.append(f"{key[1]}/{key[2]}")
+        # Files diskcache holds no record of (a crash between rename and insert) are removed.
+        with contextlib.suppress(Exception):
+            self.cache.check(fix=True)
+        return report
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    removed: list[str] = dataclasses.field(default_factory=list)

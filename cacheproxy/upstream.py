@@ -67,7 +67,7 @@ class Upstream:
     def __init__(self, config: Config) -> None:
         self.base_url = config.upstream_url
         credentials = config.upstream_credentials
-        self._auth = aiohttp.BasicAuth(*credentials) if credentials else None
+        self._authorization = aiohttp.encode_basic_auth(*credentials) if credentials else None
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
@@ -93,22 +93,25 @@ class Upstream:
             raise RuntimeError("upstream session is not open")
         return self._session
 
-    def _auth_for(self, url: URL) -> aiohttp.BasicAuth | None:
+    def _auth_for(self, url: URL) -> dict[str, str]:
         # Credentials go only to the index's own origin, as pip and uv do.
-        if self._auth and url.origin() == self.base_url.origin():
-            return self._auth
-        return None
+        if self._authorization and url.origin() == self.base_url.origin():
+            return {"Authorization": self._authorization}
+        return {}
 
     def page_url(self, project: str) -> URL:
         return self.base_url.join(URL(f"{project}/"))
 
     async def fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
         url = self.page_url(project)
-        request_headers = {"Accept": PAGE_ACCEPT, "Accept-Encoding": "gzip", **headers}
+        request_headers = {
+            "Accept": PAGE_ACCEPT,
+            "Accept-Encoding": "gzip",
+            **headers,
+            **self._auth_for(url),
+        }
         try:
-            async with self.session.get(
-                url, headers=request_headers, auth=self._auth_for(url), auto_decompress=True
-            ) as resp:
+            async with self.session.get(url, headers=request_headers, auto_decompress=True) as resp:
                 body = b""
                 if resp.status == 200:
                     if (resp.content_length or 0) > MAX_PAGE_BYTES:
@@ -134,8 +137,11 @@ class Upstream:
         try:
             async with self.session.get(
                 target,
-                headers={"Accept-Encoding": "identity", **(headers or {})},
-                auth=self._auth_for(target),
+                headers={
+                    "Accept-Encoding": "identity",
+                    **(headers or {}),
+                    **self._auth_for(target),
+                },
             ) as resp:
                 yield resp
         except UpstreamError:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import encode_basic_auth, web
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from tests.fakes.wheels import metadata_of
@@ -49,6 +49,8 @@ class UpstreamIndex:
     chunk_delay: float = 0.0
     chunk_size: int = 64 * 1024
     page_status: int | None = None
+    page_body: bytes | None = None  # served instead of the real page: garbage tests
+    required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0
     requests: collections.Counter = field(default_factory=collections.Counter)
 
@@ -158,6 +160,10 @@ def make_app(index: UpstreamIndex) -> web.Application:
     @web.middleware
     async def count(request: web.Request, handler):
         index.requests[(request.method, request.path)] += 1
+        if index.required_auth is not None:
+            expected = encode_basic_auth(*index.required_auth)
+            if request.headers.get("Authorization") != expected:
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="up"'})
         return await handler(request)
 
     async def page(request: web.Request) -> web.StreamResponse:
@@ -166,6 +172,8 @@ def make_app(index: UpstreamIndex) -> web.Application:
             await asyncio.sleep(index.page_delay)
         if index.page_status is not None:
             return web.Response(status=index.page_status, text="upstream trouble")
+        if index.page_body is not None:
+            return web.Response(body=index.page_body, content_type=JSON_V1)
         if not index.project_files(project):
             return web.Response(status=404, text="not found")
         as_json = index.mode == "json" and _wants_json(request)

@@ -1,0 +1,164 @@
+"""Faults caused for real: broken upstreams, crashes, corrupt stores, credentials."""
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+
+from cacheproxy.negotiation import JSON_V1
+from tests.fakes.clients import clean_env
+
+ALPHA = "tinyalpha-2.0-py3-none-any.whl"
+BIG = "bigpkg-1.0-py3-none-any.whl"
+
+
+async def fetch(url, **headers):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=headers) as resp:
+            return resp.status, resp.headers, await resp.read()
+
+
+async def test_truncated_upstream_body_is_never_cached(proxy, upstream, wheel_bytes):
+    upstream.index.truncate.add(BIG)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await fetch(proxy.url + f"bigpkg/{BIG}")
+    upstream.index.truncate.clear()
+    status, _, body = await fetch(proxy.url + f"bigpkg/{BIG}")
+    assert status == 200 and body == wheel_bytes(BIG)
+    assert upstream.index.file_hits(BIG) == 2
+
+
+@pytest.mark.parametrize("garbage", [b"{not json", b'{"files": 3}', b"\xff\xfe\x00"])
+async def test_garbage_page_is_502_and_not_cached(proxy, upstream, garbage):
+    upstream.index.page_body = garbage
+    status, _, body = await fetch(proxy.url + "tinyalpha/", Accept=JSON_V1)
+    assert status == 502
+    assert b"upstream" in body
+    upstream.index.page_body = None
+    assert (await fetch(proxy.url + "tinyalpha/", Accept=JSON_V1))[0] == 200
+
+
+async def test_slow_upstream_times_out_with_504(make_proxy, upstream):
+    upstream.index.page_delay = 2
+    proxy = await make_proxy(read_timeout=0.3)
+    status, _, body = await fetch(proxy.url + "tinyalpha/")
+    assert status == 504
+    assert body == b"upstream timed out\n"
+
+
+async def test_offline_mode_serves_only_the_cache(make_proxy, upstream, wheel_bytes):
+    online = await make_proxy()
+    await fetch(online.url + f"tinyalpha/{ALPHA}")
+    await online.close()
+    upstream.index.reset_counts()
+    offline = await make_proxy(offline=True, page_ttl=0)
+    assert (await fetch(offline.url + "tinyalpha/"))[0] == 200
+    status, _, body = await fetch(offline.url + f"tinyalpha/{ALPHA}")
+    assert status == 200 and body == wheel_bytes(ALPHA)
+    status, _, body = await fetch(offline.url + "beta-helper/")
+    assert status == 404 and b"offline" in body
+    assert upstream.index.requests.total() == 0
+
+
+async def test_upstream_credentials_are_used_and_never_shown(make_proxy, upstream, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token"
+    upstream.index.required_auth = ("ci", secret)
+    base = upstream.simple_url.replace("http://", f"http://ci:{secret}@")
+    proxy = await make_proxy(upstream=base)
+    status, _, page = await fetch(proxy.url + "tinyalpha/", Accept=JSON_V1)
+    assert status == 200
+    status, _, _ = await fetch(proxy.url + f"tinyalpha/{ALPHA}")
+    assert status == 200
+    assert secret.encode() not in page
+    await upstream.stop()
+    _, _, error = await fetch(proxy.url + "beta-helper/")
+    assert secret.encode() not in error
+    assert secret not in caplog.text
+
+
+async def test_upstream_401_is_passed_on_and_not_cached(make_proxy, upstream):
+    upstream.index.required_auth = ("ci", "right")
+    bad = upstream.simple_url.replace("http://", "http://ci:wrong@")
+    proxy = await make_proxy(upstream=bad)
+    for _ in range(2):
+        status, _, body = await fetch(proxy.url + "tinyalpha/")
+        assert status == 401
+        assert b"wrong" not in body
+    assert upstream.index.page_hits("tinyalpha") == 2
+
+
+def start_proxy_process(cache_dir, upstream_url):
+    env = clean_env()
+    env.update(CACHEPROXY_CACHE_DIR=str(cache_dir), CACHEPROXY_UPSTREAM=upstream_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cacheproxy", "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stderr.readline()
+    match = re.search(r"UV_DEFAULT_INDEX=(\S+)", line)
+    assert match, line
+    return proc, match.group(1)
+
+
+async def test_kill_9_mid_download_leaves_a_clean_cache(upstream, tmp_path, wheel_bytes):
+    cache = tmp_path / "cache"
+    upstream.index.chunk_delay = 0.05
+    proc, url = await asyncio.to_thread(start_proxy_process, cache, upstream.simple_url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + f"bigpkg/{BIG}") as resp:
+                await resp.content.readexactly(256 * 1024)
+                assert list((cache / "tmp").iterdir())  # a partial file is being written
+                proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(proc.wait)
+    except aiohttp.ClientPayloadError:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    upstream.index.chunk_delay = 0
+    proc, url = await asyncio.to_thread(start_proxy_process, cache, upstream.simple_url)
+    try:
+        assert not list((cache / "tmp").iterdir())
+        status, _, body = await fetch(url + f"bigpkg/{BIG}")
+        assert status == 200 and body == wheel_bytes(BIG)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 15)
+    assert proc.returncode == 0
+
+
+async def test_verify_removes_files_whose_bytes_changed(proxy, upstream, wheel_bytes):
+    await fetch(proxy.url + f"tinyalpha/{ALPHA}")
+    await fetch(proxy.url + "beta-helper/beta_helper-1.0-py3-none-any.whl")
+    store_dir = proxy.config.cache_dir / "store"
+    stored = [p for p in store_dir.rglob("*.val") if p.read_bytes() == wheel_bytes(ALPHA)]
+    assert len(stored) == 1
+    data = bytearray(stored[0].read_bytes())
+    data[100] ^= 0xFF
+    stored[0].write_bytes(bytes(data))
+
+    env = {**os.environ, "CACHEPROXY_CACHE_DIR": str(proxy.config.cache_dir)}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cacheproxy", "verify"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"removed tinyalpha/{ALPHA}" in result.stdout
+    assert "checked 2 files, removed 1" in result.stdout
+    # the next request fetches a good copy again
+    status, _, body = await fetch(proxy.url + f"tinyalpha/{ALPHA}")
+    assert status == 200 and body == wheel_bytes(ALPHA)
+    assert upstream.index.file_hits(ALPHA) == 2
