@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from cacheproxy.pages import FileSource
@@ -28,6 +30,15 @@ class DownloadFailed(UpstreamError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class DiskFull(DownloadFailed):
+    """No room to cache the file: it is passed through to the client uncached instead."""
+
+
+# Free space kept beyond a file's size, so SQLite and the pages still have room.
+DISK_RESERVE = 64 * 1024 * 1024
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Download:
@@ -107,15 +118,19 @@ class Downloads:
             stored = await self.store.commit_file(
                 download.project, download.filename, download.staging, sha256
             )
-            download.committed = True
-            download._notify()
             if download.source.extract_metadata:
+                # Before the clients get the last byte, so their next page shows the metadata.
                 await extract_and_store(
                     self.store, download.project, download.filename, stored.path
                 )
+            download.committed = True
+            download._notify()
         except asyncio.CancelledError:
             download._fail(DownloadFailed("proxy is shutting down"))
             raise
+        except DiskFull as exc:
+            log.warning("disk full: %s is served without being cached (%s)", download.filename, exc)
+            download._fail(exc)
         except DownloadFailed as exc:
             log.warning("download of %s failed: %s", download.filename, exc)
             download._fail(exc)
@@ -130,6 +145,14 @@ class Downloads:
             os.close(fd)
             if not download.committed:
                 await self.store.discard(download.staging)
+
+    async def has_room(self, size: int) -> bool:
+        free = await asyncio.to_thread(_free_bytes, self.store.staging_dir)
+        return size + DISK_RESERVE <= free
+
+    async def _ensure_room(self, size: int) -> None:
+        if not await self.has_room(size):
+            raise DiskFull(f"less than {(size + DISK_RESERVE) // 2**20} MiB free")
 
     async def _transfer(self, download: Download, fd: int) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
@@ -147,9 +170,15 @@ class Downloads:
             if resp.headers.get("Content-Encoding", "identity") != "identity":
                 raise DownloadFailed("upstream sent an encoded file body")
             download.total = resp.content_length if resp.content_length is not None else source.size
+            await self._ensure_room(download.total or 0)
             download.started.set()
             async for chunk in resp.content.iter_chunked(_CHUNK):
-                await asyncio.to_thread(_write_all, fd, chunk, download.written)
+                try:
+                    await asyncio.to_thread(_write_all, fd, chunk, download.written)
+                except OSError as exc:
+                    if exc.errno in _NO_SPACE:
+                        raise DiskFull("no space left while writing") from None
+                    raise
                 sha256.update(chunk)
                 if expected is not None:
                     expected.update(chunk)
@@ -178,6 +207,10 @@ async def extract_and_store(store: Store, project: str, wheel: str, path: str) -
     except (NoMetadata, OSError) as exc:
         log.warning("no metadata extracted from %s: %s", wheel, exc)
         return None
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

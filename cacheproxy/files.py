@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
+import logging
 import os
 
 from aiohttp import web
 
-from cacheproxy.downloads import Download, Downloads, close_quietly, extract_and_store
+from cacheproxy.downloads import (
+    DiskFull,
+    Download,
+    Downloads,
+    close_quietly,
+    extract_and_store,
+)
 from cacheproxy.index import PageService
-from cacheproxy.pages import METADATA_SUFFIX
+from cacheproxy.pages import METADATA_SUFFIX, FileSource
 from cacheproxy.store import Store
 from cacheproxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -95,9 +104,17 @@ class FileServer:
         if source is None:
             raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
         coalesced = self.downloads.is_running(project, filename)
+        if not coalesced and not await self.downloads.has_room(source.size or 0):
+            log.warning("disk full: %s is served without being cached", filename)
+            request[CACHE_OUTCOME] = "uncached"
+            return await self._relay_uncached(request, source, filename)
         download, fd = self.downloads.join(project, filename, source)
         request[CACHE_OUTCOME] = "coalesced" if coalesced else "miss"
         try:
+            await download.started.wait()
+            if isinstance(download.error, DiskFull) and download.written == 0:
+                request[CACHE_OUTCOME] = "uncached"
+                return await self._relay_uncached(request, source, filename)
             if request.method == "GET" and "Range" in request.headers:
                 relayed = await self._relay_range_if_behind(request, download)
                 if relayed is not None:
@@ -105,6 +122,38 @@ class FileServer:
             return await stream_download(request, download, fd)
         finally:
             close_quietly(fd)
+
+    async def _relay_uncached(
+        self, request: web.Request, source: FileSource, filename: str
+    ) -> web.StreamResponse:
+        """Pass a file through without storing it (the disk is full), still verified: the
+        final chunk goes out only once the hash matches."""
+        forwarded = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+        async with self.upstream.open_file(source.url, headers=forwarded) as upstream_response:
+            if upstream_response.status not in (200, 206):
+                raise web.HTTPBadGateway(text=f"upstream answered {upstream_response.status}\n")
+            response = web.StreamResponse(status=upstream_response.status)
+            for header in ("Content-Length", "Content-Range"):
+                if header in upstream_response.headers:
+                    response.headers[header] = upstream_response.headers[header]
+            response.headers["Content-Type"] = content_type_for(filename)
+            response.headers["Accept-Ranges"] = "bytes"
+            await response.prepare(request)
+            if request.method == "HEAD":
+                return response
+            verify = upstream_response.status == 200 and source.hash_value is not None
+            digest = hashlib.new(source.hash_name or "sha256")
+            held = b""
+            async for chunk in upstream_response.content.iter_chunked(_READ_CHUNK):
+                digest.update(chunk)
+                if held:
+                    await response.write(held)
+                held = chunk
+            if verify and digest.hexdigest() != source.hash_value:
+                return _abort(request, response, f"{filename} does not match its hash")
+            await response.write(held)
+            await response.write_eof()
+            return response
 
     async def _serve_extracted(
         self, request: web.Request, project: str, filename: str
@@ -162,7 +211,7 @@ class FileServer:
                 sent += len(chunk)
                 await response.write(chunk)
             if sent != last - first + 1:
-                _abort(request, "upstream range was cut short")
+                return _abort(request, response, "upstream range was cut short")
             await response.write_eof()
             request[CACHE_OUTCOME] = "miss-range"
             return response
@@ -206,7 +255,7 @@ async def stream_download(request: web.Request, download: Download, fd: int) -> 
             position += len(data)
             continue
         if download.error is not None:
-            _abort(request, str(download.error))
+            return _abort(request, response, str(download.error))
         if download.committed and end is None:
             break
         await download.wait_changed()
@@ -214,9 +263,10 @@ async def stream_download(request: web.Request, download: Download, fd: int) -> 
     return response
 
 
-def _abort(request: web.Request, reason: str) -> None:
+def _abort(request: web.Request, response: web.StreamResponse, reason: str) -> web.StreamResponse:
     """Cut the connection so the client sees an incomplete transfer, never a clean end."""
+    log.warning("aborted %s: %s", request.path, reason)
+    request[CACHE_OUTCOME] = "aborted"
     if request.transport is not None:
-        with contextlib.suppress(Exception):
-            request.transport.abort()
-    raise ConnectionResetError(reason)
+        request.transport.abort()
+    return response

@@ -162,3 +162,35 @@ async def test_verify_removes_files_whose_bytes_changed(proxy, upstream, wheel_b
     status, _, body = await fetch(proxy.url + f"tinyalpha/{ALPHA}")
     assert status == 200 and body == wheel_bytes(ALPHA)
     assert upstream.index.file_hits(ALPHA) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 72 MiB filesystem, so 'disk full' happens for real (needs root to mount)."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=72m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_full_disk_streams_uncached_then_resumes(
+    make_proxy, upstream, small_disk, wheel_bytes, caplog
+):
+    proxy = await make_proxy(cache_dir=small_disk / "cache")
+    for _ in range(2):
+        status, _, body = await fetch(proxy.url + f"bigpkg/{BIG}")
+        assert status == 200 and body == wheel_bytes(BIG)
+    assert upstream.index.file_hits(BIG) == 2  # passed through each time, never stored
+    assert "disk full" in caplog.text
+    assert not list((small_disk / "cache" / "tmp").iterdir())
+    # a file that fits is still cached
+    for _ in range(2):
+        assert (await fetch(proxy.url + f"tinyalpha/{ALPHA}"))[0] == 200
+    assert upstream.index.file_hits(ALPHA) == 1
