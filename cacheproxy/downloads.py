@@ -17,13 +17,14 @@ import shutil
 from pathlib import Path
 
 from cacheproxy.pages import FileSource
-from cacheproxy.store import Store
+from cacheproxy.store import Store, StoredFile
 from cacheproxy.upstream import Upstream, UpstreamError
 from cacheproxy.wheelmeta import NoMetadata, extract_metadata
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+_RECENT_SECONDS = 10
 
 
 class DownloadFailed(UpstreamError):
@@ -85,12 +86,24 @@ class Downloads:
         self.store = store
         self.upstream = upstream
         self._running: dict[tuple[str, str], Download] = {}
+        # Files committed moments ago: a request that missed the store just before the commit
+        # finds them here instead of starting a second download.
+        self._recent: dict[tuple[str, str], StoredFile] = {}
 
     def __len__(self) -> int:
         return len(self._running)
 
     def is_running(self, project: str, filename: str) -> bool:
         return (project, filename) in self._running
+
+    def just_stored(self, project: str, filename: str) -> StoredFile | None:
+        stored = self._recent.get((project, filename))
+        # A stat, not a read: cheap enough here, and it catches a file evicted since.
+        return stored if stored is not None and os.path.exists(stored.path) else None
+
+    def _remember(self, key: tuple[str, str], stored: StoredFile) -> None:
+        self._recent[key] = stored
+        asyncio.get_running_loop().call_later(_RECENT_SECONDS, self._recent.pop, key, None)
 
     def join(self, project: str, filename: str, source: FileSource) -> tuple[Download, int]:
         """The running download of a file (started if none) and a reader descriptor for it."""
@@ -118,11 +131,15 @@ class Downloads:
             stored = await self.store.commit_file(
                 download.project, download.filename, download.staging, sha256
             )
-            if download.source.extract_metadata:
+            if stored is None:
+                log.info("%s was served but not kept: it exceeds the cache size", download.filename)
+            elif download.source.extract_metadata:
                 # Before the clients get the last byte, so their next page shows the metadata.
                 await extract_and_store(
                     self.store, download.project, download.filename, stored.path
                 )
+            if stored is not None:
+                self._remember(key, stored)
             download.committed = True
             download._notify()
         except asyncio.CancelledError:

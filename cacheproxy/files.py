@@ -18,7 +18,7 @@ from cacheproxy.downloads import (
 )
 from cacheproxy.index import PageService
 from cacheproxy.pages import METADATA_SUFFIX, FileSource
-from cacheproxy.store import Store
+from cacheproxy.store import Store, StoredFile
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -87,15 +87,7 @@ class FileServer:
     async def serve(self, request: web.Request, project: str, filename: str) -> web.StreamResponse:
         stored = await self.store.find_file(project, filename)
         if stored is not None:
-            request[CACHE_OUTCOME] = "hit"
-            return web.FileResponse(
-                stored.path,
-                headers={
-                    "Content-Type": content_type_for(filename),
-                    "Cache-Control": IMMUTABLE,
-                    "ETag": f'"{stored.sha256}"',
-                },
-            )
+            return _stored_response(request, stored, filename)
         if self.offline:
             raise web.HTTPNotFound(text=f"{filename} is not cached and the proxy is offline\n")
         source = await self.pages.find_file(project, filename)
@@ -103,6 +95,9 @@ class FileServer:
             return await self._serve_extracted(request, project, filename)
         if source is None:
             raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+        stored = self.downloads.just_stored(project, filename)
+        if stored is not None:  # committed while this request was looking things up
+            return _stored_response(request, stored, filename)
         coalesced = self.downloads.is_running(project, filename)
         if not coalesced and not await self.downloads.has_room(source.size or 0):
             log.warning("disk full: %s is served without being cached", filename)
@@ -215,6 +210,19 @@ class FileServer:
             await response.write_eof()
             request[CACHE_OUTCOME] = "miss-range"
             return response
+
+
+def _stored_response(request: web.Request, stored: StoredFile, filename: str) -> web.FileResponse:
+    """sendfile from the store; aiohttp answers HEAD, Range and conditional requests."""
+    request[CACHE_OUTCOME] = "hit"
+    return web.FileResponse(
+        stored.path,
+        headers={
+            "Content-Type": content_type_for(filename),
+            "Cache-Control": IMMUTABLE,
+            "ETag": f'"{stored.sha256}"',
+        },
+    )
 
 
 async def stream_download(request: web.Request, download: Download, fd: int) -> web.StreamResponse:

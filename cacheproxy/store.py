@@ -74,8 +74,9 @@ class Store:
             disk=_RenamingDisk,
             size_limit=self._size_limit,
             eviction_policy="least-recently-used",
-            # Big cull batches keep a full cache from evicting on every single insert.
-            cull_limit=100,
+            # Evict only after a file is committed, and only as much as needed (cull()),
+            # rather than a fixed batch on every write, pages included.
+            cull_limit=0,
         )
 
     async def open(self) -> None:
@@ -130,18 +131,21 @@ class Store:
     def new_staging_path(self) -> Path:
         return self.staging_dir / f"{os.urandom(12).hex()}.part"
 
-    def _commit_file(self, project: str, filename: str, staged: Path, sha256: str) -> StoredFile:
+    def _commit_file(
+        self, project: str, filename: str, staged: Path, sha256: str
+    ) -> StoredFile | None:
+        """Move a verified file into the store, then evict least recently used entries down
+        to the size limit. None when the file itself was evicted at once (larger than what
+        the cache may hold): it was complete, so it is still served, just not kept."""
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
         self.cache.set((_FILE, project, filename), StagedFile(staged), tag=sha256)
-        found = self._find_file(project, filename)
-        if found is None:  # evicted at once: the file is larger than the whole cache
-            raise OSError("file does not fit in the cache")
-        return found
+        self.cache.cull()
+        return self._find_file(project, filename)
 
     async def commit_file(
         self, project: str, filename: str, staged: Path, sha256: str
-    ) -> StoredFile:
+    ) -> StoredFile | None:
         return await asyncio.to_thread(self._commit_file, project, filename, staged, sha256)
 
     async def discard(self, path: Path) -> None:

@@ -26,6 +26,7 @@ def wheelhouse(tmp_path_factory) -> dict[str, Path]:
         ),
         build_wheel(root, "Beta_Helper", "1.0"),
         build_wheel(root, "bigpkg", "1.0", payload_size=BIG_PAYLOAD),
+        build_wheel(root, "hugepkg", "1.0", payload_size=BIG_PAYLOAD),
     ]
     return {path.name: path for path in wheels}
 

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from cacheproxy.negotiation import JSON_V1
-from tests.fakes.clients import clean_env
+from tests.fakes.process import ProxyProcess
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -94,47 +93,29 @@ async def test_upstream_401_is_passed_on_and_not_cached(make_proxy, upstream):
     assert upstream.index.page_hits("tinyalpha") == 2
 
 
-def start_proxy_process(cache_dir, upstream_url):
-    env = clean_env()
-    env.update(CACHEPROXY_CACHE_DIR=str(cache_dir), CACHEPROXY_UPSTREAM=upstream_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cacheproxy", "serve", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    line = proc.stderr.readline()
-    match = re.search(r"UV_DEFAULT_INDEX=(\S+)", line)
-    assert match, line
-    return proc, match.group(1)
-
-
 async def test_kill_9_mid_download_leaves_a_clean_cache(upstream, tmp_path, wheel_bytes):
     cache = tmp_path / "cache"
     upstream.index.chunk_delay = 0.05
-    proc, url = await asyncio.to_thread(start_proxy_process, cache, upstream.simple_url)
+    proxy = await asyncio.to_thread(ProxyProcess, cache, upstream.simple_url)
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(url + f"bigpkg/{BIG}") as resp:
+            async with session.get(proxy.url + f"bigpkg/{BIG}") as resp:
                 await resp.content.readexactly(256 * 1024)
                 assert list((cache / "tmp").iterdir())  # a partial file is being written
-                proc.send_signal(signal.SIGKILL)
-                await asyncio.to_thread(proc.wait)
+                proxy.proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(proxy.proc.wait)
     except aiohttp.ClientPayloadError:
         pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        await asyncio.to_thread(proxy.stop)
     upstream.index.chunk_delay = 0
-    proc, url = await asyncio.to_thread(start_proxy_process, cache, upstream.simple_url)
+    proxy = await asyncio.to_thread(ProxyProcess, cache, upstream.simple_url)
     try:
         assert not list((cache / "tmp").iterdir())
-        status, _, body = await fetch(url + f"bigpkg/{BIG}")
+        status, _, body = await fetch(proxy.url + f"bigpkg/{BIG}")
         assert status == 200 and body == wheel_bytes(BIG)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 15)
-    assert proc.returncode == 0
+        assert await asyncio.to_thread(proxy.stop) == 0
 
 
 async def test_verify_removes_files_whose_bytes_changed(proxy, upstream, wheel_bytes):
