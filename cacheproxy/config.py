@@ -54,6 +54,7 @@ class Config:
     max_size: int = 20 * 1024**3
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    retries: int = 2
     offline: bool = False
     log_level: str = "info"
 
@@ -123,6 +124,16 @@ def parse_port(value: Any) -> int:
     return port
 
 
+def parse_retries(value: Any) -> int:
+    try:
+        retries = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 0 <= retries <= 10:
+        raise ValueError(f"{value!r} is not between 0 and 10")
+    return retries
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -172,6 +183,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_size": parse_size,
     "connect_timeout": parse_duration,
     "read_timeout": parse_duration,
+    "retries": parse_retries,
     "offline": parse_bool,
     "log_level": parse_log_level,
 }

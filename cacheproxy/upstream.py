@@ -17,6 +17,8 @@ from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 USER_AGENT = f"cacheproxy/{__version__}"
+# Statuses worth asking again: the upstream or a gateway in front of it is briefly unwell.
+_TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 class UpstreamError(Exception):
@@ -72,6 +74,8 @@ class Upstream:
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._retries = config.retries
+        self._backoff = 0.2
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -102,6 +106,22 @@ class Upstream:
     def page_url(self, project: str) -> URL:
         return self.base_url.join(URL(f"{project}/"))
 
+    async def _request(self, url: URL, headers: dict[str, str], **kwargs) -> aiohttp.ClientResponse:
+        """GET with retries: connection failures, timeouts and transient statuses are tried
+        again with backoff, as long as nothing of the body has been read."""
+        for attempt in range(self._retries + 1):
+            try:
+                resp = await self.session.get(url, headers=headers, **kwargs)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if attempt == self._retries:
+                    raise describe_failure(exc) from None
+            else:
+                if resp.status not in _TRANSIENT or attempt == self._retries:
+                    return resp
+                resp.release()
+            await asyncio.sleep(self._backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
     async def fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
         url = self.page_url(project)
         request_headers = {
@@ -111,7 +131,7 @@ class Upstream:
             **self._auth_for(url),
         }
         try:
-            async with self.session.get(url, headers=request_headers, auto_decompress=True) as resp:
+            async with await self._request(url, request_headers, auto_decompress=True) as resp:
                 body = b""
                 if resp.status == 200:
                     if (resp.content_length or 0) > MAX_PAGE_BYTES:
@@ -125,6 +145,8 @@ class Upstream:
                     etag=resp.headers.get("ETag"),
                     last_modified=resp.headers.get("Last-Modified"),
                 )
+        except UpstreamError:
+            raise
         except Exception as exc:
             raise describe_failure(exc) from None
 
@@ -134,15 +156,13 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The upstream response for a file, its body undecoded (hashes cover exact bytes)."""
         target = URL(url)
+        request_headers = {
+            "Accept-Encoding": "identity",
+            **(headers or {}),
+            **self._auth_for(target),
+        }
         try:
-            async with self.session.get(
-                target,
-                headers={
-                    "Accept-Encoding": "identity",
-                    **(headers or {}),
-                    **self._auth_for(target),
-                },
-            ) as resp:
+            async with await self._request(target, request_headers) as resp:
                 yield resp
         except UpstreamError:
             raise

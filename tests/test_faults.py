@@ -175,3 +175,19 @@ async def test_full_disk_streams_uncached_then_resumes(
     for _ in range(2):
         assert (await fetch(proxy.url + f"tinyalpha/{ALPHA}"))[0] == 200
     assert upstream.index.file_hits(ALPHA) == 1
+
+
+async def test_transient_upstream_errors_are_retried(make_proxy, upstream):
+    proxy = await make_proxy(retries=2)
+    upstream.index.fail_next = 2  # the first two page requests answer 503
+    status, _, _ = await fetch(proxy.url + "tinyalpha/")
+    assert status == 200
+    assert upstream.index.page_hits("tinyalpha") == 3
+
+
+async def test_retries_give_up_with_502(make_proxy, upstream):
+    proxy = await make_proxy(retries=1)
+    upstream.index.page_status = 503
+    status, _, body = await fetch(proxy.url + "tinyalpha/")
+    assert status == 502 and b"503" in body
+    assert upstream.index.page_hits("tinyalpha") == 2

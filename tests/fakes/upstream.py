@@ -49,6 +49,7 @@ class UpstreamIndex:
     chunk_delay: float = 0.0
     chunk_size: int = 64 * 1024
     page_status: int | None = None
+    fail_next: int = 0  # that many page requests answer 503 first
     page_body: bytes | None = None  # served instead of the real page: garbage tests
     required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0
@@ -170,6 +171,9 @@ def make_app(index: UpstreamIndex) -> web.Application:
         project = request.match_info["project"]
         if index.page_delay:
             await asyncio.sleep(index.page_delay)
+        if index.fail_next > 0:
+            index.fail_next -= 1
+            return web.Response(status=503, text="briefly unwell")
         if index.page_status is not None:
             return web.Response(status=index.page_status, text="upstream trouble")
         if index.page_body is not None:
