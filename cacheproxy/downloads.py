@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import shutil
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from cacheproxy.pages import FileSource
@@ -51,6 +53,7 @@ class Download:
         self.source = source
         self.staging = staging
         self.total: int | None = None
+        self.last_modified: str | None = None
         self.written = 0
         self.committed = False
         self.error: DownloadFailed | None = None
@@ -133,7 +136,11 @@ class Downloads:
             )
             if stored is None:
                 log.info("%s was served but not kept: it exceeds the cache size", download.filename)
-            elif download.source.extract_metadata:
+            else:
+                await self.store.learn(
+                    download.project, download.filename, **_facts(download, stored.size)
+                )
+            if stored is not None and download.source.extract_metadata:
                 # Before the clients get the last byte, so their next page shows the metadata.
                 await extract_and_store(
                     self.store, download.project, download.filename, stored.path
@@ -187,6 +194,7 @@ class Downloads:
             if resp.headers.get("Content-Encoding", "identity") != "identity":
                 raise DownloadFailed("upstream sent an encoded file body")
             download.total = resp.content_length if resp.content_length is not None else source.size
+            download.last_modified = resp.headers.get("Last-Modified")
             await self._ensure_room(download.total or 0)
             download.started.set()
             async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -213,6 +221,16 @@ class Downloads:
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
             )
         return sha256.hexdigest()
+
+
+def _facts(download: Download, size: int) -> dict[str, object]:
+    facts: dict[str, object] = {"size": size}
+    # Static file hosts answer with the time the file was written: its upload time.
+    if download.last_modified:
+        with contextlib.suppress(TypeError, ValueError):
+            when = parsedate_to_datetime(download.last_modified).astimezone(timezone.utc)
+            facts["upload-time"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return facts
 
 
 async def extract_and_store(store: Store, project: str, wheel: str, path: str) -> bytes | None:

@@ -33,6 +33,8 @@ def content_type_for(filename: str) -> str:
     # Never a content type with an encoding: clients must get the exact bytes the hash covers.
     if filename.endswith(".metadata"):
         return "text/plain; charset=utf-8"
+    if filename.endswith(".provenance"):
+        return "application/json"
     return "application/octet-stream"
 
 

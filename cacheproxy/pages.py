@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin
 
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+
 from cacheproxy.names import InvalidName, check_filename
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"
+PROVENANCE_SUFFIX = ".provenance"
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5")
 
 
@@ -77,6 +86,8 @@ def find_source(page: ProjectPage, filename: str) -> FileSource | None:
             size if isinstance(size, int) else None,
             extract_metadata=filename.endswith(".whl") and not entry.get("core-metadata"),
         )
+    if filename.endswith(PROVENANCE_SUFFIX) and filename in page.origins:
+        return FileSource(page.origins[filename], None, None, None)
     if filename.endswith(METADATA_SUFFIX):
         base = filename[: -len(METADATA_SUFFIX)]
         entry = page.file(base)
@@ -87,17 +98,24 @@ def find_source(page: ProjectPage, filename: str) -> FileSource | None:
     return None
 
 
-def with_extracted_metadata(page: ProjectPage, extracted: dict[str, str]) -> ProjectPage:
-    """The page advertising metadata the proxy extracted itself, for wheels the upstream
-    gave none: clients then resolve without downloading or range-reading those wheels."""
-    if not extracted:
+def with_file_facts(page: ProjectPage, facts: dict[str, dict[str, Any]]) -> ProjectPage:
+    """The page completed with what the proxy learned from files it cached: the size and
+    upload time an HTML index does not state, and metadata extracted from wheels the index
+    gives none for (so clients resolve without downloading or range-reading them)."""
+    if not facts:
         return page
     files = []
     for entry in page.data["files"]:
-        digest = extracted.get(entry["filename"])
-        if digest and not entry.get("core-metadata"):
+        known = facts.get(entry["filename"])
+        if known:
             entry = dict(entry)
-            entry["core-metadata"] = entry["data-dist-info-metadata"] = {"sha256": digest}
+            if "size" not in entry and "size" in known:
+                entry["size"] = known["size"]
+            if "upload-time" not in entry and "upload-time" in known:
+                entry["upload-time"] = known["upload-time"]
+            digest = known.get("metadata-sha256")
+            if digest and not entry.get("core-metadata"):
+                entry["core-metadata"] = entry["data-dist-info-metadata"] = {"sha256": digest}
         files.append(entry)
     return ProjectPage({**page.data, "files": files}, page.origins)
 
@@ -123,6 +141,11 @@ def _adopt_file(entry: dict[str, Any], page_url: str, origins: dict[str, str]) -
     origins[filename] = absolute
     adopted = dict(entry)
     adopted["url"] = _client_url(filename)
+    provenance = entry.get("provenance")
+    if isinstance(provenance, str) and provenance:
+        # PEP 740: the attestations come through the proxy like any file.
+        origins[filename + PROVENANCE_SUFFIX] = urljoin(page_url, provenance)
+        adopted["provenance"] = _client_url(filename + PROVENANCE_SUFFIX)
     adopted.setdefault("hashes", {})
     # PEP 714 renamed the key; serve both so old and new clients see the metadata.
     metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
@@ -155,7 +178,7 @@ class _AnchorCollector(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.meta: dict[str, str] = {}
+        self.meta: dict[str, list[str]] = {}
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
@@ -165,7 +188,7 @@ class _AnchorCollector(HTMLParser):
         elif tag == "meta":
             values = dict(attrs)
             if values.get("name") and values.get("content") is not None:
-                self.meta[str(values["name"])] = str(values["content"])
+                self.meta.setdefault(str(values["name"]), []).append(str(values["content"]))
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -217,9 +240,37 @@ def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         if attrs.get("data-provenance"):
             entry["provenance"] = attrs["data-provenance"]
         files.append(_adopt_file(entry, page_url, origins))
-    version = collector.meta.get("pypi:repository-version", "1.0")
-    data = {"meta": {"api-version": version}, "name": project, "files": files}
+    meta = collector.meta
+    data: dict[str, Any] = {
+        "meta": {"api-version": meta.get("pypi:repository-version", ["1.0"])[0]},
+        "name": project,
+        "files": files,
+        "versions": versions_of(f["filename"] for f in files),
+    }
+    if "pypi:project-status" in meta:  # PEP 792
+        status = {"status": meta["pypi:project-status"][0]}
+        if "pypi:project-status-reason" in meta:
+            status["reason"] = meta["pypi:project-status-reason"][0]
+        data["project-status"] = status
+    if "pypi:tracks" in meta:  # PEP 708
+        data["tracks"] = meta["pypi:tracks"]
+    if "pypi:alternate-locations" in meta:
+        data["alternate-locations"] = meta["pypi:alternate-locations"]
     return ProjectPage(data, origins)
+
+
+def versions_of(filenames: Iterable[str]) -> list[str]:
+    """PEP 700 versions for an index that does not list them: read off the file names."""
+    versions = set()
+    for filename in filenames:
+        try:
+            if filename.endswith(".whl"):
+                versions.add(parse_wheel_filename(filename)[1])
+            else:
+                versions.add(parse_sdist_filename(filename)[1])
+        except (InvalidWheelFilename, InvalidSdistFilename):
+            continue
+    return [str(v) for v in sorted(versions)]
 
 
 def render_json(page: ProjectPage) -> bytes:
@@ -235,6 +286,18 @@ def _html_metadata_value(value: Any) -> str:
     return f"{name}={digest}" if name else "true"
 
 
+def _meta_lines(data: dict[str, Any]) -> list[str]:
+    pairs = []
+    status = data.get("project-status")
+    if isinstance(status, dict) and status.get("status"):
+        pairs.append(("pypi:project-status", str(status["status"])))
+        if status.get("reason"):
+            pairs.append(("pypi:project-status-reason", str(status["reason"])))
+    for key in ("tracks", "alternate-locations"):
+        pairs += [(f"pypi:{key}", str(url)) for url in data.get(key) or []]
+    return [f"<meta{_attr('name', name)}{_attr('content', value)}>" for name, value in pairs]
+
+
 def render_html(page: ProjectPage) -> bytes:
     name = html.escape(page.name)
     version = str(page.data.get("meta", {}).get("api-version", API_VERSION))
@@ -243,6 +306,7 @@ def render_html(page: ProjectPage) -> bytes:
         "<html>",
         "<head>",
         f'<meta name="pypi:repository-version" content="{html.escape(version, quote=True)}">',
+        *_meta_lines(page.data),
         f"<title>Links for {name}</title>",
         "</head>",
         "<body>",

@@ -19,7 +19,7 @@ from cacheproxy.pages import (
     render_html,
     render_json,
     render_project_list,
-    with_extracted_metadata,
+    with_file_facts,
 )
 from cacheproxy.store import Store
 from cacheproxy.upstream import UpstreamError
@@ -119,7 +119,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
             headers={"Cache-Control": f"max-age={max_age}, public"},
         )
     render = render_json if content_type == JSON_V1 else render_html
-    page = with_extracted_metadata(entry.page, await request.app[STORE].extracted_metadata(project))
+    page = with_file_facts(entry.page, await request.app[STORE].file_facts(project))
     body = await asyncio.to_thread(render, page)
     extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'} if result.warning else {}
     return await page_response(request, body, content_type, max_age, **extra)

@@ -22,7 +22,7 @@ from cacheproxy.policy import CachedPage
 
 _PAGE = "page"
 _FILE = "file"
-_EXTRACTED = "extracted-metadata"
+_FACTS = "file-facts"
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Store:
 
         await asyncio.to_thread(remove)
 
-    # -- metadata the proxy extracted from wheels -----------------------------------------
+    # -- what the proxy learned about files it cached ------------------------------------
 
     def _write_staged(self, data: bytes) -> Path:
         path = self.new_staging_path()
@@ -163,22 +163,30 @@ class Store:
             fh.write(data)
         return path
 
+    def _learn(self, project: str, filename: str, facts: dict[str, object]) -> None:
+        # A lock across processes: two files of one project may finish at once.
+        with self.cache.transact():
+            known = self.cache.get((_FACTS, project), {})
+            known[filename] = {**known.get(filename, {}), **facts}
+            self.cache.set((_FACTS, project), known)
+
+    async def learn(self, project: str, filename: str, **facts: object) -> None:
+        """Remember facts about a cached file (size, upload-time, metadata-sha256) that an
+        index may not state, so pages can show them."""
+        await asyncio.to_thread(self._learn, project, filename, facts)
+
     def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> None:
         self._commit_file(project, wheel + ".metadata", self._write_staged(data), sha256)
-        # A lock across processes: two wheels of one project may finish at once.
-        with self.cache.transact():
-            known = self.cache.get((_EXTRACTED, project), {})
-            known[wheel] = sha256
-            self.cache.set((_EXTRACTED, project), known)
+        self._learn(project, wheel, {"metadata-sha256": sha256})
 
     async def put_extracted_metadata(
         self, project: str, wheel: str, data: bytes, sha256: str
     ) -> None:
         await asyncio.to_thread(self._put_extracted, project, wheel, data, sha256)
 
-    async def extracted_metadata(self, project: str) -> dict[str, str]:
-        """wheel filename -> sha256 of the METADATA this proxy extracted and stored."""
-        return await asyncio.to_thread(self.cache.get, (_EXTRACTED, project), {})
+    async def file_facts(self, project: str) -> dict[str, dict[str, object]]:
+        """filename -> facts learned from the cached file."""
+        return await asyncio.to_thread(self.cache.get, (_FACTS, project), {})
 
     # -- integrity -------------------------------------------------------------------------
 

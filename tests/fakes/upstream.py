@@ -9,6 +9,7 @@ import hashlib
 import html
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from aiohttp import encode_basic_auth, web
@@ -29,6 +30,8 @@ class UpstreamFile:
     yanked: bool | str = False
     metadata: bytes | None = None
     upload_time: str = "2024-01-02T03:04:05.000000Z"
+    gpg_sig: bool | None = None
+    provenance: bytes | None = None  # PEP 740 attestations, served at <file url>.provenance
 
     @property
     def sha256(self) -> str:
@@ -54,6 +57,8 @@ class UpstreamIndex:
     required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0
     requests: collections.Counter = field(default_factory=collections.Counter)
+    # Project-level fields of newer PEPs (project-status, tracks, alternate-locations, _keys)
+    page_extras: dict[str, object] = field(default_factory=dict)
 
     def add_wheel(
         self,
@@ -82,8 +87,8 @@ class UpstreamIndex:
         return self.requests[("GET", f"/simple/{project}/")]
 
     def file_hits(self, filename: str) -> int:
-        """GETs of a file (or of its .metadata when filename ends so), ranged ones included."""
-        base = filename.removesuffix(".metadata")
+        """GETs of a file (or its .metadata or .provenance), ranged ones included."""
+        base = filename.removesuffix(".metadata").removesuffix(".provenance")
         entry = self.files[base]
         path = entry.url_path + filename[len(base) :]
         return self.requests[("GET", path)]
@@ -127,19 +132,36 @@ def _json_page(index: UpstreamIndex, request: web.Request, project: str) -> byte
         if entry.metadata is not None:
             meta = {"sha256": hashlib.sha256(entry.metadata).hexdigest()}
             item["core-metadata"] = item["data-dist-info-metadata"] = meta
+        if entry.gpg_sig is not None:
+            item["gpg-sig"] = entry.gpg_sig
+        if entry.provenance is not None:
+            item["provenance"] = item["url"] + ".provenance"
         files.append(item)
     versions = sorted(
         {parse_wheel_filename(f.filename)[1].public for f in index.project_files(project)}
     )
-    page = {"meta": {"api-version": "1.1"}, "name": project, "versions": versions, "files": files}
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": project,
+        "versions": versions,
+        "files": files,
+        **index.page_extras,
+    }
     return json.dumps(page).encode()
 
 
 def _html_page(index: UpstreamIndex, request: web.Request, project: str) -> bytes:
-    lines = [
-        '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1">',
-        f"<title>Links for {project}</title></head><body>",
-    ]
+    lines = ['<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1">']
+    status = index.page_extras.get("project-status")
+    if isinstance(status, dict):
+        lines.append(f'<meta name="pypi:project-status" content="{status["status"]}">')
+        if "reason" in status:
+            reason = html.escape(status["reason"])
+            lines.append(f'<meta name="pypi:project-status-reason" content="{reason}">')
+    for key in ("tracks", "alternate-locations"):
+        for url in index.page_extras.get(key, []):
+            lines.append(f'<meta name="pypi:{key}" content="{html.escape(url)}">')
+    lines.append(f"<title>Links for {project}</title></head><body>")
     for entry in index.project_files(project):
         attrs = f' href="{html.escape(_file_url(index, request, entry))}#sha256={entry.sha256}"'
         if entry.requires_python:
@@ -152,6 +174,11 @@ def _html_page(index: UpstreamIndex, request: web.Request, project: str) -> byte
             attrs += (
                 f' data-core-metadata="sha256={digest}" data-dist-info-metadata="sha256={digest}"'
             )
+        if entry.gpg_sig is not None:
+            attrs += f' data-gpg-sig="{"true" if entry.gpg_sig else "false"}"'
+        if entry.provenance is not None:
+            provenance = html.escape(_file_url(index, request, entry) + ".provenance")
+            attrs += f' data-provenance="{provenance}"'
         lines.append(f"<a{attrs}>{entry.filename}</a><br/>")
     lines.append("</body></html>")
     return "\n".join(lines).encode()
@@ -193,10 +220,14 @@ def make_app(index: UpstreamIndex) -> web.Application:
 
     async def file(request: web.Request) -> web.StreamResponse:
         name = request.match_info["filename"]
-        base = name.removesuffix(".metadata")
+        base = name.removesuffix(".metadata").removesuffix(".provenance")
         entry = index.files.get(base)
         if entry is None or request.match_info["prefix"] != entry.sha256[:2]:
             return web.Response(status=404)
+        if name == base + ".provenance":
+            if entry.provenance is None:
+                return web.Response(status=404)
+            return web.Response(body=entry.provenance, content_type="application/json")
         if name != base:
             if entry.metadata is None:
                 return web.Response(status=404)
@@ -216,6 +247,9 @@ def make_app(index: UpstreamIndex) -> web.Application:
             status = 206
         response = web.StreamResponse(status=status)
         response.content_type = "application/octet-stream"
+        response.last_modified = datetime.strptime(
+            entry.upload_time, "%Y-%m-%dT%H:%M:%S.%fZ"
+        ).replace(tzinfo=timezone.utc)
         response.content_length = end - start
         if status == 206:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
