@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cacheproxy.app import create_app
 from cacheproxy.config import Config
@@ -32,6 +33,17 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+class OneLineBadRequests(logging.Filter):
+    """aiohttp logs a malformed request with a traceback; one line says all there is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args, record.exc_info = "bad request: %s", (exc.message,), None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def index_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     if ":" in shown:
@@ -40,6 +52,7 @@ def index_url(host: str, port: int) -> str:
 
 
 async def serve(config: Config) -> None:
+    logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     app = create_app(config)
     runner = web.AppRunner(
         app,

@@ -111,3 +111,16 @@ async def test_200_concurrent_clients_mixing_cold_and_warm(upstream, tmp_path, w
         assert peak < 200
     finally:
         await asyncio.to_thread(proxy.stop)
+
+
+async def test_malformed_requests_are_logged_in_one_line(upstream, tmp_path):
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path / "cache", upstream.simple_url)
+    try:
+        port = int(proxy.url.split(":")[2].split("/")[0])
+        response = await raw_request(port, b"GET / HTTP/1.1\r\nX: " + b"b" * 20000 + b"\r\n\r\n")
+        assert response.split(b" ", 2)[1] in (b"400", b"431")
+    finally:
+        await asyncio.to_thread(proxy.stop)
+    log = "".join(proxy.log)
+    assert "bad request" in log
+    assert "Traceback" not in log
