@@ -56,6 +56,10 @@ def main() -> None:
 @_setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
 @_setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
 @_setting("retries", "Upstream retries on connection errors and 5xx, with backoff (default 2).")
+@_setting(
+    "idle_timeout",
+    "Close a client connection idle this long, or one still sending its request (default 15s).",
+)
 @_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
 @_setting("log_level", "debug, info, warning or error (default info).")
 @click.option(

@@ -55,6 +55,7 @@ class Config:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 2
+    idle_timeout: float = 15.0
     offline: bool = False
     log_level: str = "info"
 
@@ -184,6 +185,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "connect_timeout": parse_duration,
     "read_timeout": parse_duration,
     "retries": parse_retries,
+    "idle_timeout": parse_duration,
     "offline": parse_bool,
     "log_level": parse_log_level,
 }

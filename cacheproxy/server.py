@@ -60,6 +60,8 @@ async def serve(config: Config) -> None:
         access_log=logging.getLogger("cacheproxy.access"),
         handle_signals=False,
         shutdown_timeout=10,
+        # Also bounds a client that trickles its request headers (slowloris).
+        keepalive_timeout=config.idle_timeout,
     )
     await runner.setup()
     try:

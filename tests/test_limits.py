@@ -124,3 +124,21 @@ async def test_malformed_requests_are_logged_in_one_line(upstream, tmp_path):
     log = "".join(proxy.log)
     assert "bad request" in log
     assert "Traceback" not in log
+
+
+async def test_slow_clients_are_cut_off(upstream, tmp_path):
+    proxy = await asyncio.to_thread(
+        ProxyProcess, tmp_path / "cache", upstream.simple_url, "--idle-timeout", "1"
+    )
+    try:
+        port = int(proxy.url.split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        closed = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert closed == b""
+        assert loop.time() - started < 25  # the server hung up, not the test's own limit
+    finally:
+        await asyncio.to_thread(proxy.stop)
