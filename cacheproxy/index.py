@@ -54,6 +54,8 @@ class PageService:
         self.upstream = upstream
         self.clock = clock
         self._flights: SingleFlight[PageResult] = SingleFlight()
+        # When the upstream last could not be reached at all (connection refused, timeout).
+        self._unreachable_at: float | None = None
 
     async def get(self, project: str) -> PageResult | None:
         """The project's page, or None when offline with nothing cached."""
@@ -86,6 +88,10 @@ class PageService:
         return find_source(result.entry.page, filename)
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
+        now = self.clock()
+        if policy.may_serve_stale(entry) and policy.upstream_resting(self._unreachable_at, now):
+            assert entry is not None
+            return PageResult(entry, "stale", warning="upstream unreachable")
         try:
             response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
             if response.status == 304 and entry is not None and entry.status == 200:
@@ -98,6 +104,8 @@ class PageService:
                 raise UpstreamError(f"upstream answered {response.status} for {project}")
             page = self._parse(project, response) if response.status == 200 else None
         except (UpstreamError, PageError) as exc:
+            if isinstance(exc, UpstreamError) and exc.unreachable:
+                self._unreachable_at = self.clock()
             if policy.may_serve_stale(entry):
                 assert entry is not None
                 log.warning("serving stale page for %s: %s", project, exc)

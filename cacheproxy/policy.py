@@ -67,6 +67,15 @@ def may_serve_stale(entry: CachedPage | None) -> bool:
     return entry is not None and entry.status == 200
 
 
+# After the upstream could not be reached, stale pages are served without asking it again for
+# this long, so an outage costs installs no connection attempts, retries or backoff per page.
+UPSTREAM_REST_SECONDS = 10.0
+
+
+def upstream_resting(unreachable_at: float | None, now: float) -> bool:
+    return unreachable_at is not None and 0 <= now - unreachable_at < UPSTREAM_REST_SECONDS
+
+
 def is_cacheable_page_status(status: int) -> bool:
     """200 and 'no such project' are stored; auth failures and server errors never are."""
     return status in (200, 404, 410)

@@ -24,9 +24,11 @@ _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 class UpstreamError(Exception):
     """The upstream could not be reached or misbehaved; the message is safe to show."""
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, unreachable: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+        # No answer at all (as opposed to an error status): the upstream is down or cut off.
+        self.unreachable = unreachable or timeout
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def describe_failure(exc: BaseException) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamError("upstream timed out", timeout=True)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(f"cannot connect to upstream {exc.host}:{exc.port}")
+        return UpstreamError(f"cannot connect to upstream {exc.host}:{exc.port}", unreachable=True)
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamError("upstream connection broke off mid-transfer")
     if isinstance(exc, aiohttp.ClientError):

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from cacheproxy.negotiation import JSON_V1
+from tests.fakes.clock import FakeClock
 from tests.fakes.process import ProxyProcess
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
@@ -191,3 +192,16 @@ async def test_retries_give_up_with_502(make_proxy, upstream):
     status, _, body = await fetch(proxy.url + "tinyalpha/")
     assert status == 502 and b"503" in body
     assert upstream.index.page_hits("tinyalpha") == 2
+
+
+async def test_outage_costs_one_attempt_then_stale_pages_come_at_once(make_proxy, upstream):
+    clock = FakeClock()
+    proxy = await make_proxy(page_ttl=0, clock=clock)
+    for project in ("tinyalpha", "beta-helper"):
+        assert (await fetch(proxy.url + f"{project}/"))[0] == 200
+    await upstream.stop()
+    clock.now += 1
+    status, headers, _ = await fetch(proxy.url + "tinyalpha/")
+    assert status == 200 and "cannot connect" in headers["Warning"]
+    status, headers, _ = await fetch(proxy.url + "beta-helper/")
+    assert status == 200 and "upstream unreachable" in headers["Warning"]  # not asked again

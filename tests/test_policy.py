@@ -61,3 +61,9 @@ def test_cacheable_statuses():
 def test_max_age_counts_down():
     assert policy.page_max_age(entry(), 1100, 600, 60) == 500
     assert policy.page_max_age(entry(), 5000, 600, 60) == 0
+
+
+def test_upstream_rests_after_being_unreachable():
+    assert not policy.upstream_resting(None, 1000)
+    assert policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS - 1)
+    assert not policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS)

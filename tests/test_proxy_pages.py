@@ -6,6 +6,7 @@ import json
 import aiohttp
 
 from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+from tests.fakes.clock import FakeClock
 
 UV_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 
@@ -154,11 +155,3 @@ async def test_only_get_and_head(proxy):
             assert resp.status == 405
         async with session.head(proxy.url + "tinyalpha/") as resp:
             assert resp.status == 200
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
