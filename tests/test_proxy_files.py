@@ -23,6 +23,7 @@ async def test_cold_then_warm_file_is_fetched_once(proxy, upstream, wheel_bytes)
         assert status == 200
         assert body == expected
         assert "Content-Encoding" not in headers
+        assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert upstream.index.file_hits(ALPHA) == 1
 
 
