@@ -12,6 +12,7 @@ from cacheproxy.config import Config
 from cacheproxy.downloads import Downloads
 from cacheproxy.files import FileServer
 from cacheproxy.index import PageService
+from cacheproxy.ops import METRICS, add_ops_routes
 from cacheproxy.routes import CONFIG, FILES, PAGES, STORE, add_routes
 from cacheproxy.store import Store
 from cacheproxy.upstream import Upstream
@@ -26,10 +27,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = Store(config.cache_dir, config.max_size)
     await store.open()
-    upstream = Upstream(config)
+    upstream = Upstream(config, app[METRICS])
     await upstream.open()
     pages = PageService(config, store, upstream, clock=app[CLOCK])
     downloads = Downloads(store, upstream)
+    app[METRICS].track_in_flight(lambda: len(downloads))
     app[STORE] = store
     app[PAGES] = pages
     app[DOWNLOADS] = downloads
@@ -49,5 +51,6 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Ap
     app[CONFIG] = config
     app[CLOCK] = clock
     app.cleanup_ctx.append(_resources)
+    add_ops_routes(app)
     add_routes(app)
     return app

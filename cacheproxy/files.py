@@ -27,6 +27,8 @@ _READ_CHUNK = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 # How the cache answered (hit, miss, coalesced, stale...), for the access log.
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
+# Size of a whole file served from the store, known before sendfile runs (for metrics).
+STORED_SIZE = web.RequestKey("stored_size", int)
 
 
 def content_type_for(filename: str) -> str:
@@ -217,6 +219,8 @@ class FileServer:
 def _stored_response(request: web.Request, stored: StoredFile, filename: str) -> web.FileResponse:
     """sendfile from the store; aiohttp answers HEAD, Range and conditional requests."""
     request[CACHE_OUTCOME] = "hit"
+    if "Range" not in request.headers:
+        request[STORED_SIZE] = stored.size
     return web.FileResponse(
         stored.path,
         headers={

@@ -57,6 +57,9 @@ class PageService:
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
 
+    def upstream_unreachable(self) -> bool:
+        return policy.upstream_resting(self._unreachable_at, self.clock())
+
     async def get(self, project: str) -> PageResult | None:
         """The project's page, or None when offline with nothing cached."""
         entry = await self.store.get_page(project)

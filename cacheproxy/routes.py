@@ -170,25 +170,7 @@ async def simple_without_slash(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently(location="/simple/")
 
 
-async def health(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
-
-
-async def home(request: web.Request) -> web.StreamResponse:
-    index_url = request.url.with_path("/simple/").with_query(None)
-    return web.Response(
-        text=(
-            "cacheproxy: a caching proxy for Python package indexes.\n"
-            f"Index URL: {index_url}\n"
-            f"  uv:  UV_DEFAULT_INDEX={index_url}\n"
-            f"  pip: PIP_INDEX_URL={index_url}\n"
-        )
-    )
-
-
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", home)
-    app.router.add_get("/health", health)
     app.router.add_get("/simple", simple_without_slash)
     app.router.add_get("/simple/", simple_root)
     app.router.add_get("/simple/{project}", project_without_slash)

@@ -188,6 +188,28 @@ class Store:
         """filename -> facts learned from the cached file."""
         return await asyncio.to_thread(self.cache.get, (_FACTS, project), {})
 
+    # -- numbers ---------------------------------------------------------------------------
+
+    async def usage(self) -> tuple[int, int]:
+        """Bytes on disk (files and the index) and the number of entries."""
+
+        def measure() -> tuple[int, int]:
+            return self.cache.volume(), len(self.cache)
+
+        return await asyncio.to_thread(measure)
+
+    def _writable(self) -> bool:
+        probe = self.staging_dir / f"ready-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+            return True
+        except OSError:
+            return False
+
+    async def writable(self) -> bool:
+        return await asyncio.to_thread(self._writable)
+
     # -- integrity -------------------------------------------------------------------------
 
     def verify_sync(self) -> VerifyReport:

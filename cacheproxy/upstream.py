@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from yarl import URL
 
 from cacheproxy import __version__
 from cacheproxy.config import Config
+from cacheproxy.metrics import Metrics
 from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
@@ -68,7 +70,8 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 class Upstream:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
         self.base_url = config.upstream_url
         credentials = config.upstream_credentials
         self._authorization = aiohttp.encode_basic_auth(*credentials) if credentials else None
@@ -108,16 +111,26 @@ class Upstream:
     def page_url(self, project: str) -> URL:
         return self.base_url.join(URL(f"{project}/"))
 
-    async def _request(self, url: URL, headers: dict[str, str], **kwargs) -> aiohttp.ClientResponse:
+    async def _request(
+        self, kind: str, url: URL, headers: dict[str, str], **kwargs
+    ) -> aiohttp.ClientResponse:
         """GET with retries: connection failures, timeouts and transient statuses are tried
         again with backoff, as long as nothing of the body has been read."""
         for attempt in range(self._retries + 1):
+            started = time.perf_counter()
             try:
                 resp = await self.session.get(url, headers=headers, **kwargs)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                failure = describe_failure(exc)
+                self.metrics.upstream_requests.labels(kind, "error").inc()
+                self.metrics.upstream_failed(str(failure))
                 if attempt == self._retries:
-                    raise describe_failure(exc) from None
+                    raise failure from None
             else:
+                self.metrics.upstream_seconds.labels(kind).observe(time.perf_counter() - started)
+                self.metrics.upstream_requests.labels(kind, str(resp.status)).inc()
+                if resp.status >= 500:
+                    self.metrics.upstream_failed(f"upstream answered {resp.status} for {url.path}")
                 if resp.status not in _TRANSIENT or attempt == self._retries:
                     return resp
                 resp.release()
@@ -133,7 +146,9 @@ class Upstream:
             **self._auth_for(url),
         }
         try:
-            async with await self._request(url, request_headers, auto_decompress=True) as resp:
+            async with await self._request(
+                "page", url, request_headers, auto_decompress=True
+            ) as resp:
                 body = b""
                 if resp.status == 200:
                     if (resp.content_length or 0) > MAX_PAGE_BYTES:
@@ -164,7 +179,7 @@ class Upstream:
             **self._auth_for(target),
         }
         try:
-            async with await self._request(target, request_headers) as resp:
+            async with await self._request("file", target, request_headers) as resp:
                 yield resp
         except UpstreamError:
             raise

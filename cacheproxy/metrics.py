@@ -1,0 +1,88 @@
+"""Prometheus metrics, in a registry of the app's own (no process-global state)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Outcomes whose bytes came from the disk, not the upstream.
+CACHE_HITS = frozenset({"hit", "stale", "revalidated"})
+
+
+@dataclass
+class UpstreamError:
+    at: float
+    message: str
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    recent_errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10))
+    project_hits: collections.Counter = field(default_factory=collections.Counter)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "cacheproxy_requests", "Requests answered", ["route", "status"], registry=r
+        )
+        self.outcomes = Counter(
+            "cacheproxy_cache_outcomes",
+            "How the cache answered: hit, miss, coalesced, stale, revalidated, uncached, ...",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            "cacheproxy_file_bytes_served",
+            "File bytes sent to clients, by where they came from",
+            ["source"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "cacheproxy_upstream_requests",
+            "Requests to the upstream",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "cacheproxy_upstream_seconds",
+            "Time to the upstream's response headers",
+            ["kind"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.downloads_in_flight = Gauge(
+            "cacheproxy_downloads_in_flight", "Upstream file downloads running", registry=r
+        )
+        self.cache_bytes = Gauge("cacheproxy_cache_bytes", "Size of the cache on disk", registry=r)
+        self.cache_entries = Gauge(
+            "cacheproxy_cache_entries", "Entries in the cache (files and pages)", registry=r
+        )
+        self.cache_limit = Gauge(
+            "cacheproxy_cache_limit_bytes", "The cache's size limit", registry=r
+        )
+
+    def track_in_flight(self, count: Callable[[], int]) -> None:
+        self.downloads_in_flight.set_function(count)
+
+    def upstream_failed(self, message: str) -> None:
+        self.recent_errors.appendleft(UpstreamError(time.time(), message))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def total(self, counter: Counter, **labels: str) -> float:
+        """Sum of a counter over the samples whose labels match, for the status page."""
+        value = 0.0
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    value += sample.value
+        return value

@@ -1,0 +1,102 @@
+"""Endpoints for the people who run the proxy: status page, metrics, liveness, readiness."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from cacheproxy.files import CACHE_OUTCOME, STORED_SIZE
+from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
+from cacheproxy.routes import CONFIG, PAGES, STORE
+from cacheproxy.status import StatusSnapshot, render_status
+
+METRICS = web.AppKey("metrics", Metrics)
+STARTED_AT = web.AppKey("started_at", float)
+_FILE_ROUTE = "/simple/{project}/{filename}"
+_PAGE_ROUTE = "/simple/{project}/"
+
+
+@web.middleware
+async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.requests.labels(name, str(exc.status)).inc()
+        raise
+    metrics.requests.labels(name, str(response.status)).inc()
+    outcome = request.get(CACHE_OUTCOME)
+    if outcome and name in (_FILE_ROUTE, _PAGE_ROUTE):
+        kind = "file" if name == _FILE_ROUTE else "page"
+        metrics.outcomes.labels(kind, outcome).inc()
+        metrics.project_hits[request.match_info["project"].lower()] += 1
+        sent = request.get(STORED_SIZE, response.content_length)
+        if kind == "file" and request.method == "GET" and sent:
+            source = "cache" if outcome in CACHE_HITS else "upstream"
+            metrics.bytes_served.labels(source).inc(sent)
+    return response
+
+
+async def _refresh_gauges(app: web.Application) -> tuple[int, int]:
+    volume, entries = await app[STORE].usage()
+    metrics = app[METRICS]
+    metrics.cache_bytes.set(volume)
+    metrics.cache_entries.set(entries)
+    metrics.cache_limit.set(app[CONFIG].max_size)
+    return volume, entries
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    await _refresh_gauges(request.app)
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def status_page(request: web.Request) -> web.Response:
+    app = request.app
+    volume, entries = await _refresh_gauges(app)
+    metrics = app[METRICS]
+    hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
+    misses = metrics.total(metrics.outcomes, kind="file") - hits
+    snapshot = StatusSnapshot(
+        index_url=str(request.url.with_path("/simple/").with_query(None)),
+        upstream=app[CONFIG].public_upstream,
+        cache_bytes=volume,
+        cache_limit=app[CONFIG].max_size,
+        cache_entries=entries,
+        file_hits=int(hits),
+        file_misses=int(misses),
+        bytes_from_cache=int(metrics.total(metrics.bytes_served, source="cache")),
+        bytes_from_upstream=int(metrics.total(metrics.bytes_served, source="upstream")),
+        top_projects=metrics.project_hits.most_common(10),
+        recent_errors=[(e.at, e.message) for e in metrics.recent_errors],
+        upstream_healthy=not app[PAGES].upstream_unreachable(),
+        started_at=app[STARTED_AT],
+    )
+    return web.Response(text=render_status(snapshot), content_type="text/html")
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the cache can be written, and the upstream answers or we serve stale."""
+    writable = await request.app[STORE].writable()
+    upstream_ok = not request.app[PAGES].upstream_unreachable()
+    body = {"cache_writable": writable, "upstream_reachable": upstream_ok}
+    return web.json_response(body, status=200 if writable else 503)
+
+
+def add_ops_routes(app: web.Application) -> None:
+    app[METRICS] = Metrics()
+    app[STARTED_AT] = time.time()
+    app.middlewares.append(record_metrics)
+    app.router.add_get("/", status_page)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)

@@ -1,0 +1,74 @@
+"""The status page at /: what a person running the proxy wants to see at a glance."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from string import Template
+
+_TEMPLATE = Template(files("cacheproxy").joinpath("templates/status.html").read_text())
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    index_url: str
+    upstream: str
+    cache_bytes: int
+    cache_limit: int
+    cache_entries: int
+    file_hits: int
+    file_misses: int
+    bytes_from_cache: int
+    bytes_from_upstream: int
+    top_projects: list[tuple[str, int]]
+    recent_errors: list[tuple[float, str]]
+    upstream_healthy: bool
+    started_at: float
+
+    @property
+    def hit_ratio(self) -> float | None:
+        total = self.file_hits + self.file_misses
+        return self.file_hits / total if total else None
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_status(s: StatusSnapshot, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    e = html.escape
+    ratio = "no files served yet" if s.hit_ratio is None else f"{s.hit_ratio:.1%}"
+    used = s.cache_bytes / s.cache_limit if s.cache_limit else 0
+    projects = "".join(
+        f"<tr><td>{e(name)}</td><td class=n>{count}</td></tr>" for name, count in s.top_projects
+    )
+    errors = "".join(
+        f"<li><time>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))}</time> {e(m)}</li>"
+        for at, m in s.recent_errors
+    )
+    healthy = "reachable" if s.upstream_healthy else "unreachable: serving from cache"
+    return _TEMPLATE.substitute(
+        index_url=e(s.index_url),
+        upstream=e(s.upstream),
+        cache_size=human_bytes(s.cache_bytes),
+        cache_limit=human_bytes(s.cache_limit),
+        cache_entries=s.cache_entries,
+        used_percent=f"{min(used, 1):.1%}",
+        hit_ratio=ratio,
+        file_hits=s.file_hits,
+        file_misses=s.file_misses,
+        bytes_from_cache=human_bytes(s.bytes_from_cache),
+        bytes_from_upstream=human_bytes(s.bytes_from_upstream),
+        health=healthy,
+        health_class="" if s.upstream_healthy else "bad",
+        projects=projects or "<tr><td colspan=2>none yet</td></tr>",
+        errors=errors or "<li>none</li>",
+        uptime=int(now - s.started_at),
+    )
