@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import click
 
 from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config
+from cacheproxy.logs import configure_logging
 from cacheproxy.server import serve as run_server
 from cacheproxy.store import Store
 
@@ -62,6 +62,7 @@ def main() -> None:
 )
 @_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
 @_setting("log_level", "debug, info, warning or error (default info).")
+@_setting("log_format", "text, or json for one JSON object per line (default text).")
 @click.option(
     "--config",
     "config_file",
@@ -72,10 +73,7 @@ def main() -> None:
 def serve(config_file: str | None, **flags: str | None) -> None:
     """Run the proxy."""
     config = _load(flags, config_file)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(run_server(config))
     except OSError as exc:

@@ -58,6 +58,7 @@ class Config:
     idle_timeout: float = 15.0
     offline: bool = False
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def upstream_url(self) -> URL:
@@ -167,6 +168,13 @@ def parse_log_level(value: Any) -> str:
     return level
 
 
+def parse_log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError(f"{value!r} is not text or json")
+    return text
+
+
 def _parse_path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -188,6 +196,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "idle_timeout": parse_duration,
     "offline": parse_bool,
     "log_level": parse_log_level,
+    "log_format": parse_log_format,
 }
 
 SETTINGS = tuple(_PARSERS)

@@ -22,14 +22,17 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request, with how the cache answered it."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        sent = response.content_length if response.content_length is not None else 0
+        fields = {
+            "method": request.method,
+            "path": str(request.rel_url),
+            "status": response.status,
+            "outcome": request.get(CACHE_OUTCOME, "-"),
+            "bytes": sent if request.method != "HEAD" else 0,
+            "ms": round(time * 1000, 1),
+        }
         self.logger.info(
-            "%s %s %s %s %sB %.1fms",
-            request.method,
-            request.rel_url,
-            response.status,
-            request.get(CACHE_OUTCOME, "-"),
-            response.body_length,
-            time * 1000,
+            "%(method)s %(path)s %(status)s %(outcome)s %(bytes)sB %(ms).1fms", fields, extra=fields
         )
 
 

@@ -1,8 +1,12 @@
 """Status page, metrics, health and readiness."""
 
+import asyncio
+import json
 import re
 
 import aiohttp
+
+from tests.fakes.process import ProxyProcess
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 
@@ -71,3 +75,20 @@ async def test_health_and_ready(proxy):
     assert (await get(root + "health"))[0] == 200
     status, _, body = await get(root + "ready")
     assert status == 200 and '"cache_writable": true' in body
+
+
+async def test_json_access_log_lines(upstream, tmp_path):
+    proxy = await asyncio.to_thread(
+        ProxyProcess, tmp_path / "cache", upstream.simple_url, "--log-format", "json"
+    )
+    try:
+        for _ in range(2):
+            assert (await get(proxy.url + f"tinyalpha/{ALPHA}"))[0] == 200
+    finally:
+        await asyncio.to_thread(proxy.stop)
+    records = [json.loads(line) for line in proxy.log if line.strip()]
+    access = [r for r in records if r["logger"] == "cacheproxy.access"]
+    outcomes = [(r["path"], r["status"], r["outcome"]) for r in access]
+    path = f"/simple/tinyalpha/{ALPHA}"
+    assert outcomes == [(path, 200, "miss"), (path, 200, "hit")]
+    assert all(r["bytes"] > 0 and r["ms"] >= 0 for r in access)
