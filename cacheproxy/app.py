@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from cacheproxy.access import require_token
 from cacheproxy.config import Config
 from cacheproxy.downloads import Downloads
 from cacheproxy.files import FileServer
@@ -51,6 +52,9 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Ap
     app[CONFIG] = config
     app[CLOCK] = clock
     app.cleanup_ctx.append(_resources)
-    add_ops_routes(app)
+    add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
+    tokens = config.client_tokens()
+    if tokens:
+        app.middlewares.append(require_token(tokens))
     add_routes(app)
     return app

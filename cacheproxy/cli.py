@@ -63,6 +63,8 @@ def main() -> None:
 @_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
 @_setting("log_level", "debug, info, warning or error (default info).")
 @_setting("log_format", "text, or json for one JSON object per line (default text).")
+@_setting("auth_tokens", "Comma-separated tokens clients must send (as Basic password).")
+@_setting("auth_tokens_file", "File with one client token per line.")
 @click.option(
     "--config",
     "config_file",
@@ -73,6 +75,10 @@ def main() -> None:
 def serve(config_file: str | None, **flags: str | None) -> None:
     """Run the proxy."""
     config = _load(flags, config_file)
+    try:
+        config.client_tokens()
+    except ConfigError as exc:
+        _fail(str(exc))
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(run_server(config))

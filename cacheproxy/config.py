@@ -59,6 +59,8 @@ class Config:
     offline: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    auth_tokens: tuple[str, ...] = ()
+    auth_tokens_file: Path | None = None
 
     @property
     def upstream_url(self) -> URL:
@@ -72,6 +74,17 @@ class Config:
         if url.user is None:
             return None
         return url.user, url.password or ""
+
+    def client_tokens(self) -> frozenset[str]:
+        """Every token a client may present: the listed ones and those in the tokens file."""
+        tokens = set(self.auth_tokens)
+        if self.auth_tokens_file is not None:
+            try:
+                lines = self.auth_tokens_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the tokens file: {exc}") from None
+            tokens.update(line.strip() for line in lines if line.strip() and line[0] != "#")
+        return frozenset(tokens)
 
     @property
     def public_upstream(self) -> str:
@@ -168,6 +181,14 @@ def parse_log_level(value: Any) -> str:
     return level
 
 
+def parse_tokens(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    tokens = tuple(str(t).strip() for t in items if str(t).strip())
+    if any(len(t) < 8 for t in tokens):
+        raise ValueError("each token needs at least 8 characters")
+    return tokens
+
+
 def parse_log_format(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("text", "json"):
@@ -197,6 +218,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "offline": parse_bool,
     "log_level": parse_log_level,
     "log_format": parse_log_format,
+    "auth_tokens": parse_tokens,
+    "auth_tokens_file": _parse_path,
 }
 
 SETTINGS = tuple(_PARSERS)

@@ -31,6 +31,9 @@ def run_cli(*args, env=None, timeout=20):
         (["--max-size", "12 parsecs"], {}, "--max-size"),
         (["--page-ttl", "soon"], {}, "--page-ttl"),
         (["--config", "/nonexistent/cacheproxy.toml"], {}, "does not exist"),
+        (["--auth-tokens", "short"], {}, "--auth-tokens"),
+        (["--auth-tokens-file", "/nonexistent/tokens"], {}, "cannot read the tokens file"),
+        (["--log-format", "xml"], {}, "--log-format"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, env, needle, tmp_path):
