@@ -7,7 +7,6 @@ value goes through the same parser whichever source it came from.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -274,8 +273,3 @@ def load_config(
         except ValueError as exc:
             raise ConfigError(f"invalid {source}: {exc}") from None
     return Config(**values)
-
-
-def config_from_env(**overrides: Any) -> Config:
-    """A Config from the environment only, with overrides; for embedding and tests."""
-    return dataclasses.replace(load_config({}, os.environ), **overrides)

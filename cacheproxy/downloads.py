@@ -62,10 +62,6 @@ class Download:
         self._read_fd: int | None = None
         self.task: asyncio.Task[None] | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self.committed or self.error is not None
-
     def open_reader(self) -> int:
         """A descriptor of the staging file for one reader; it outlives the rename on commit."""
         assert self._read_fd is not None

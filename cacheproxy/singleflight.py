@@ -13,9 +13,6 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._running: dict[Hashable, asyncio.Future[T]] = {}
 
-    def __len__(self) -> int:
-        return len(self._running)
-
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
         future = self._running.get(key)
         if future is None:
