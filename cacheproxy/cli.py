@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from cacheproxy import __version__
-from cacheproxy.config import Config, ConfigError, env_name, load_config
+from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.logs import configure_logging
+from cacheproxy.names import InvalidName, normalize_project
 from cacheproxy.server import serve as run_server
+from cacheproxy.status import human_bytes
 from cacheproxy.store import Store
 
 EXIT_BAD_CONFIG = 2
@@ -93,6 +99,21 @@ _CONFIG_OPTION = click.option(
 )
 
 
+@contextlib.contextmanager
+def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterator[Store]:
+    """The store of a cache that a server may be using right now (diskcache is multi-process
+    safe); its staging files are left alone."""
+    config = _load(flags, config_file)
+    if not (config.cache_dir / "store").is_dir():
+        _fail(f"no cache at {config.cache_dir}")
+    store = Store(config.cache_dir, config.max_size)
+    store.open_sync(clean_staging=False)
+    try:
+        yield store
+    finally:
+        store.close_sync()
+
+
 @main.command()
 @_setting("cache_dir", "The cache to check.")
 @_CONFIG_OPTION
@@ -100,13 +121,69 @@ def verify(config_file: str | None, **flags: str | None) -> None:
     """Re-hash every cached file and remove those that do not match.
 
     Safe while the proxy runs: the store is shared through SQLite."""
-    config = _load(flags, config_file)
-    store = Store(config.cache_dir, config.max_size)
-    store.open_sync(clean_staging=False)
-    try:
+    with _open_store(flags, config_file) as store:
         report = store.verify_sync()
-    finally:
-        store.close_sync()
     for name in report.removed:
         click.echo(f"removed {name}: its bytes no longer match its sha256")
     click.echo(f"checked {report.checked} files, removed {len(report.removed)}")
+
+
+@main.command()
+@_setting("cache_dir", "The cache to describe.")
+@_CONFIG_OPTION
+def stats(config_file: str | None, **flags: str | None) -> None:
+    """Size of the cache, its files and its biggest projects."""
+    with _open_store(flags, config_file) as store:
+        records = store.file_records()
+        volume, entries = store.cache.volume(), len(store.cache)
+    by_project: collections.Counter[str] = collections.Counter()
+    for project, _, size, _ in records:
+        by_project[project] += size
+    click.echo(f"cache: {store.cache_dir}")
+    click.echo(f"size: {human_bytes(volume)} in {entries} entries, {len(records)} files")
+    for project, size in by_project.most_common(10):
+        click.echo(f"  {project:<40} {human_bytes(size):>12}")
+
+
+@main.command()
+@click.argument("project")
+@_setting("cache_dir", "The cache to purge from.")
+@_CONFIG_OPTION
+def purge(project: str, config_file: str | None, **flags: str | None) -> None:
+    """Remove a project's page and files from the cache."""
+    try:
+        name = normalize_project(project)
+    except InvalidName as exc:
+        _fail(str(exc))
+    with _open_store(flags, config_file) as store:
+        removed = store.purge_project(name)
+    click.echo(f"removed {removed} entries of {name}")
+
+
+@main.command()
+@click.option("--max-size", "max_size", default=None, metavar="SIZE", help="e.g. 5GiB")
+@click.option(
+    "--older-than",
+    "older_than",
+    default=None,
+    metavar="DAYS",
+    type=str,
+    help="remove files stored more than DAYS days ago",
+)
+@_setting("cache_dir", "The cache to prune.")
+@_CONFIG_OPTION
+def prune(
+    max_size: str | None, older_than: str | None, config_file: str | None, **flags: str | None
+) -> None:
+    """Shrink the cache: least recently used first down to SIZE, or files older than DAYS."""
+    try:
+        size = parse_size(max_size) if max_size is not None else None
+        age = float(older_than) * 86400 if older_than is not None else None
+    except ValueError as exc:
+        _fail(f"invalid value: {exc}")
+    if size is None and age is None:
+        _fail("say --max-size SIZE or --older-than DAYS")
+    with _open_store(flags, config_file) as store:
+        removed = store.prune(size, age, time.time())
+        volume = store.cache.volume()
+    click.echo(f"removed {removed} entries; the cache now holds {human_bytes(volume)}")

@@ -210,6 +210,45 @@ class Store:
     async def writable(self) -> bool:
         return await asyncio.to_thread(self._writable)
 
+    # -- maintenance (for the cache commands; blocking) ------------------------------------
+
+    def file_records(self) -> list[tuple[str, str, int, float]]:
+        """(project, filename, size, stored_at) of every stored file."""
+        records = []
+        for key in list(self.cache.iterkeys()):
+            if isinstance(key, tuple) and key[0] == _FILE:
+                handle = self.cache.get(key, read=True)
+                if handle is None:
+                    continue
+                with handle:
+                    info = os.fstat(handle.fileno())
+                records.append((key[1], key[2], info.st_size, info.st_mtime))
+        return records
+
+    def purge_project(self, project: str) -> int:
+        """Forget a project: its page, its files and what was learned about them."""
+        removed = 0
+        for key in list(self.cache.iterkeys()):
+            if isinstance(key, tuple) and len(key) > 1 and key[1] == project:
+                removed += bool(self.cache.delete(key))
+        return removed
+
+    def prune(self, max_size: int | None, older_than: float | None, now: float) -> int:
+        """Remove files stored before now - older_than, then least recently used entries
+        until the cache is under max_size. The number of entries removed."""
+        removed = 0
+        if older_than is not None:
+            for project, filename, _, stored_at in self.file_records():
+                if now - stored_at > older_than:
+                    removed += bool(self.cache.delete((_FILE, project, filename)))
+        if max_size is not None:
+            self.cache.reset("size_limit", max_size)
+            try:
+                removed += self.cache.cull()
+            finally:
+                self.cache.reset("size_limit", self._size_limit)
+        return removed
+
     # -- integrity -------------------------------------------------------------------------
 
     def verify_sync(self) -> VerifyReport:
