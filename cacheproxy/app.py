@@ -9,12 +9,20 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from cacheproxy.access import require_token
-from cacheproxy.config import Config
+from cacheproxy.config import Config, NamedIndex
 from cacheproxy.downloads import Downloads
 from cacheproxy.files import FileServer
 from cacheproxy.index import PageService
 from cacheproxy.ops import METRICS, add_ops_routes
-from cacheproxy.routes import CONFIG, FILES, PAGES, STORE, add_routes
+from cacheproxy.routes import (
+    CONFIG,
+    FILES,
+    INDEX_PREFIX,
+    NAMED_INDEXES,
+    PAGES,
+    STORE,
+    add_routes,
+)
 from cacheproxy.store import Store
 from cacheproxy.upstream import Upstream
 
@@ -45,16 +53,41 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -> web.Application:
+    """One named index: its own upstream, TTLs and store, so nothing mixes with the others;
+    the root's middlewares (metrics, access control) apply to it as well."""
+    app = web.Application(client_max_size=1024)
+    app[CONFIG] = config.for_index(index)
+    app[CLOCK] = root[CLOCK]
+    app[METRICS] = root[METRICS]
+    app[INDEX_PREFIX] = f"/index/{index.name}"
+    app.cleanup_ctx.append(_resources)
+    add_routes(app)
+    return app
+
+
+async def index_list(request: web.Request) -> web.Response:
+    lines = ["/simple/", *(f"/index/{name}/simple/" for name in request.app[NAMED_INDEXES])]
+    return web.Response(text="\n".join(lines) + "\n")
+
+
 def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
     """The proxy as an aiohttp app; clock is injectable so tests can move time."""
     # Only GET and HEAD are routed, so no request body is ever read.
     app = web.Application(client_max_size=1024)
     app[CONFIG] = config
     app[CLOCK] = clock
+    app[INDEX_PREFIX] = ""
     app.cleanup_ctx.append(_resources)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
     tokens = config.client_tokens()
     if tokens:
         app.middlewares.append(require_token(tokens))
     add_routes(app)
+    app[NAMED_INDEXES] = {}
+    for index in config.indexes:
+        sub = _named_index_app(config, index, app)
+        app.add_subapp(f"/index/{index.name}", sub)
+        app[NAMED_INDEXES][index.name] = sub
+    app.router.add_get("/index/", index_list)
     return app

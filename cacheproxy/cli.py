@@ -71,6 +71,10 @@ def main() -> None:
 @_setting("log_format", "text, or json for one JSON object per line (default text).")
 @_setting("auth_tokens", "Comma-separated tokens clients must send (as Basic password).")
 @_setting("auth_tokens_file", "File with one client token per line.")
+@_setting(
+    "indexes",
+    "More upstreams, each served apart under /index/NAME/simple/: NAME=URL[,NAME=URL...].",
+)
 @click.option(
     "--config",
     "config_file",
@@ -99,11 +103,26 @@ _CONFIG_OPTION = click.option(
 )
 
 
+_INDEX_OPTION = click.option(
+    "--index",
+    "index_name",
+    default=None,
+    metavar="NAME",
+    help="Work on the cache of this named index (see serve --indexes) instead of the main one.",
+)
+
+
 @contextlib.contextmanager
 def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterator[Store]:
     """The store of a cache that a server may be using right now (diskcache is multi-process
     safe); its staging files are left alone."""
+    index_name = flags.pop("index_name", None)
     config = _load(flags, config_file)
+    if index_name is not None:
+        try:
+            config = config.for_index(config.index_named(index_name))
+        except ConfigError as exc:
+            _fail(str(exc))
     if not (config.cache_dir / "store").is_dir():
         _fail(f"no cache at {config.cache_dir}")
     store = Store(config.cache_dir, config.max_size)
@@ -116,6 +135,8 @@ def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterat
 
 @main.command()
 @_setting("cache_dir", "The cache to check.")
+@_setting("indexes", "The named indexes, as for serve.")
+@_INDEX_OPTION
 @_CONFIG_OPTION
 def verify(config_file: str | None, **flags: str | None) -> None:
     """Re-hash every cached file and remove those that do not match.
@@ -130,6 +151,8 @@ def verify(config_file: str | None, **flags: str | None) -> None:
 
 @main.command()
 @_setting("cache_dir", "The cache to describe.")
+@_setting("indexes", "The named indexes, as for serve.")
+@_INDEX_OPTION
 @_CONFIG_OPTION
 def stats(config_file: str | None, **flags: str | None) -> None:
     """Size of the cache, its files and its biggest projects."""
@@ -148,6 +171,8 @@ def stats(config_file: str | None, **flags: str | None) -> None:
 @main.command()
 @click.argument("project")
 @_setting("cache_dir", "The cache to purge from.")
+@_setting("indexes", "The named indexes, as for serve.")
+@_INDEX_OPTION
 @_CONFIG_OPTION
 def purge(project: str, config_file: str | None, **flags: str | None) -> None:
     """Remove a project's page and files from the cache."""
@@ -171,6 +196,8 @@ def purge(project: str, config_file: str | None, **flags: str | None) -> None:
     help="remove files stored more than DAYS days ago",
 )
 @_setting("cache_dir", "The cache to prune.")
+@_setting("indexes", "The named indexes, as for serve.")
+@_INDEX_OPTION
 @_CONFIG_OPTION
 def prune(
     max_size: str | None, older_than: str | None, config_file: str | None, **flags: str | None

@@ -42,6 +42,23 @@ def default_cache_dir() -> Path:
     return user_cache_path("cacheproxy", appauthor=False)
 
 
+_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class NamedIndex:
+    """An extra upstream served under /index/<name>/simple/, never merged with the others."""
+
+    name: str
+    # May carry credentials: kept out of repr, shown only through Config.public_upstream.
+    upstream: str = dataclasses.field(repr=False)
+    page_ttl: float | None = None  # None: the main index's setting
+    negative_ttl: float | None = None
+    max_size: int | None = None
+    password_env: str | None = None  # the variable holding its password, read at start-up
+    username: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -60,6 +77,26 @@ class Config:
     log_format: str = "text"
     auth_tokens: tuple[str, ...] = ()
     auth_tokens_file: Path | None = None
+    indexes: tuple[NamedIndex, ...] = ()
+
+    def for_index(self, index: NamedIndex) -> Config:
+        """The settings one named index runs with: its own upstream, TTLs and cache."""
+        return dataclasses.replace(
+            self,
+            upstream=index.upstream,
+            page_ttl=self.page_ttl if index.page_ttl is None else index.page_ttl,
+            negative_ttl=self.negative_ttl if index.negative_ttl is None else index.negative_ttl,
+            max_size=self.max_size if index.max_size is None else index.max_size,
+            cache_dir=self.cache_dir / "indexes" / index.name,
+            indexes=(),
+        )
+
+    def index_named(self, name: str) -> NamedIndex:
+        for index in self.indexes:
+            if index.name == name:
+                return index
+        known = ", ".join(i.name for i in self.indexes) or "none are configured"
+        raise ConfigError(f"no index named {name!r} ({known})")
 
     @property
     def upstream_url(self) -> URL:
@@ -195,6 +232,54 @@ def parse_log_format(value: Any) -> str:
     return text
 
 
+_INDEX_KEYS = {
+    "url": parse_upstream,
+    "page_ttl": parse_duration,
+    "negative_ttl": parse_duration,
+    "max_size": parse_size,
+    "username": str,
+    "password_env": str,
+}
+
+
+def _parse_index(name: str, value: Any) -> NamedIndex:
+    if not _INDEX_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not an index name (lowercase letters, digits, . _ -)")
+    table = {"url": value} if isinstance(value, str) else value
+    if not isinstance(table, dict) or "url" not in table:
+        raise ValueError(f"index {name!r} needs a url")
+    fields: dict[str, Any] = {}
+    for key, raw in table.items():
+        field_name = key.replace("-", "_")
+        if field_name not in _INDEX_KEYS:
+            raise ValueError(f"index {name!r}: unknown key {key!r}")
+        try:
+            fields[field_name] = _INDEX_KEYS[field_name](raw)
+        except ValueError as exc:
+            raise ValueError(f"index {name!r} {key}: {exc}") from None
+    return NamedIndex(name=name, upstream=fields.pop("url"), **fields)
+
+
+def parse_indexes(value: Any) -> tuple[NamedIndex, ...]:
+    """NAME=URL pairs (comma or space separated), or a TOML table of names to URLs or tables."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in re.split(r"[,\s]+", str(value).strip()):
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not NAME=URL")
+            pairs.append((name, url))
+    indexes = tuple(_parse_index(str(name), raw) for name, raw in pairs)
+    names = [index.name for index in indexes]
+    if len(set(names)) != len(names):
+        raise ValueError("an index name is given twice")
+    return indexes
+
+
 def _parse_path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -219,6 +304,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_format": parse_log_format,
     "auth_tokens": parse_tokens,
     "auth_tokens_file": _parse_path,
+    "indexes": parse_indexes,
 }
 
 SETTINGS = tuple(_PARSERS)
@@ -272,4 +358,22 @@ def load_config(
             values[name] = _PARSERS[name](raw)
         except ValueError as exc:
             raise ConfigError(f"invalid {source}: {exc}") from None
+    if "indexes" in values:
+        values["indexes"] = tuple(_with_credentials(i, environ) for i in values["indexes"])
     return Config(**values)
+
+
+def _with_credentials(index: NamedIndex, environ: Mapping[str, str]) -> NamedIndex:
+    """Credentials named in the file are put into the URL, where the upstream client takes
+    them from; the password itself stays out of the file."""
+    if index.username is None and index.password_env is None:
+        return index
+    password = ""
+    if index.password_env is not None:
+        if index.password_env not in environ:
+            raise ConfigError(
+                f"index {index.name!r}: environment variable {index.password_env} is not set"
+            )
+        password = environ[index.password_env]
+    url = URL(index.upstream).with_user(index.username or "").with_password(password)
+    return dataclasses.replace(index, upstream=str(url))

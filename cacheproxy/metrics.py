@@ -25,6 +25,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     recent_errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10))
     project_hits: collections.Counter = field(default_factory=collections.Counter)
+    _in_flight_sources: list[Callable[[], int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -68,7 +69,10 @@ class Metrics:
         )
 
     def track_in_flight(self, count: Callable[[], int]) -> None:
-        self.downloads_in_flight.set_function(count)
+        """Add a source of in-flight downloads (one per index); the gauge shows their sum."""
+        self._in_flight_sources.append(count)
+        sources = self._in_flight_sources
+        self.downloads_in_flight.set_function(lambda: sum(source() for source in sources))
 
     def upstream_failed(self, message: str) -> None:
         self.recent_errors.appendleft(UpstreamError(time.time(), message))

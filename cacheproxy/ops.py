@@ -8,7 +8,7 @@ from aiohttp import web
 
 from cacheproxy.files import CACHE_OUTCOME, STORED_SIZE
 from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
-from cacheproxy.routes import CONFIG, PAGES, STORE
+from cacheproxy.routes import CONFIG, NAMED_INDEXES, PAGES, STORE
 from cacheproxy.status import StatusSnapshot, render_status
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -29,8 +29,9 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
         raise
     metrics.requests.labels(name, str(response.status)).inc()
     outcome = request.get(CACHE_OUTCOME)
-    if outcome and name in (_FILE_ROUTE, _PAGE_ROUTE):
-        kind = "file" if name == _FILE_ROUTE else "page"
+    # Named indexes mount the same routes under /index/<name>: counted alike.
+    if outcome and name.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
+        kind = "file" if name.endswith(_FILE_ROUTE) else "page"
         metrics.outcomes.labels(kind, outcome).inc()
         metrics.project_hits[request.match_info["project"].lower()] += 1
         sent = request.get(STORED_SIZE, response.content_length)
@@ -40,13 +41,19 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-async def _refresh_gauges(app: web.Application) -> tuple[int, int]:
-    volume, entries = await app[STORE].usage()
+async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
+    """Cache size and limit over every index's store (each named index has its own)."""
+    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
+    volume = entries = limit = 0
+    for index_app in apps:
+        index_volume, index_entries = await index_app[STORE].usage()
+        volume, entries = volume + index_volume, entries + index_entries
+        limit += index_app[CONFIG].max_size
     metrics = app[METRICS]
     metrics.cache_bytes.set(volume)
     metrics.cache_entries.set(entries)
-    metrics.cache_limit.set(app[CONFIG].max_size)
-    return volume, entries
+    metrics.cache_limit.set(limit)
+    return volume, entries, limit
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -57,7 +64,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 async def status_page(request: web.Request) -> web.Response:
     app = request.app
-    volume, entries = await _refresh_gauges(app)
+    volume, entries, limit = await _refresh_gauges(app)
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
@@ -65,7 +72,7 @@ async def status_page(request: web.Request) -> web.Response:
         index_url=str(request.url.with_path("/simple/").with_query(None)),
         upstream=app[CONFIG].public_upstream,
         cache_bytes=volume,
-        cache_limit=app[CONFIG].max_size,
+        cache_limit=limit,
         cache_entries=entries,
         file_hits=int(hits),
         file_misses=int(misses),

@@ -31,6 +31,10 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 PAGES = web.AppKey("pages", PageService)
 FILES = web.AppKey("files", FileServer)
+# Where this app's /simple/ tree is mounted: "" for the main index, /index/<name> otherwise.
+INDEX_PREFIX = web.AppKey("index_prefix", str)
+# The sub-application of each named index, by name (the main index is the root app itself).
+NAMED_INDEXES = web.AppKey("named_indexes", dict[str, web.Application])
 
 
 def _project_or_400(raw: str) -> str:
@@ -42,7 +46,10 @@ def _project_or_400(raw: str) -> str:
 
 def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
     if raw != project:
-        location = URL.build(path=f"/simple/{project}/{rest}", query_string=request.query_string)
+        prefix = request.app[INDEX_PREFIX]
+        location = URL.build(
+            path=f"{prefix}/simple/{project}/{rest}", query_string=request.query_string
+        )
         raise web.HTTPMovedPermanently(location=str(location))
 
 
@@ -154,7 +161,8 @@ async def project_file(request: web.Request) -> web.StreamResponse:
 
 async def project_without_slash(request: web.Request) -> web.StreamResponse:
     project = _project_or_400(request.match_info["project"])
-    location = URL.build(path=f"/simple/{project}/", query_string=request.query_string)
+    prefix = request.app[INDEX_PREFIX]
+    location = URL.build(path=f"{prefix}/simple/{project}/", query_string=request.query_string)
     raise web.HTTPMovedPermanently(location=str(location))
 
 
@@ -167,7 +175,7 @@ async def simple_root(request: web.Request) -> web.StreamResponse:
 
 
 async def simple_without_slash(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPMovedPermanently(location="/simple/")
+    raise web.HTTPMovedPermanently(location=f"{request.app[INDEX_PREFIX]}/simple/")
 
 
 def add_routes(app: web.Application) -> None:

@@ -78,6 +78,15 @@ async def serve(config: Config) -> None:
             config.cache_dir,
             index_url(config.host, port),
         )
+        base = index_url(config.host, port).removesuffix("simple/")
+        for index in config.indexes:
+            log.info(
+                "index %s serves %s at %sindex/%s/simple/",
+                index.name,
+                config.for_index(index).public_upstream,
+                base,
+                index.name,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
