@@ -1,0 +1,613 @@
+"""The benchmark suite (issue 7): installs, concurrent cold clients, raw file serving and page
+latency, with the proxy's peak RSS in each. Run by hand, never as a timed test:
+
+    .venv/bin/python benchmarks/suite.py installs    [--workloads django-app,data-science]
+    .venv/bin/python benchmarks/suite.py concurrency [--clients 1,8,32]
+    .venv/bin/python benchmarks/suite.py serving     [--parallel 16,200]
+    .venv/bin/python benchmarks/suite.py pages       [--connections 200]
+    .venv/bin/python benchmarks/suite.py all
+
+Installs and concurrency go through benchmarks/relay.py (a throttled link: --latency-ms per
+request, one shared --mbps line) in front of --upstream, the default upstream unless given.
+The relay keeps what it fetched in WORKDIR/relay-store, so repeated runs cost only the simulated
+link. Each workload (../shared/workloads/) is pinned once through the relay with
+`uv pip compile` (WORKDIR/<name>.pinned.txt, reused until --repin), so every variant installs
+the same files; the floor's wheel directory is that pinned set, downloaded once.
+
+installs     for pip and uv, in one process, median of --runs (variants interleaved per run):
+             floor (offline, from a local wheel directory), direct (from the relay), cold
+             (a fresh proxy, empty cache), warm (a fresh proxy process on that cache); each into
+             a fresh --target with the client's cache empty. Ratios warm/floor, cold/direct.
+concurrency  N uv clients at once against a cold proxy: wall time, upstream bytes over the
+             set's size, the most times one file crossed the link.
+serving      synthetic large wheels from a local upstream, warm in the cache; many parallel
+             downloads on loopback (GB/s), by benchmarks/loadgen.py in its own process.
+pages        the workload's project pages warm in a fresh proxy; 200 connections asking for
+             them with the PEP 691 JSON Accept and gzip: back to back (closed loop) and paced.
+
+Every proxy scenario starts a fresh `cacheproxy serve` process; its peak RSS is VmHWM.
+--json PATH merges this run's results into that file. --profile DIR records each measured
+proxy with py-spy (raw collapsed stacks; slows the proxy, so not for the reported numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cacheproxy.config import default_upstream  # noqa: E402
+from tests.fakes.process import ProxyProcess  # noqa: E402
+
+WORKLOADS = REPO.parent / "shared" / "workloads"
+JSON_ACCEPT = "Accept: application/vnd.pypi.simple.v1+json"
+TARGETS = {
+    "warm/floor": 1.05,
+    "cold/direct": 1.05,
+    "8 clients / 1 client": 1.5,
+    "upstream bytes / set size": 1.0,
+    "serving GB/s": 1.0,
+    "page p99 ms": 20.0,
+    "RSS MiB at 200 downloads": 100.0,
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def client_env() -> dict[str, str]:
+    """The machine's own PIP_*/UV_* settings (PIP_FIND_LINKS, ...) would change what the
+    clients do; measure the plain clients."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1")
+    return env
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+# -- the relay -------------------------------------------------------------------------------
+
+
+class RelayProcess:
+    """benchmarks/relay.py as its own process, so its event loop shares nothing with ours."""
+
+    def __init__(self, upstream: str, latency_ms: float, mbps: float, store: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, str(REPO / "benchmarks" / "relay.py"), "--upstream", upstream,
+                "--latency-ms", str(latency_ms), "--mbps", str(mbps), "--store", str(store),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        line = self.proc.stdout.readline()
+        if not line.startswith("relay: "):
+            self.proc.kill()
+            raise SystemExit(f"relay did not start: {line}")
+        self.url = line.split()[1]
+        self.base = self.url.removesuffix("/simple/")
+
+    def stats(self) -> dict:
+        with urlopen(self.base + "/_relay/stats") as resp:
+            return json.load(resp)
+
+    def reset(self) -> None:
+        urlopen(Request(self.base + "/_relay/reset", method="POST")).close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# -- the proxy -------------------------------------------------------------------------------
+
+
+class Proxy:
+    """A fresh `cacheproxy serve`, optionally recorded by py-spy."""
+
+    def __init__(self, cache_dir: Path, upstream: str, *args: str, profile: Path | None = None):
+        self.process = ProxyProcess(cache_dir, upstream, *args)
+        self.url = self.process.url
+        self.base = self.url.removesuffix("/simple/")
+        self.spy = None
+        if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            self.spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                    str(self.process.proc.pid), "--rate", "200", "--format", "raw",
+                    "--output", str(profile), "--nonblocking", "--threads",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
+
+    def peak_rss_mib(self) -> float:
+        return round(self.process.peak_rss_mib(), 1)
+
+    def stop(self) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)
+            self.spy.wait(30)
+        self.process.stop()
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+def pin(workload: str, relay: RelayProcess, workdir: Path, repin: bool) -> Path:
+    pinned = workdir / f"{workload}.pinned.txt"
+    if pinned.exists() and not repin:
+        return pinned
+    log(f"pinning {workload} through the relay")
+    result = subprocess.run(
+        [
+            uv_bin(), "pip", "compile", str(WORKLOADS / f"{workload}.txt"), "--python",
+            sys.executable, "--index-url", relay.url, "--no-cache", "--no-header",
+            "--no-annotate", "--quiet", "-o", str(pinned),
+        ],
+        env=client_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"uv pip compile failed:\n{result.stderr}")
+    return pinned
+
+
+def wheel_dir(pinned: Path, relay: RelayProcess, workdir: Path) -> Path:
+    """The pinned set's files, downloaded once: the floor installs from here."""
+    directory = workdir / f"{pinned.name.removesuffix('.pinned.txt')}.wheels"
+    done = directory / ".complete"
+    if done.exists() and done.stat().st_mtime >= pinned.stat().st_mtime:
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    log(f"downloading {pinned.name} into {directory}")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "pip", "download", "--no-deps", "-r", str(pinned), "-d",
+            str(directory), "--index-url", relay.url, "-q",
+        ],
+        env=client_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"pip download failed:\n{result.stderr}")
+    done.touch()
+    return directory
+
+
+def prepare(workload: str, relay: RelayProcess, args: argparse.Namespace) -> tuple[Path, Path, int]:
+    """The pinned requirements, their wheel directory and the set's size in bytes."""
+    pinned = pin(workload, relay, args.workdir, args.repin)
+    wheels = wheel_dir(pinned, relay, args.workdir)
+    size = sum(p.stat().st_size for p in wheels.iterdir() if not p.name.startswith("."))
+    return pinned, wheels, size
+
+
+def install_args(installer: str, pinned: Path, target: Path, index: str | Path) -> list[str]:
+    """index: an index URL, or a wheel directory for the offline floor."""
+    if installer == "uv":
+        args = [uv_bin(), "pip", "install", "--no-cache", "--python", sys.executable]
+    else:
+        args = [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-q"]
+    args += ["--target", str(target), "-r", str(pinned)]
+    if isinstance(index, Path):
+        args += ["--no-index", "--find-links", str(index)]
+        if installer == "uv":
+            args.append("--offline")
+    else:
+        args += ["--index-url", index]
+    return args
+
+
+async def install(installer: str, pinned: Path, index: str | Path) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-target-") as tmp:
+        env = {**client_env(), "UV_CACHE_DIR": str(Path(tmp) / "uv-cache")}
+        args = install_args(installer, pinned, Path(tmp) / "target", index)
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await proc.communicate()
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"{installer} failed from {index}:\n{stderr.decode()[-3000:]}")
+        return elapsed
+
+
+def profile_path(args: argparse.Namespace, name: str) -> Path | None:
+    return args.profile / f"{name}.txt" if args.profile else None
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def scenario_installs(args: argparse.Namespace, relay: RelayProcess) -> dict:
+    results = {}
+    for workload in args.workloads.split(","):
+        pinned, wheels, size = prepare(workload, relay, args)
+        per_installer = {}
+        for installer in args.installers.split(","):
+            runs = []
+            for number in range(args.runs):
+                log(f"installs: {workload} {installer} run {number + 1}/{args.runs}")
+                runs.append(one_install_run(args, relay, installer, pinned, wheels, workload))
+            per_installer[installer] = summarize_runs(runs)
+        results[workload] = {
+            "files": sum(1 for p in wheels.iterdir() if not p.name.startswith(".")),
+            "set_bytes": size,
+            "installers": per_installer,
+        }
+    return results
+
+
+def one_install_run(args, relay, installer, pinned, wheels, workload) -> dict:
+    run: dict[str, float] = {}
+    run["floor"] = asyncio.run(install(installer, pinned, wheels))
+    relay.reset()
+    run["direct"] = asyncio.run(install(installer, pinned, relay.url))
+    run["direct upstream bytes"] = relay.stats()["body_bytes"]
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+        for variant in ("cold", "warm"):  # warm: a fresh proxy process on the cold run's cache
+            relay.reset()
+            name = f"{workload}-{installer}-{variant}"
+            proxy = Proxy(Path(cache), relay.url, profile=profile_path(args, name))
+            try:
+                run[variant] = asyncio.run(install(installer, pinned, proxy.url))
+                run[f"{variant} RSS MiB"] = proxy.peak_rss_mib()
+            finally:
+                proxy.stop()
+            stats = relay.stats()
+            run[f"{variant} upstream bytes"] = stats["body_bytes"]
+            run[f"{variant} upstream requests"] = stats["requests"]
+    log("  " + ", ".join(f"{k} {v:.1f}" for k, v in run.items()))
+    return run
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    summary = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+    summary["runs"] = len(runs)
+    summary["raw"] = runs
+    summary["warm/floor"] = round(summary["warm"] / summary["floor"], 3)
+    summary["cold/direct"] = round(summary["cold"] / summary["direct"], 3)
+    return summary
+
+
+def scenario_concurrency(args: argparse.Namespace, relay: RelayProcess) -> dict:
+    results = {}
+    for workload in args.concurrency_workloads.split(","):
+        pinned, wheels, size = prepare(workload, relay, args)
+        rows = {}
+        for clients in (int(n) for n in args.clients.split(",")):
+            log(f"concurrency: {workload}, {clients} uv clients against a cold proxy")
+            with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+                relay.reset()
+                proxy = Proxy(
+                    Path(cache), relay.url, profile=profile_path(args, f"{workload}-c{clients}")
+                )
+                try:
+                    total, each = asyncio.run(together(clients, pinned, proxy.url))
+                    rss = proxy.peak_rss_mib()
+                finally:
+                    proxy.stop()
+                stats = relay.stats()
+            rows[str(clients)] = {
+                "total_s": round(total, 2),
+                "slowest_client_s": round(max(each), 2),
+                "median_client_s": round(statistics.median(each), 2),
+                "upstream_file_bytes": stats["file_bytes"],
+                "upstream_body_bytes": stats["body_bytes"],
+                "upstream_requests": stats["requests"],
+                "bytes/set": round(stats["file_bytes"] / size, 4),
+                "max_downloads_of_one_file": stats["max_downloads_of_one_file"],
+                "RSS MiB": rss,
+            }
+            log(f"  {rows[str(clients)]}")
+        if "1" in rows:
+            for row in rows.values():
+                row["total/1 client"] = round(row["total_s"] / rows["1"]["total_s"], 3)
+        results[workload] = {"set_bytes": size, "files": len(list(wheels.glob("*.whl"))), **rows}
+    return results
+
+
+async def together(clients: int, pinned: Path, url: str) -> tuple[float, list[float]]:
+    """That many uv installs at once: the wall time and each one's time."""
+    started = time.perf_counter()
+    each = await asyncio.gather(*(install("uv", pinned, url) for _ in range(clients)))
+    return time.perf_counter() - started, list(each)
+
+
+def loadgen(base: str, paths: list[str], connections: int, duration: float, *extra: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as fh:
+        fh.write("\n".join(paths))
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, str(REPO / "benchmarks" / "loadgen.py"), "--base", base,
+                "--paths", fh.name, "--connections", str(connections), "--duration",
+                str(duration), *extra,
+            ],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.unlink(fh.name)
+    if result.returncode != 0:
+        raise SystemExit(f"loadgen failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def fetch_all(base: str, paths: list[str], *headers: str) -> None:
+    for path in paths:
+        request = Request(base + path, headers=dict(h.split(": ", 1) for h in headers))
+        with urlopen(request, timeout=600) as resp:
+            while resp.read(1 << 20):
+                pass
+
+
+def scenario_serving(args: argparse.Namespace) -> dict:
+    from aiohttp import web
+
+    from tests.fakes.upstream import UpstreamIndex, make_app
+    from tests.fakes.wheels import build_wheel
+
+    synthetic = args.workdir / "synthetic-wheels"
+    wheels = []
+    for number in range(args.files):
+        name = f"bigwheel{number}"
+        path = synthetic / f"{name}-1.0-py3-none-any.whl"
+        if not path.exists() or path.stat().st_size < args.file_mib * 2**20:
+            log(f"building {path.name} ({args.file_mib} MiB)")
+            path = build_wheel(synthetic, name, "1.0", payload_size=args.file_mib * 2**20)
+        wheels.append(path)
+    index = UpstreamIndex()
+    for path in wheels:
+        index.add_wheel(path)
+    paths = [f"/simple/bigwheel{n}/{p.name}" for n, p in enumerate(wheels)]
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(index), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    import threading
+
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{port}/simple/"
+    results: dict = {"files": len(wheels), "file_mib": args.file_mib}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+            proxy = Proxy(Path(cache), upstream)
+            try:
+                log("serving: warming the cache")
+                fetch_all(proxy.base, [f"/simple/bigwheel{n}/" for n in range(len(wheels))])
+                fetch_all(proxy.base, paths)
+            finally:
+                proxy.stop()
+            for parallel in (int(n) for n in args.parallel.split(",")):
+                log(f"serving: {parallel} parallel downloads for {args.duration:g}s")
+                proxy = Proxy(
+                    Path(cache), upstream, profile=profile_path(args, f"serving-{parallel}")
+                )
+                try:
+                    row = loadgen(proxy.base, paths, parallel, args.duration)
+                    row["RSS MiB"] = proxy.peak_rss_mib()
+                finally:
+                    proxy.stop()
+                log(f"  {row}")
+                results[str(parallel)] = row
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+    return results
+
+
+def scenario_pages(args: argparse.Namespace, relay: RelayProcess) -> dict:
+    projects: list[str] = []
+    for workload in args.page_workloads.split(","):
+        pinned = pin(workload, relay, args.workdir, args.repin)
+        for line in pinned.read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                name = line.split("==")[0].split("[")[0].strip().lower().replace("_", "-")
+                projects.append(name.replace(".", "-"))
+    projects = sorted(set(projects))
+    paths = [f"/simple/{p}/" for p in projects]
+    headers = [JSON_ACCEPT, "Accept-Encoding: gzip"]
+    results: dict = {"projects": len(projects)}
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+        ttl = ("--page-ttl", "1h")  # warm means fresh: no revalidation during the run
+        proxy = Proxy(Path(cache), relay.url, *ttl)
+        try:
+            log(f"pages: warming {len(paths)} project pages")
+            fetch_all(proxy.base, paths, JSON_ACCEPT)
+        finally:
+            proxy.stop()
+        sizes = {}
+        modes = [("closed loop", 0.0), (f"paced {args.interval_ms:g} ms", args.interval_ms)]
+        for label, interval in modes:
+            proxy = Proxy(
+                Path(cache), relay.url, *ttl,
+                profile=profile_path(args, f"pages-{'paced' if interval else 'closed'}"),
+            )  # fmt: skip
+            try:
+                if not sizes:
+                    for path in paths:
+                        with urlopen(
+                            Request(proxy.base + path, headers={"Accept": JSON_ACCEPT[8:]})
+                        ) as r:
+                            sizes[path] = len(r.read())
+                log(f"pages: {args.connections} connections, {label}, {args.duration:g}s")
+                extra = [f"--header={h}" for h in headers] + ["--per-path"]
+                if interval:
+                    extra.append(f"--interval-ms={interval}")
+                row = loadgen(proxy.base, paths, args.connections, args.duration, *extra)
+                row["RSS MiB"] = proxy.peak_rss_mib()
+            finally:
+                proxy.stop()
+            log(f"  { {k: v for k, v in row.items() if k != 'p50_ms_by_path'} }")
+            results[label] = row
+        results["json_page_bytes"] = sizes
+    return results
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    def out(*cmd: str) -> str:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=client_env())
+        return result.stdout.strip().splitlines()[0] if result.stdout.strip() else "?"
+
+    import aiohttp
+    import diskcache
+
+    return {
+        "python": platform.python_version(),
+        "uv": out(uv_bin(), "--version"),
+        "pip": out(sys.executable, "-m", "pip", "--version").split(" from ")[0],
+        "aiohttp": aiohttp.__version__,
+        "diskcache": diskcache.__version__,
+        "cacheproxy commit": out("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"),
+        "cpus": os.cpu_count(),
+        "memory GiB": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "kernel": platform.release(),
+    }
+
+
+def print_tables(results: dict) -> None:
+    ok = lambda passed: "met" if passed else "NOT met"  # noqa: E731
+    for workload, data in results.get("installs", {}).items():
+        print(
+            f"\ninstalls: {workload} ({data['files']} files, {data['set_bytes'] / 2**20:.0f} MiB)"
+        )
+        print(
+            f"{'installer':<9}{'floor':>8}{'direct':>8}{'cold':>8}{'warm':>8}"
+            f"{'warm/floor':>12}{'cold/direct':>13}{'RSS cold':>10}{'RSS warm':>10}"
+        )
+        for installer, r in data["installers"].items():
+            print(
+                f"{installer:<9}{r['floor']:>7.1f}s{r['direct']:>7.1f}s{r['cold']:>7.1f}s"
+                f"{r['warm']:>7.1f}s{r['warm/floor']:>12.2f}{r['cold/direct']:>13.2f}"
+                f"{r['cold RSS MiB']:>9.0f}M{r['warm RSS MiB']:>9.0f}M"
+                f"  warm/floor {ok(r['warm/floor'] <= 1.05)}, cold/direct "
+                f"{ok(r['cold/direct'] <= 1.05)}"
+            )
+    for workload, data in results.get("concurrency", {}).items():
+        print(f"\nconcurrency: {workload} ({data['set_bytes'] / 2**20:.0f} MiB set), cold proxy")
+        print(
+            f"{'clients':<8}{'total':>8}{'vs 1':>7}{'upstream MiB':>14}{'bytes/set':>11}"
+            f"{'max dl/file':>13}{'RSS':>7}"
+        )
+        for n in filter(str.isdigit, data):
+            row = data[n]
+            print(
+                f"{n:<8}{row['total_s']:>7.1f}s{row.get('total/1 client', 0):>7.2f}"
+                f"{row['upstream_file_bytes'] / 2**20:>14.1f}{row['bytes/set']:>11.3f}"
+                f"{row['max_downloads_of_one_file']:>13}{row['RSS MiB']:>6.0f}M"
+            )
+    serving = results.get("serving")
+    if serving:
+        print(f"\nserving: {serving['files']} cached files of {serving['file_mib']} MiB")
+        for n, row in serving.items():
+            if n.isdigit():
+                print(
+                    f"  {n:>4} parallel: {row['gb_per_second']:.2f} GB/s, "
+                    f"{row['requests']} downloads done, RSS {row['RSS MiB']:.0f} MiB"
+                    f"  (>= 1 GB/s {ok(row['gb_per_second'] >= 1.0)})"
+                )
+    pages = results.get("pages")
+    if pages:
+        print(f"\npages: {pages['projects']} warm project pages, JSON + gzip")
+        for label, row in pages.items():
+            if isinstance(row, dict) and "p99_ms" in row:
+                print(
+                    f"  {label:<16} {row['connections']} conns: {row['requests_per_second']:.0f}"
+                    f" req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                    f"RSS {row['RSS MiB']:.0f} MiB  (p99 <= 20 ms {ok(row['p99_ms'] <= 20)})"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=["installs", "concurrency", "serving", "pages", "all"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/cacheproxy-bench"))
+    parser.add_argument("--upstream", default=None, help="index behind the relay")
+    parser.add_argument("--latency-ms", type=float, default=40)
+    parser.add_argument("--mbps", type=float, default=100)
+    parser.add_argument("--repin", action="store_true")
+    parser.add_argument("--workloads", default="django-app,data-science")
+    parser.add_argument("--installers", default="uv,pip")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency-workloads", default="django-app")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--files", type=int, default=4, help="serving: synthetic wheels")
+    parser.add_argument("--file-mib", type=int, default=128)
+    parser.add_argument("--parallel", default="16,200")
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--page-workloads", default="django-app,data-science")
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--interval-ms", type=float, default=200)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    upstream = args.upstream or default_upstream()
+
+    results: dict = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "throttle": {"latency_ms": args.latency_ms, "mbps": args.mbps},
+            **versions(),
+        }
+    }
+    wanted = ["installs", "concurrency", "serving", "pages"]
+    wanted = wanted if args.scenario == "all" else [args.scenario]
+    relay = None
+    if set(wanted) - {"serving"}:
+        relay = RelayProcess(upstream, args.latency_ms, args.mbps, args.workdir / "relay-store")
+    try:
+        for scenario in wanted:
+            started = time.perf_counter()
+            if scenario == "installs":
+                results["installs"] = scenario_installs(args, relay)
+            elif scenario == "concurrency":
+                results["concurrency"] = scenario_concurrency(args, relay)
+            elif scenario == "serving":
+                results["serving"] = scenario_serving(args)
+            else:
+                results["pages"] = scenario_pages(args, relay)
+            log(f"{scenario} took {time.perf_counter() - started:.0f}s")
+    finally:
+        if relay is not None:
+            relay.stop()
+    print_tables(results)
+    if args.json:
+        merged = json.loads(args.json.read_text()) if args.json.exists() else {}
+        merged.setdefault("meta", {}).update(results.pop("meta"))
+        for key, value in results.items():  # per workload, so runs can be split up
+            merged.setdefault(key, {}).update(value)
+        args.json.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
