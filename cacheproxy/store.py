@@ -3,6 +3,12 @@ the artifacts themselves stay plain files that are served by path.
 
 A downloaded file is staged in tmp/, verified, then renamed into diskcache's own file layout
 in the same transaction that records it, so a file is either wholly in the index or not there.
+
+Reads do not write. diskcache's least-recently-used policy turns every get into a write
+transaction (it stamps the row's access time), so each cache hit would take SQLite's write
+lock. Here a hit is a plain SELECT; the access time is noted in memory and the noted times are
+written in one transaction before anything is evicted, and otherwise at most every
+ACCESS_FLUSH_SECONDS, so eviction still goes by last use.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +31,14 @@ from cacheproxy.policy import CachedPage
 _PAGE = "page"
 _FILE = "file"
 _FACTS = "file-facts"
+
+ACCESS_FLUSH_SECONDS = 5.0
+_SELECT = (
+    "SELECT rowid, tag, mode, filename, value FROM Cache"
+    " WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)"
+)
+# max(): a row replaced since the read already carries a newer time.
+_TOUCH = "UPDATE Cache SET access_time = max(access_time, ?) WHERE rowid = ?"
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,10 @@ class Store:
         self.staging_dir = self.cache_dir / "tmp"
         self._size_limit = size_limit
         self._cache: diskcache.Cache | None = None
+        self._accessed: dict[int, float] = {}  # rowid -> when it was last read
+        self._accessed_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flushed_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -84,6 +104,7 @@ class Store:
 
     def close_sync(self) -> None:
         if self._cache is not None:
+            self.flush_access_times()
             self._cache.close()
             self._cache = None
 
@@ -96,10 +117,50 @@ class Store:
             raise RuntimeError("store is not open")
         return self._cache
 
+    # -- reads without writes --------------------------------------------------------------
+
+    def _row(self, key: tuple) -> tuple | None:
+        """(rowid, tag, mode, filename, value) of a live entry, noting that it was used."""
+        cache = self.cache
+        db_key, raw = cache._disk.put(key)
+        rows = cache._sql(_SELECT, (db_key, raw, time.time())).fetchall()
+        if not rows:
+            return None
+        now = time.time()
+        with self._accessed_lock:
+            self._accessed[rows[0][0]] = now
+        if now - self._flushed_at >= ACCESS_FLUSH_SECONDS:
+            self.flush_access_times(wait=False)
+        return rows[0]
+
+    def _value(self, key: tuple, default=None):
+        row = self._row(key)
+        if row is None:
+            return default
+        _, _, mode, filename, value = row
+        try:
+            return self.cache._disk.fetch(mode, filename, value, False)
+        except OSError:  # removed since the SELECT (evicted, purged)
+            return default
+
+    def flush_access_times(self, wait: bool = True) -> None:
+        """Write the access times noted since the last flush, in one transaction."""
+        if not self._flush_lock.acquire(blocking=wait):
+            return  # another thread is writing them
+        try:
+            with self._accessed_lock:
+                pending, self._accessed = self._accessed, {}
+                self._flushed_at = time.time()
+            if pending:
+                with self.cache.transact():
+                    self.cache._con.executemany(_TOUCH, [(t, r) for r, t in pending.items()])
+        finally:
+            self._flush_lock.release()
+
     # -- pages -----------------------------------------------------------------------------
 
     async def get_page(self, project: str) -> CachedPage | None:
-        return await asyncio.to_thread(self.cache.get, (_PAGE, project))
+        return await asyncio.to_thread(self._value, (_PAGE, project))
 
     async def put_page(self, project: str, entry: CachedPage) -> None:
         await asyncio.to_thread(self.cache.set, (_PAGE, project), entry)
@@ -119,11 +180,15 @@ class Store:
     # -- files -----------------------------------------------------------------------------
 
     def _find_file(self, project: str, filename: str) -> StoredFile | None:
-        handle, tag = self.cache.get((_FILE, project, filename), read=True, tag=True)
-        if handle is None:
+        row = self._row((_FILE, project, filename))
+        if row is None or row[3] is None:
             return None
-        with handle:
-            return StoredFile(handle.name, tag or "", os.fstat(handle.fileno()).st_size)
+        path = os.path.join(self.cache.directory, row[3])
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:  # evicted or purged since the SELECT
+            return None
+        return StoredFile(path, row[1] or "", size)
 
     async def find_file(self, project: str, filename: str) -> StoredFile | None:
         return await asyncio.to_thread(self._find_file, project, filename)
@@ -140,6 +205,7 @@ class Store:
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
         self.cache.set((_FILE, project, filename), StagedFile(staged), tag=sha256)
+        self.flush_access_times()  # evict by the real last use
         self.cache.cull()
         return self._find_file(project, filename)
 
@@ -186,7 +252,7 @@ class Store:
 
     async def file_facts(self, project: str) -> dict[str, dict[str, object]]:
         """filename -> facts learned from the cached file."""
-        return await asyncio.to_thread(self.cache.get, (_FACTS, project), {})
+        return await asyncio.to_thread(self._value, (_FACTS, project), {})
 
     # -- numbers ---------------------------------------------------------------------------
 
@@ -242,6 +308,7 @@ class Store:
                 if now - stored_at > older_than:
                     removed += bool(self.cache.delete((_FILE, project, filename)))
         if max_size is not None:
+            self.flush_access_times()
             self.cache.reset("size_limit", max_size)
             try:
                 removed += self.cache.cull()

@@ -1,0 +1,94 @@
+"""The store's read path: hits take no write transaction, and eviction still goes by last use."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from cacheproxy.policy import CachedPage
+from cacheproxy.store import Store
+
+
+def _stage(store: Store, size: int, fill: bytes) -> Path:
+    path = store.new_staging_path()
+    path.write_bytes(fill * size)
+    return path
+
+
+def _access_times(cache_dir: Path) -> dict[str, float]:
+    with sqlite3.connect(cache_dir / "store" / "cache.db") as db:
+        rows = db.execute("SELECT filename, access_time FROM Cache WHERE filename IS NOT NULL")
+        return {Path(name).name: at for name, at in rows}
+
+
+def test_a_hit_writes_nothing_until_the_access_times_are_flushed(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    try:
+        stored = store._commit_file("demo", "demo-1.0.whl", _stage(store, 10, b"a"), "d" * 64)
+        before = _access_times(tmp_path)[Path(stored.path).name]
+        data_version = store.cache._sql("PRAGMA data_version").fetchone()[0]
+        found = store._find_file("demo", "demo-1.0.whl")
+        assert found == stored
+        assert found.size == 10 and found.sha256 == "d" * 64
+        # Nothing was written: the read did not touch the database.
+        assert _access_times(tmp_path)[Path(stored.path).name] == before
+        assert store.cache._sql("PRAGMA data_version").fetchone()[0] == data_version
+        store.flush_access_times()
+        assert _access_times(tmp_path)[Path(stored.path).name] > before
+    finally:
+        store.close_sync()
+
+
+def test_eviction_keeps_the_file_read_last(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=1_280_000)
+    store.open_sync()
+    try:
+        for number in range(12):
+            name = f"f{number}-1.0.whl"
+            assert store._commit_file("p", name, _stage(store, 100_000, b"x"), "1" * 64)
+        assert store._find_file("p", "f0-1.0.whl") is not None  # the oldest, read last
+        # Over the limit: diskcache evicts the 10 least recently used, f1 to f10.
+        assert store._commit_file("p", "f12-1.0.whl", _stage(store, 100_000, b"x"), "1" * 64)
+        kept = {n for n in range(13) if store._find_file("p", f"f{n}-1.0.whl") is not None}
+        assert kept == {0, 11, 12}
+    finally:
+        store.close_sync()
+
+
+def test_a_file_removed_behind_the_store_is_a_miss(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    try:
+        stored = store._commit_file("p", "gone-1.0.whl", _stage(store, 10, b"g"), "4" * 64)
+        os.unlink(stored.path)
+        assert store._find_file("p", "gone-1.0.whl") is None
+        assert store._find_file("p", "never-1.0.whl") is None
+    finally:
+        store.close_sync()
+
+
+async def test_pages_and_facts_read_back(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    await store.open()
+    try:
+        assert await store.get_page("demo") is None
+        assert await store.file_facts("demo") == {}
+        page = CachedPage(status=404, page=None, fetched_at=1.0)
+        await store.put_page("demo", page)
+        assert (await store.get_page("demo")).status == 404
+        await store.learn("demo", "demo-1.0.whl", size=10)
+        assert await store.file_facts("demo") == {"demo-1.0.whl": {"size": 10}}
+    finally:
+        await store.close()
+
+
+def test_access_times_written_at_close_survive_a_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    stored = store._commit_file("p", "kept-1.0.whl", _stage(store, 10, b"k"), "5" * 64)
+    before = _access_times(tmp_path)[Path(stored.path).name]
+    store._find_file("p", "kept-1.0.whl")
+    store.close_sync()
+    assert _access_times(tmp_path)[Path(stored.path).name] > before
