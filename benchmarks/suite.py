@@ -55,6 +55,9 @@ from cacheproxy.config import default_upstream  # noqa: E402
 from tests.fakes.process import ProxyProcess  # noqa: E402
 
 WORKLOADS = REPO.parent / "shared" / "workloads"
+# Install targets and the client's (empty) cache: on tmpfs when there is one, so the disk's
+# noise on a shared machine does not swamp the differences between variants.
+TARGET_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") else None
 JSON_ACCEPT = "Accept: application/vnd.pypi.simple.v1+json"
 TARGETS = {
     "warm/floor": 1.05,
@@ -203,6 +206,74 @@ def prepare(workload: str, relay: RelayProcess, args: argparse.Namespace) -> tup
     return pinned, wheels, size
 
 
+def static_index(wheels: Path) -> Path:
+    """The wheel directory as a static PEP 503 index with PEP 658 metadata files, for a plain
+    file server: what any HTTP index costs the client, without the proxy."""
+    import hashlib
+    import html
+    import zipfile
+
+    from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+    root = wheels.with_suffix(".static")
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    projects: dict[str, list[str]] = {}
+    for path in sorted(wheels.iterdir()):
+        if path.name.startswith("."):
+            continue
+        is_wheel = path.suffix == ".whl"
+        parse = parse_wheel_filename if is_wheel else parse_sdist_filename
+        project = canonicalize_name(parse(path.name)[0])
+        folder = root / "simple" / project
+        folder.mkdir(parents=True, exist_ok=True)
+        os.link(path, folder / path.name)
+        attrs = ""
+        if is_wheel:
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+                metadata = archive.read(name)
+            (folder / f"{path.name}.metadata").write_bytes(metadata)
+            attrs = f' data-core-metadata="sha256={hashlib.sha256(metadata).hexdigest()}"'
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        link = html.escape(path.name)
+        projects.setdefault(project, []).append(
+            f'<a href="{link}#sha256={digest}"{attrs}>{link}</a><br />'
+        )
+    for project, links in projects.items():
+        page = "<!DOCTYPE html>\n<html><body>\n" + "\n".join(links) + "\n</body></html>\n"
+        (root / "simple" / project / "index.html").write_text(page)
+    (root / ".complete").touch()
+    return root
+
+
+@contextlib.contextmanager
+def file_server(root: Path):
+    """`python -m http.server` on loopback serving root; yields its /simple/ URL."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/simple/"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                urlopen(url).close()
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def install_args(installer: str, pinned: Path, target: Path, index: str | Path) -> list[str]:
     """index: an index URL, or a wheel directory for the offline floor."""
     if installer == "uv":
@@ -220,7 +291,7 @@ def install_args(installer: str, pinned: Path, target: Path, index: str | Path) 
 
 
 async def install(installer: str, pinned: Path, index: str | Path) -> float:
-    with tempfile.TemporaryDirectory(prefix="bench-target-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-target-", dir=TARGET_ROOT) as tmp:
         env = {**client_env(), "UV_CACHE_DIR": str(Path(tmp) / "uv-cache")}
         args = install_args(installer, pinned, Path(tmp) / "target", index)
         started = time.perf_counter()
@@ -263,6 +334,8 @@ def scenario_installs(args: argparse.Namespace, relay: RelayProcess) -> dict:
 def one_install_run(args, relay, installer, pinned, wheels, workload) -> dict:
     run: dict[str, float] = {}
     run["floor"] = asyncio.run(install(installer, pinned, wheels))
+    with file_server(static_index(wheels)) as static:
+        run["static"] = asyncio.run(install(installer, pinned, static))
     relay.reset()
     run["direct"] = asyncio.run(install(installer, pinned, relay.url))
     run["direct upstream bytes"] = relay.stats()["body_bytes"]
