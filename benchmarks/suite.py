@@ -151,6 +151,18 @@ class Proxy:
     def peak_rss_mib(self) -> float:
         return round(self.process.peak_rss_mib(), 1)
 
+    def outcomes(self) -> dict[str, int]:
+        """How the proxy answered, from its access log: 'GET hit', 'GET miss-range', ..."""
+        import re
+
+        counts: dict[str, int] = {}
+        for line in self.process.log:
+            match = re.search(r"access: (\w+) \S+ \d+ (\S+) ", line)
+            if match:
+                key = f"{match[1]} {match[2]}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def stop(self) -> None:
         if self.spy is not None:
             self.spy.send_signal(signal.SIGINT)
@@ -397,6 +409,7 @@ def scenario_concurrency(args: argparse.Namespace, relay: RelayProcess) -> dict:
                     rss = proxy.peak_rss_mib()
                 finally:
                     proxy.stop()
+                outcomes = proxy.outcomes()
                 stats = relay.stats()
             rows[str(clients)] = {
                 "total_s": round(total, 2),
@@ -408,7 +421,14 @@ def scenario_concurrency(args: argparse.Namespace, relay: RelayProcess) -> dict:
                 "bytes/set": round(stats["file_bytes"] / size, 4),
                 "max_downloads_of_one_file": stats["max_downloads_of_one_file"],
                 "RSS MiB": rss,
+                "proxy_outcomes": outcomes,
             }
+            if "floor" in args.baselines.split(","):
+                # The same number of offline installs from the wheel directory: what this
+                # machine's cores allow that many clients, whatever serves them.
+                rows[str(clients)]["floor_total_s"] = round(
+                    asyncio.run(together(clients, pinned, wheels))[0], 2
+                )
             log(f"  {rows[str(clients)]}")
         if "1" in rows:
             for row in rows.values():
@@ -417,7 +437,7 @@ def scenario_concurrency(args: argparse.Namespace, relay: RelayProcess) -> dict:
     return results
 
 
-async def together(clients: int, pinned: Path, url: str) -> tuple[float, list[float]]:
+async def together(clients: int, pinned: Path, url: str | Path) -> tuple[float, list[float]]:
     """That many uv installs at once: the wall time and each one's time."""
     started = time.perf_counter()
     each = await asyncio.gather(*(install("uv", pinned, url) for _ in range(clients)))
@@ -610,13 +630,14 @@ def print_tables(results: dict) -> None:
     for workload, data in results.get("concurrency", {}).items():
         print(f"\nconcurrency: {workload} ({data['set_bytes'] / 2**20:.0f} MiB set), cold proxy")
         print(
-            f"{'clients':<8}{'total':>8}{'vs 1':>7}{'upstream MiB':>14}{'bytes/set':>11}"
-            f"{'max dl/file':>13}{'RSS':>7}"
+            f"{'clients':<8}{'total':>8}{'vs 1':>7}{'N floors':>10}{'upstream MiB':>14}"
+            f"{'bytes/set':>11}{'max dl/file':>13}{'RSS':>7}"
         )
         for n in filter(str.isdigit, data):
             row = data[n]
             print(
                 f"{n:<8}{row['total_s']:>7.1f}s{row.get('total/1 client', 0):>7.2f}"
+                f"{row.get('floor_total_s', float('nan')):>9.1f}s"
                 f"{row['upstream_file_bytes'] / 2**20:>14.1f}{row['bytes/set']:>11.3f}"
                 f"{row['max_downloads_of_one_file']:>13}{row['RSS MiB']:>6.0f}M"
             )
@@ -665,6 +686,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency-workloads", default="django-app")
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--baselines", default="floor", help="concurrency: also N floors")
     parser.add_argument("--files", type=int, default=4, help="serving: synthetic wheels")
     parser.add_argument("--file-mib", type=int, default=128)
     parser.add_argument("--parallel", default="16,200")
