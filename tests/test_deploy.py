@@ -176,7 +176,10 @@ async def test_compose_builds_the_example_app_through_the_sidecar(
 ):
     project = tmp_path / "project"
     shutil.copytree(REPO / "examples", project / "examples")
-    shutil.copy(REPO / "docker-compose.yml", project)
+    shutil.copytree(REPO / "cacheproxy", project / "cacheproxy")
+    for name in ("docker-compose.yml", "Dockerfile", ".dockerignore", "pyproject.toml"):
+        shutil.copy(REPO / name, project)
+    shutil.copy(REPO / "README.md", project)
     # The sidecar proxies the local test upstream, so the app asks for a wheel it has.
     (project / "examples" / "compose-app" / "requirements.txt").write_text("tinyalpha\n")
     port = free_port()
@@ -185,15 +188,15 @@ async def test_compose_builds_the_example_app_through_the_sidecar(
         BASE=BASE_IMAGE,
         CACHEPROXY_PORT=str(port),
         CACHEPROXY_UPSTREAM=upstream.simple_url,
+        CACHEPROXY_BUILD_INDEX_URL=build_index,
         COMPOSE_PROJECT_NAME=f"cpt{port}",
     )
     compose = shutil.which("docker-compose")
     if compose is None:
         pytest.fail("docker-compose is not installed (apt-get install docker-compose)")
     try:
-        # The image the first test built stands in for compose's build of the same Dockerfile.
-        run("docker", "tag", image, "cacheproxy:local", env=env)
-        run(compose, "up", "-d", "cacheproxy", env=env, cwd=project)
+        # As docs/deployment.md says: the sidecar first, then the app's build through it.
+        run(compose, "up", "-d", "--build", "cacheproxy", env=env, cwd=project)
         container = run(compose, "ps", "-q", "cacheproxy", env=env, cwd=project).stdout.strip()
         await wait_healthy(container, env)
         result = await asyncio.to_thread(run, compose, "up", "--build", "app", env=env, cwd=project)
