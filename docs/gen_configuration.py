@@ -1,0 +1,110 @@
+"""Writes docs/configuration.md from the CLI's own options and the Config defaults, so the
+reference cannot drift from the code (tests/test_docs.py fails when it is out of date).
+
+    .venv/bin/python docs/gen_configuration.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from cacheproxy.cli import serve
+from cacheproxy.config import SETTINGS, Config, env_name, flag_name
+
+OUTPUT = Path(__file__).with_name("configuration.md")
+# Defaults that depend on the machine or a library are described, not printed.
+DESCRIBED_DEFAULTS = {
+    "cache_dir": "the user cache dir (`~/.cache/cacheproxy` on Linux)",
+    "upstream": "the public Python package index",
+}
+HEADER = """\
+# Configuration reference
+
+Generated from the code by `docs/gen_configuration.py`; do not edit by hand.
+
+Every setting can be given as a flag of `cacheproxy serve`, an environment variable, or a key in
+a TOML file (`--config FILE` or `CACHEPROXY_CONFIG=FILE`; keys are spelled like the flag without
+its dashes, `page-ttl` or `page_ttl`). A flag beats the environment, which beats the file, which
+beats the default. A bad value stops the proxy with one line that names where it came from, and
+exit code 2.
+
+Sizes take units (`500MB`, `20GiB`), durations too (`30s`, `10m`, `1h`, `2d`; a bare number is
+seconds).
+
+| flag | environment | TOML key | default | meaning |
+| --- | --- | --- | --- | --- |
+"""
+FOOTER = """
+## Named indexes in the file
+
+`indexes` is a table in the TOML file; each entry is a URL or a table of its own:
+
+```toml
+[indexes]
+cpu = "https://wheels.example.org/whl/cpu/"
+
+[indexes.internal]
+url = "https://pkgs.example.com/simple/"
+page_ttl = "1m"
+negative_ttl = "30s"
+max_size = "5GiB"
+username = "ci"
+password_env = "INTERNAL_INDEX_TOKEN"
+```
+
+See [indexes.md](indexes.md).
+
+## Example file
+
+```toml
+host = "0.0.0.0"
+port = 3145
+cache-dir = "/var/cache/cacheproxy"
+max-size = "50GiB"
+page-ttl = "10m"
+log-format = "json"
+auth-tokens-file = "/etc/cacheproxy/tokens"
+```
+"""
+
+
+def _default(name: str) -> str:
+    if name in DESCRIBED_DEFAULTS:
+        return DESCRIBED_DEFAULTS[name]
+    field = next(f for f in dataclasses.fields(Config) if f.name == name)
+    value = field.default
+    if value in (None, ()):
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if name == "max_size":
+        return f"`{value // 1024**3}GiB`"
+    if isinstance(value, float):
+        for unit, seconds in (("h", 3600), ("m", 60)):
+            if value >= seconds and value % seconds == 0:
+                return f"`{value / seconds:g}{unit}`"
+        return f"`{value:g}s`"
+    return f"`{value}`"
+
+
+def _meaning(name: str) -> str:
+    option = next(p for p in serve.params if p.name == name)
+    text = re.sub(r"\s*\[env: [A-Z_]+\]$", "", option.help or "")
+    return text.replace("|", "\\|")
+
+
+def render() -> str:
+    rows = [
+        f"| `{flag_name(name)}` | `{env_name(name)}` | `{name.replace('_', '-')}` "
+        f"| {_default(name)} | {_meaning(name)} |"
+        for name in SETTINGS
+    ]
+    config_row = "| `--config` | `CACHEPROXY_CONFIG` | | none | the TOML file to read |"
+    return HEADER + "\n".join([*rows, config_row]) + "\n" + FOOTER
+
+
+if __name__ == "__main__":
+    OUTPUT.write_text(render())
+    print(f"wrote {OUTPUT}")
