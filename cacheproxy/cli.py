@@ -17,9 +17,12 @@ from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.logs import configure_logging
 from cacheproxy.names import InvalidName, normalize_project
+from cacheproxy.server import index_url as index_url_for
 from cacheproxy.server import serve as run_server
 from cacheproxy.status import human_bytes
 from cacheproxy.store import Store
+from cacheproxy.warm import WarmError, read_wants, resolve_with_pip
+from cacheproxy.warm import warm as run_warm
 
 EXIT_BAD_CONFIG = 2
 
@@ -214,3 +217,70 @@ def prune(
         removed = store.prune(size, age, time.time())
         volume = store.cache.volume()
     click.echo(f"removed {removed} entries; the cache now holds {human_bytes(volume)}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option(
+    "--index-url",
+    default=None,
+    metavar="URL",
+    help="The running proxy's index (default: http://HOST:PORT/simple/ from the settings).",
+)
+@_setting("host", "Where the proxy listens, to build the default --index-url.")
+@_setting("port", "The proxy's port, to build the default --index-url.")
+@_setting("auth_tokens", "Client tokens; the first is sent to the proxy.")
+@_setting("auth_tokens_file", "File with client tokens; the first is sent to the proxy.")
+@_CONFIG_OPTION
+def warm(
+    files: tuple[str, ...], index_url: str | None, config_file: str | None, **flags: str | None
+) -> None:
+    """Fetch through a running proxy everything a uv.lock, pylock.toml or requirements file
+    needs, so the cache has it before the first build."""
+    config = _load(flags, config_file)
+    try:
+        tokens = sorted(config.client_tokens())
+    except ConfigError as exc:
+        _fail(str(exc))
+    url = index_url or index_url_for(config.host, config.port)
+    try:
+        wants, unresolved = [], []
+        for name in files:
+            file_wants, file_unresolved = read_wants(Path(name))
+            wants += file_wants
+            unresolved += file_unresolved
+        if unresolved:
+            click.echo(f"resolving {len(unresolved)} unpinned requirements with pip", err=True)
+            resolve_with_pip(unresolved, _with_token(url, tokens))
+        report = asyncio.run(_warm_with_progress(wants, url, tokens[0] if tokens else None))
+    except WarmError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"{len(report.fetched)} files fetched, {len(report.already_cached)} already cached, "
+        f"{human_bytes(report.bytes)} read through {url}"
+    )
+    if report.failed:
+        for failure in report.failed:
+            click.echo(f"failed: {failure}", err=True)
+        sys.exit(1)
+
+
+def _with_token(url: str, tokens: list[str]) -> str:
+    return url.replace("://", f"://warm:{tokens[0]}@", 1) if tokens else url
+
+
+async def _warm_with_progress(wants, url: str, token: str | None):
+    bar = None
+
+    def on_total(total: int) -> None:
+        nonlocal bar
+        bar = click.progressbar(length=total, label="warming", file=sys.stderr)
+        bar.__enter__()
+
+    try:
+        return await run_warm(
+            wants, url, token, on_total=on_total, on_file=lambda: bar and bar.update(1)
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)

@@ -29,6 +29,9 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
         raise
     metrics.requests.labels(name, str(response.status)).inc()
     outcome = request.get(CACHE_OUTCOME)
+    if outcome and not response.prepared:
+        # Streamed answers have sent their headers already; the access log has every outcome.
+        response.headers["X-Cache"] = outcome
     # Named indexes mount the same routes under /index/<name>: counted alike.
     if outcome and name.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
         kind = "file" if name.endswith(_FILE_ROUTE) else "page"
