@@ -389,6 +389,9 @@ def summarize_runs(runs: list[dict]) -> dict:
     summary["warm/floor"] = round(summary["warm"] / summary["floor"], 3)
     summary["cold/direct"] = round(summary["cold"] / summary["direct"], 3)
     summary["warm/static"] = round(summary["warm"] / summary["static"], 3)
+    # Ratios within each run, then their median: steadier when the machine's speed drifts.
+    for a, b in (("warm", "floor"), ("cold", "direct")):
+        summary[f"{a}/{b} paired"] = round(statistics.median(r[a] / r[b] for r in runs), 3)
     return summary
 
 
