@@ -71,8 +71,9 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
+    index_url = str(request.url.with_path("/simple/").with_query(None))
     snapshot = StatusSnapshot(
-        index_url=str(request.url.with_path("/simple/").with_query(None)),
+        index_url=index_url,
         upstream=app[CONFIG].public_upstream,
         cache_bytes=volume,
         cache_limit=limit,
@@ -85,6 +86,14 @@ async def status_page(request: web.Request) -> web.Response:
         recent_errors=[(e.at, e.message) for e in metrics.recent_errors],
         upstream_healthy=not app[PAGES].upstream_unreachable(),
         started_at=app[STARTED_AT],
+        named_indexes=[
+            (
+                name,
+                index_url.replace("/simple/", f"/index/{name}/simple/"),
+                sub[CONFIG].public_upstream,
+            )
+            for name, sub in app[NAMED_INDEXES].items()
+        ],
     )
     return web.Response(text=render_status(snapshot), content_type="text/html")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class StatusSnapshot:
     recent_errors: list[tuple[float, str]]
     upstream_healthy: bool
     started_at: float
+    named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -54,11 +56,20 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         for at, m in s.recent_errors
     )
     healthy = "reachable" if s.upstream_healthy else "unreachable: serving from cache"
+    named = "".join(
+        f"<tr><td>{e(name)}</td><td><code>{e(url)}</code></td><td>{e(upstream)}</td></tr>"
+        for name, url, upstream in s.named_indexes
+    )
+    if named:
+        named = f'<h2>Named indexes</h2><table id="named-indexes">{named}</table>\n'
+
     return _TEMPLATE.substitute(
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),
+        cache_bytes=s.cache_bytes,
         cache_limit=human_bytes(s.cache_limit),
+        cache_limit_bytes=s.cache_limit,
         cache_entries=s.cache_entries,
         used_percent=f"{min(used, 1):.1%}",
         hit_ratio=ratio,
@@ -66,6 +77,9 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         file_misses=s.file_misses,
         bytes_from_cache=human_bytes(s.bytes_from_cache),
         bytes_from_upstream=human_bytes(s.bytes_from_upstream),
+        bytes_from_cache_exact=s.bytes_from_cache,
+        bytes_from_upstream_exact=s.bytes_from_upstream,
+        named_indexes=named,
         health=healthy,
         health_class="" if s.upstream_healthy else "bad",
         projects=projects or "<tr><td colspan=2>none yet</td></tr>",
