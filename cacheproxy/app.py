@@ -14,12 +14,14 @@ from cacheproxy.downloads import Downloads
 from cacheproxy.files import FileServer
 from cacheproxy.index import PageService
 from cacheproxy.ops import METRICS, add_ops_routes
+from cacheproxy.rendered import RenderedPages
 from cacheproxy.routes import (
     CONFIG,
     FILES,
     INDEX_PREFIX,
     NAMED_INDEXES,
     PAGES,
+    RENDERED,
     STORE,
     add_routes,
 )
@@ -42,6 +44,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     downloads = Downloads(store, upstream)
     app[METRICS].track_in_flight(lambda: len(downloads))
     app[STORE] = store
+    app[RENDERED] = RenderedPages()
     app[PAGES] = pages
     app[DOWNLOADS] = downloads
     app[FILES] = FileServer(store, pages, downloads, upstream, offline=config.offline)

@@ -21,6 +21,7 @@ from cacheproxy.pages import (
     render_project_list,
     with_file_facts,
 )
+from cacheproxy.rendered import RenderedPage, RenderedPages, render_variants
 from cacheproxy.store import Store
 from cacheproxy.upstream import UpstreamError
 
@@ -31,6 +32,7 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 PAGES = web.AppKey("pages", PageService)
 FILES = web.AppKey("files", FileServer)
+RENDERED = web.AppKey("rendered", RenderedPages)
 # Where this app's /simple/ tree is mounted: "" for the main index, /index/<name> otherwise.
 INDEX_PREFIX = web.AppKey("index_prefix", str)
 # The sub-application of each named index, by name (the main index is the root app itself).
@@ -105,8 +107,18 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     _redirect_if_not_normalized(request, raw, project, "")
     content_type = _negotiate(request)
     config = request.app[CONFIG]
+    pages, store, rendered = request.app[PAGES], request.app[STORE], request.app[RENDERED]
+    now = pages.clock()
+    hot = rendered.get(project, content_type, store.page_version(project))
+    if hot is not None and policy.page_action(
+        hot.head, now, page_ttl=config.page_ttl, negative_ttl=config.negative_ttl,
+        offline=config.offline,
+    ) is policy.PageAction.SERVE:  # fmt: skip
+        request[CACHE_OUTCOME] = "hit"
+        max_age = policy.page_max_age(hot.head, now, config.page_ttl, config.negative_ttl)
+        return _rendered_response(request, hot, content_type, max_age)
     try:
-        result = await request.app[PAGES].get(project)
+        result = await pages.get(project)
     except UpstreamRefused as exc:
         # Passed on so the user sees why; never cached, credentials may be fixed any time.
         raise _refused(exc) from None
@@ -117,19 +129,42 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
     request[CACHE_OUTCOME] = result.outcome
     entry = result.entry
-    max_age = policy.page_max_age(
-        entry, request.app[PAGES].clock(), config.page_ttl, config.negative_ttl
-    )
+    max_age = policy.page_max_age(entry, pages.clock(), config.page_ttl, config.negative_ttl)
     if entry.page is None:
         raise web.HTTPNotFound(
             text=f"no project named {project}\n",
             headers={"Cache-Control": f"max-age={max_age}, public"},
         )
+    # The version is read before the facts, so facts learned meanwhile make it out of date.
+    version = store.page_version(project)
+    page = with_file_facts(entry.page, await store.file_facts(project))
     render = render_json if content_type == JSON_V1 else render_html
-    page = with_file_facts(entry.page, await request.app[STORE].file_facts(project))
-    body = await asyncio.to_thread(render, page)
-    extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'} if result.warning else {}
-    return await page_response(request, body, content_type, max_age, **extra)
+    fresh = await asyncio.to_thread(lambda: render_variants(entry, version, render(page)))
+    if result.warning:
+        extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'}
+    else:
+        extra = {}
+        rendered.put(project, content_type, fresh)
+    return _rendered_response(request, fresh, content_type, max_age, **extra)
+
+
+def _rendered_response(
+    request: web.Request, page: RenderedPage, content_type: str, max_age: int, **headers: str
+) -> web.Response:
+    common = {
+        "ETag": page.etag,
+        "Cache-Control": f"max-age={max_age}, public",
+        "Vary": PAGE_VARY,
+        **headers,
+    }
+    if _etag_matches(request, page.etag):
+        return web.Response(status=304, headers=common)
+    compressed = page.gzipped is not None and _accepts_gzip(request)
+    response = web.Response(body=page.gzipped if compressed else page.body, headers=common)
+    response.headers["Content-Type"] = content_type
+    if compressed:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
 
 
 def _refused(exc: UpstreamRefused) -> web.HTTPException:

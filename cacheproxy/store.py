@@ -14,6 +14,7 @@ ACCESS_FLUSH_SECONDS, so eviction still goes by last use.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -74,6 +75,7 @@ class Store:
         self.cache_dir = Path(cache_dir)
         self.staging_dir = self.cache_dir / "tmp"
         self._size_limit = size_limit
+        self._page_versions: collections.Counter[str] = collections.Counter()
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
         self._accessed_lock = threading.Lock()
@@ -164,6 +166,12 @@ class Store:
 
     async def put_page(self, project: str, entry: CachedPage) -> None:
         await asyncio.to_thread(self.cache.set, (_PAGE, project), entry)
+        self._page_versions[project] += 1
+
+    def page_version(self, project: str) -> int:
+        """Counts this process's writes to a project's page and file facts, so a page rendered
+        at one version is known to be current while the count is unchanged."""
+        return self._page_versions[project]
 
     async def projects(self) -> list[str]:
         def collect() -> list[str]:
@@ -240,6 +248,7 @@ class Store:
         """Remember facts about a cached file (size, upload-time, metadata-sha256) that an
         index may not state, so pages can show them."""
         await asyncio.to_thread(self._learn, project, filename, facts)
+        self._page_versions[project] += 1
 
     def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> None:
         self._commit_file(project, wheel + ".metadata", self._write_staged(data), sha256)
@@ -249,6 +258,7 @@ class Store:
         self, project: str, wheel: str, data: bytes, sha256: str
     ) -> None:
         await asyncio.to_thread(self._put_extracted, project, wheel, data, sha256)
+        self._page_versions[project] += 1
 
     async def file_facts(self, project: str) -> dict[str, dict[str, object]]:
         """filename -> facts learned from the cached file."""

@@ -1,0 +1,93 @@
+"""Hot pages are served pre-rendered and pre-compressed, and never out of date."""
+
+from __future__ import annotations
+
+import gzip
+
+from aiohttp import ClientSession
+
+from cacheproxy.policy import CachedPage
+from cacheproxy.rendered import RenderedPages, render_variants
+from cacheproxy.routes import STORE
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def rendered(version: int, size: int):
+    entry = CachedPage(status=200, page=None, fetched_at=0.0)
+    return render_variants(entry, version, b"x" * size)
+
+
+def test_lookup_needs_the_same_version():
+    pages = RenderedPages()
+    pages.put("demo", "json", rendered(3, 2000))
+    assert pages.get("demo", "json", 3).gzipped is not None
+    assert pages.get("demo", "json", 4) is None
+    assert pages.get("demo", "html", 3) is None
+
+
+def test_bounded_by_bytes_least_recently_used_first():
+    pages = RenderedPages(max_bytes=5_000)  # room for ten
+    for name in ("a", "b", "c"):
+        pages.put(name, "json", rendered(1, 500))  # tiny bodies: not compressed
+    pages.get("a", "json", 1)
+    for name in ("d", "e", "f", "g", "h", "i", "j", "k", "l"):
+        pages.put(name, "json", rendered(1, 500))
+    assert pages.get("a", "json", 1) is not None  # used recently, kept
+    assert pages.get("b", "json", 1) is None and pages.get("c", "json", 1) is None
+    assert len(pages) == 10
+    pages.put("giant", "json", rendered(1, 3000))  # more than a quarter of the bound
+    assert pages.get("giant", "json", 1) is None
+
+
+async def test_warm_page_is_served_without_reading_the_store(proxy, upstream, monkeypatch):
+    upstream.index.page_extras = {"_notes": "n" * 5000}  # big enough to be compressed
+    async with ClientSession() as session:
+        url = proxy.url + "tinyalpha/"
+        async with session.get(url, headers={**JSON, "Accept-Encoding": "gzip"}) as first:
+            body = await first.read()
+        store = proxy.server.app[STORE]
+        reads = []
+        original = store.get_page
+
+        async def counting(project):
+            reads.append(project)
+            return await original(project)
+
+        monkeypatch.setattr(store, "get_page", counting)
+        async with session.get(url, headers={**JSON, "Accept-Encoding": "gzip"}) as second:
+            assert second.headers["X-Cache"] == "hit"
+            assert second.headers["Content-Encoding"] == "gzip"
+            assert await second.read() == body
+            etag = second.headers["ETag"]
+        async with session.get(url, headers={**JSON, "If-None-Match": etag}) as third:
+            assert third.status == 304
+        async with session.get(url, headers={**JSON, "Accept-Encoding": "identity"}) as plain:
+            assert "Content-Encoding" not in plain.headers
+            raw = await plain.read()
+        assert reads == []
+        assert gzip.decompress(await _gzipped(session, url)) == raw
+
+
+async def _gzipped(session, url):
+    async with session.get(
+        url, headers={**JSON, "Accept-Encoding": "gzip"}, auto_decompress=False
+    ) as resp:
+        return await resp.read()
+
+
+async def test_page_shows_facts_learned_after_it_was_rendered(proxy, upstream):
+    """An HTML upstream states no sizes; once a file is cached its size appears at once."""
+    upstream.index.mode = "html"
+    wheel = "tinyalpha-2.0-py3-none-any.whl"
+    async with ClientSession() as session:
+
+        async def size_of_wheel():
+            async with session.get(proxy.url + "tinyalpha/", headers=JSON) as resp:
+                files = {f["filename"]: f for f in (await resp.json())["files"]}
+            return files[wheel].get("size")
+
+        assert await size_of_wheel() is None
+        async with session.get(proxy.url + f"tinyalpha/{wheel}") as resp:
+            data = await resp.read()
+        assert await size_of_wheel() == len(data)
