@@ -18,8 +18,10 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from pathlib import Path
 import diskcache
 
 from cacheproxy.policy import CachedPage
+
+log = logging.getLogger(__name__)
 
 _PAGE = "page"
 _FILE = "file"
@@ -156,6 +160,10 @@ class Store:
             if pending:
                 with self.cache.transact():
                     self.cache._con.executemany(_TOUCH, [(t, r) for r, t in pending.items()])
+        except (sqlite3.Error, diskcache.Timeout) as exc:
+            # Access times only order eviction: a full disk or a busy database must not turn a
+            # cache hit (or a shutdown) into an error. These times are lost, later ones are not.
+            log.warning("could not record cache access times: %s", exc)
         finally:
             self._flush_lock.release()
 

@@ -92,3 +92,22 @@ def test_access_times_written_at_close_survive_a_reopen(tmp_path: Path) -> None:
     store._find_file("p", "kept-1.0.whl")
     store.close_sync()
     assert _access_times(tmp_path)[Path(stored.path).name] > before
+
+
+def test_a_failed_access_time_flush_loses_only_those_times(tmp_path: Path, caplog) -> None:
+    """A full disk (or a database that cannot be written) must not fail a hit or a shutdown."""
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    stored = store._commit_file("demo", "demo-1.0.whl", _stage(store, 10, b"a"), "d" * 64)
+    assert store._find_file("demo", "demo-1.0.whl") == stored
+    real_transact = store.cache.transact
+
+    def disk_full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store.cache.transact = disk_full
+    store.flush_access_times()  # no exception
+    assert "could not record cache access times" in caplog.text
+    store.cache.transact = real_transact
+    assert store._find_file("demo", "demo-1.0.whl") == stored  # later times still recorded
+    store.close_sync()
