@@ -67,6 +67,21 @@ class Metrics:
         self.cache_limit = Gauge(
             "cacheproxy_cache_limit_bytes", "The cache's size limit", registry=r
         )
+        self.cache_files = Gauge(
+            "cacheproxy_cache_files", "Files in the cache (wheels, sdists, metadata)", registry=r
+        )
+        self.evictions = Counter(
+            "cacheproxy_evictions",
+            "Entries evicted to stay under the size limit since start",
+            registry=r,
+        )
+        self._evictions_seen = 0
+
+    def record_evictions(self, total: int) -> None:
+        """The stores count evictions; the counter follows their running total."""
+        if total > self._evictions_seen:
+            self.evictions.inc(total - self._evictions_seen)
+            self._evictions_seen = total
 
     def track_in_flight(self, count: Callable[[], int]) -> None:
         """Add a source of in-flight downloads (one per index); the gauge shows their sum."""

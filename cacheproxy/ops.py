@@ -47,15 +47,19 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
 async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
     """Cache size and limit over every index's store (each named index has its own)."""
     apps = [app, *app.get(NAMED_INDEXES, {}).values()]
-    volume = entries = limit = 0
+    volume = entries = files = limit = evictions = 0
     for index_app in apps:
-        index_volume, index_entries = await index_app[STORE].usage()
-        volume, entries = volume + index_volume, entries + index_entries
+        store = index_app[STORE]
+        index_volume, index_entries, index_files = await store.usage()
+        volume, entries, files = volume + index_volume, entries + index_entries, files + index_files
         limit += index_app[CONFIG].max_size
+        evictions += store.evictions
     metrics = app[METRICS]
     metrics.cache_bytes.set(volume)
     metrics.cache_entries.set(entries)
+    metrics.cache_files.set(files)
     metrics.cache_limit.set(limit)
+    metrics.record_evictions(evictions)
     return volume, entries, limit
 
 

@@ -80,6 +80,7 @@ class Store:
         self.staging_dir = self.cache_dir / "tmp"
         self._size_limit = size_limit
         self._page_versions: collections.Counter[str] = collections.Counter()
+        self.evictions = 0  # entries removed to stay under the size limit, by this process
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
         self._accessed_lock = threading.Lock()
@@ -222,7 +223,7 @@ class Store:
             os.fsync(fh.fileno())
         self.cache.set((_FILE, project, filename), StagedFile(staged), tag=sha256)
         self.flush_access_times()  # evict by the real last use
-        self.cache.cull()
+        self.evictions += self.cache.cull()
         return self._find_file(project, filename)
 
     async def commit_file(
@@ -274,11 +275,12 @@ class Store:
 
     # -- numbers ---------------------------------------------------------------------------
 
-    async def usage(self) -> tuple[int, int]:
-        """Bytes on disk (files and the index) and the number of entries."""
+    async def usage(self) -> tuple[int, int, int]:
+        """Bytes on disk (files and the index), the number of entries and of stored files."""
 
-        def measure() -> tuple[int, int]:
-            return self.cache.volume(), len(self.cache)
+        def measure() -> tuple[int, int, int]:
+            files = self.cache._sql("SELECT COUNT(*) FROM Cache WHERE filename IS NOT NULL")
+            return self.cache.volume(), len(self.cache), files.fetchone()[0]
 
         return await asyncio.to_thread(measure)
 

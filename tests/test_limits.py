@@ -31,6 +31,12 @@ async def test_eviction_never_breaks_a_download_in_progress(make_proxy, upstream
     assert head + rest == wheel_bytes(BIG)
     assert (await fetch(proxy.url + f"bigpkg/{BIG}"))[1] == wheel_bytes(BIG)
     assert upstream.index.file_hits(BIG) == 2  # it really was evicted
+    metrics = (await fetch(proxy.url.replace("/simple/", "/metrics")))[1].decode()
+    evicted = [line for line in metrics.splitlines() if line.startswith("cacheproxy_evictions_")]
+    assert evicted[0].startswith("cacheproxy_evictions_total ")
+    assert float(evicted[0].split()[1]) >= 1
+    files = [line for line in metrics.splitlines() if line.startswith("cacheproxy_cache_files ")]
+    assert float(files[0].split()[1]) >= 1
 
 
 async def test_a_file_larger_than_the_cache_is_still_served(make_proxy, upstream, wheel_bytes):
