@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cacheproxy.policy import CachedPage
+from cacheproxy.singleflight import SingleFlight
 
 MAX_BYTES = 32 * 1024 * 1024
 GZIP_MIN_BYTES = 1024
@@ -48,6 +49,7 @@ class RenderedPages:
             collections.OrderedDict()
         )
         self._bytes = 0
+        self.flights: SingleFlight[tuple[RenderedPage | None, object]] = SingleFlight()
 
     def get(self, project: str, content_type: str, version: int) -> RenderedPage | None:
         key = (project, content_type)

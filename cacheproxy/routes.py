@@ -12,7 +12,7 @@ from yarl import URL
 from cacheproxy import policy
 from cacheproxy.config import Config
 from cacheproxy.files import CACHE_OUTCOME, FileServer
-from cacheproxy.index import PageService, UpstreamRefused
+from cacheproxy.index import PageResult, PageService, UpstreamRefused
 from cacheproxy.names import InvalidName, check_filename, normalize_project
 from cacheproxy.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.pages import (
@@ -118,7 +118,11 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         max_age = policy.page_max_age(hot.head, now, config.page_ttl, config.negative_ttl)
         return _rendered_response(request, hot, content_type, max_age)
     try:
-        result = await pages.get(project)
+        # One render per page at a time: concurrent cold clients share it (and its memory).
+        fresh, result = await rendered.flights.run(
+            (project, content_type),
+            lambda: _render_page(pages, store, rendered, project, content_type),
+        )
     except UpstreamRefused as exc:
         # Passed on so the user sees why; never cached, credentials may be fixed any time.
         raise _refused(exc) from None
@@ -128,24 +132,30 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         request[CACHE_OUTCOME] = "offline"
         raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
     request[CACHE_OUTCOME] = result.outcome
-    entry = result.entry
-    max_age = policy.page_max_age(entry, pages.clock(), config.page_ttl, config.negative_ttl)
-    if entry.page is None:
+    max_age = policy.page_max_age(result.entry, pages.clock(), config.page_ttl, config.negative_ttl)
+    if fresh is None:
         raise web.HTTPNotFound(
             text=f"no project named {project}\n",
             headers={"Cache-Control": f"max-age={max_age}, public"},
         )
+    extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'} if result.warning else {}
+    return _rendered_response(request, fresh, content_type, max_age, **extra)
+
+
+async def _render_page(
+    pages: PageService, store: Store, rendered: RenderedPages, project: str, content_type: str
+) -> tuple[RenderedPage | None, PageResult | None]:
+    result = await pages.get(project)
+    if result is None or result.entry.page is None:
+        return None, result
     # The version is read before the facts, so facts learned meanwhile make it out of date.
     version = store.page_version(project)
-    page = with_file_facts(entry.page, await store.file_facts(project))
+    page = with_file_facts(result.entry.page, await store.file_facts(project))
     render = render_json if content_type == JSON_V1 else render_html
-    fresh = await asyncio.to_thread(lambda: render_variants(entry, version, render(page)))
-    if result.warning:
-        extra = {"Warning": f'110 cacheproxy "stale: {result.warning}"'}
-    else:
-        extra = {}
+    fresh = await asyncio.to_thread(lambda: render_variants(result.entry, version, render(page)))
+    if not result.warning:
         rendered.put(project, content_type, fresh)
-    return _rendered_response(request, fresh, content_type, max_age, **extra)
+    return fresh, result
 
 
 def _rendered_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 from aiohttp import ClientSession
@@ -91,3 +92,27 @@ async def test_page_shows_facts_learned_after_it_was_rendered(proxy, upstream):
         async with session.get(proxy.url + f"tinyalpha/{wheel}") as resp:
             data = await resp.read()
         assert await size_of_wheel() == len(data)
+
+
+async def test_concurrent_cold_requests_share_one_render(proxy, upstream, monkeypatch):
+    from cacheproxy import routes
+
+    renders = []
+    original = routes.render_variants
+
+    def counting(*args):
+        renders.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(routes, "render_variants", counting)
+    upstream.index.page_delay = 0.2  # all twenty arrive while the first is still fetching
+    async with ClientSession() as session:
+
+        async def one():
+            async with session.get(proxy.url + "tinyalpha/", headers=JSON) as resp:
+                assert resp.status == 200
+                return await resp.read()
+
+        bodies = await asyncio.gather(*(one() for _ in range(20)))
+    assert len(set(bodies)) == 1
+    assert len(renders) == 1 and upstream.index.page_hits("tinyalpha") == 1
