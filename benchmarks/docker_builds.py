@@ -9,7 +9,8 @@ Variants (Dockerfiles generated into a temp dir, BuildKit, `--network=host`):
   cache mount       layers + `RUN --mount=type=cache,target=/root/.cache` for pip
   cache mount + uv  the same with `uv pip install --system` (the blog's best)
   cacheproxy        layers, pip from a cacheproxy (no cache mount)
-  cacheproxy + uv   layers, uv from a cacheproxy (no cache mount)
+  cacheproxy + uv   layers, uv from a cacheproxy (no cache mount; uv's scratch on a tmpfs)
+  cacheproxy + uv --no-cache   the same, uv's scratch in the layer (`--no-cache`)
   cacheproxy + uv + cache mount   both (not in the blog post)
 
 Each is measured as: fresh (builder cache and image removed; the proxy's cache empty),
@@ -75,6 +76,7 @@ TAIL = 'RUN python -c "import django"\n'
 PIP = "ARG PIP_INDEX_URL\n"
 UV = "ARG UV_DEFAULT_INDEX\n"
 MOUNT = "--mount=type=cache,target=/root/.cache,id=pip"
+TMPFS = "--mount=type=tmpfs,target=/root/.cache"
 REQS = "COPY requirements.txt /code/requirements.txt\n"
 ALL = "COPY . /code/\n"
 
@@ -91,7 +93,14 @@ VARIANTS: dict[str, tuple[str, str]] = {
         PIP + REQS + "RUN pip install --no-cache-dir -r requirements.txt\n" + ALL,
         "proxy",
     ),
+    # uv unpacks each wheel into its cache before copying it into site-packages: a tmpfs there
+    # keeps that scratch out of the image layer and dies with the step (nothing is cached).
     "cacheproxy + uv": (
+        UV + REQS + f"RUN {TMPFS} uv pip install --system -r requirements.txt\n" + ALL,
+        "proxy",
+    ),
+    # the same with the scratch on the layer's filesystem
+    "cacheproxy + uv --no-cache": (
         UV + REQS + "RUN uv pip install --system --no-cache -r requirements.txt\n" + ALL,
         "proxy",
     ),
@@ -277,7 +286,7 @@ def prime(engine: Engine, relay: RelayProcess, added: Path, workdir: Path) -> No
 def measure_variant(name, engine, relay, base, added, args) -> dict:
     dockerfile, via = VARIANTS[name]
     index_arg = "UV_DEFAULT_INDEX" if "UV_DEFAULT_INDEX" in dockerfile else "PIP_INDEX_URL"
-    tag = "bench/" + name.replace(" + ", "-").replace(" ", "-")
+    tag = "bench/" + name.replace(" + ", "-").replace(" --", "-").replace(" ", "-")
     slug = tag.split("/")[1]
     logfile = args.workdir / "logs" / f"{slug}.build.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
