@@ -362,7 +362,8 @@ def save_proxy_log(proxy: Proxy, path: Path) -> None:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median seconds over runs per variant and step; bytes from the first run."""
+    """Median seconds (whole build and install step) over runs per variant and step; bytes,
+    outcomes and the installer's lines from the first run."""
     out: dict = {}
     for variant in runs[0]:
         out[variant] = {}
@@ -370,6 +371,9 @@ def summarize(runs: list[dict]) -> dict:
             row = dict(runs[0][variant][step])
             row["seconds"] = round(statistics.median(r[variant][step]["seconds"] for r in runs), 2)
             row["raw_seconds"] = [r[variant][step]["seconds"] for r in runs]
+            steps = [r[variant][step].get("install_step_s") for r in runs]
+            if None not in steps:
+                row["install_step_s"] = round(statistics.median(steps), 2)
             out[variant][step] = row
     return out
 
