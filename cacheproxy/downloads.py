@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -61,11 +62,27 @@ class Download:
         self._changed = asyncio.Event()
         self._read_fd: int | None = None
         self.task: asyncio.Task[None] | None = None
+        # Byte ranges fetched from the upstream ahead of this download, by (first, last):
+        # every client of a cold wheel asks for the same tail, and one fetch answers them all.
+        self._ranges: dict[tuple[int, int], asyncio.Future[bytes | None]] = {}
 
     def open_reader(self) -> int:
         """A descriptor of the staging file for one reader; it outlives the rename on commit."""
         assert self._read_fd is not None
         return os.dup(self._read_fd)
+
+    def shared_range(
+        self, first: int, last: int, fetch: Callable[[], Awaitable[bytes | None]]
+    ) -> tuple[Awaitable[bytes | None], bool]:
+        """The bytes first..last from one upstream range fetch shared by all who ask while
+        this download runs, and whether this caller joined a fetch already made."""
+        future = self._ranges.get((first, last))
+        joined = future is not None
+        if future is None:
+            # A task of its own, so a client that goes away does not cancel the others' fetch.
+            future = asyncio.ensure_future(fetch())
+            self._ranges[(first, last)] = future
+        return asyncio.shield(future), joined
 
     async def wait_changed(self) -> None:
         await self._changed.wait()

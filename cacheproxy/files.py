@@ -19,11 +19,14 @@ from cacheproxy.downloads import (
 from cacheproxy.index import PageService
 from cacheproxy.pages import METADATA_SUFFIX, FileSource
 from cacheproxy.store import Store, StoredFile
-from cacheproxy.upstream import Upstream
+from cacheproxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1024 * 1024
+# Ranges up to this size asked for during a download are fetched once and kept in memory
+# while it runs; larger ones are streamed through to their one client.
+SHARED_RANGE_LIMIT = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 # How the cache answered (hit, miss, coalesced, stale...), for the access log.
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
@@ -185,7 +188,9 @@ class FileServer:
         self, request: web.Request, download: Download
     ) -> web.StreamResponse | None:
         """Installers range-read a wheel's tail for its metadata: rather than wait for the
-        whole file, ask the upstream for just that range while the full download goes on."""
+        whole file, ask the upstream for just that range while the full download goes on.
+        Small ranges are fetched once per download and shared, so concurrent cold clients
+        cost the upstream one tail, not one each."""
         await download.started.wait()
         try:
             wanted = parse_range(request.headers["Range"], download.total)
@@ -194,15 +199,39 @@ class FileServer:
         if wanted is None or download.written >= wanted[1] or download.error is not None:
             return None
         first, last = wanted[0], wanted[1] - 1
+        if last - first + 1 > SHARED_RANGE_LIMIT:
+            return await self._stream_range(request, download, first, last)
+        fetched, joined = download.shared_range(
+            first, last, lambda: self._fetch_range(download.source.url, first, last)
+        )
+        data = await fetched
+        if data is None:
+            return None  # the upstream would not give the range: wait for the download
+        request[CACHE_OUTCOME] = "coalesced-range" if joined else "miss-range"
+        return web.Response(status=206, body=data, headers=_range_headers(download, first, last))
+
+    async def _fetch_range(self, url: str, first: int, last: int) -> bytes | None:
+        try:
+            async with self.upstream.open_file(
+                url, headers={"Range": f"bytes={first}-{last}"}
+            ) as upstream_response:
+                if upstream_response.status != 206:
+                    return None
+                data = await upstream_response.content.read()
+        except UpstreamError as exc:
+            log.info("range %d-%d of %s not fetched: %s", first, last, url, exc)
+            return None
+        return data if len(data) == last - first + 1 else None
+
+    async def _stream_range(
+        self, request: web.Request, download: Download, first: int, last: int
+    ) -> web.StreamResponse | None:
         async with self.upstream.open_file(
             download.source.url, headers={"Range": f"bytes={first}-{last}"}
         ) as upstream_response:
             if upstream_response.status != 206:
                 return None
-            response = web.StreamResponse(status=206)
-            response.headers["Content-Type"] = content_type_for(download.filename)
-            response.headers["Accept-Ranges"] = "bytes"
-            response.headers["Content-Range"] = f"bytes {first}-{last}/{download.total}"
+            response = web.StreamResponse(status=206, headers=_range_headers(download, first, last))
             response.content_length = last - first + 1
             await response.prepare(request)
             sent = 0
@@ -214,6 +243,14 @@ class FileServer:
             await response.write_eof()
             request[CACHE_OUTCOME] = "miss-range"
             return response
+
+
+def _range_headers(download: Download, first: int, last: int) -> dict[str, str]:
+    return {
+        "Content-Type": content_type_for(download.filename),
+        "Accept-Ranges": "bytes",
+        "Content-Range": f"bytes {first}-{last}/{download.total}",
+    }
 
 
 def _stored_response(request: web.Request, stored: StoredFile, filename: str) -> web.FileResponse:

@@ -69,6 +69,38 @@ async def test_head_and_range_on_cold_file(proxy, upstream, wheel_bytes):
     assert upstream.index.file_hits(BIG) >= 1
 
 
+async def test_concurrent_cold_tail_ranges_cost_the_upstream_one_range(
+    proxy, upstream, wheel_bytes
+):
+    """uv reads each cold wheel's tail from every client at once: one upstream range fetch
+    answers them all while the single full download goes on."""
+    expected = wheel_bytes(BIG)
+    upstream.index.chunk_delay = 0.02  # the full download stays behind the tail
+    results = await asyncio.gather(
+        *(fetch(proxy.url + f"bigpkg/{BIG}", Range="bytes=-2000") for _ in range(8))
+    )
+    assert all(status == 206 for status, _, _ in results)
+    assert all(body == expected[-2000:] for _, _, body in results)
+    size = len(expected)
+    assert all(
+        h["Content-Range"] == f"bytes {size - 2000}-{size - 1}/{size}" for _, h, _ in results
+    )
+    # one full download and one range request, however many clients asked
+    assert upstream.index.file_hits(BIG) == 2
+    status, _, body = await fetch(proxy.url + f"bigpkg/{BIG}")
+    assert status == 200 and body == expected
+    assert upstream.index.file_hits(BIG) == 2
+
+
+async def test_large_cold_range_is_streamed_not_held(proxy, upstream, wheel_bytes):
+    expected = wheel_bytes(BIG)
+    upstream.index.chunk_delay = 0.02
+    first = len(expected) - 3 * 1024 * 1024
+    status, headers, body = await fetch(proxy.url + f"bigpkg/{BIG}", Range=f"bytes={first}-")
+    assert status == 206 and body == expected[first:]
+    assert headers["Content-Range"] == f"bytes {first}-{len(expected) - 1}/{len(expected)}"
+
+
 async def test_unsatisfiable_range(proxy, wheel_bytes):
     await fetch(proxy.url + f"tinyalpha/{ALPHA}")
     size = len(wheel_bytes(ALPHA))
