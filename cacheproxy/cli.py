@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from cacheproxy import __version__
+from cacheproxy.activation import ActivationError, inherited_sockets
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.logs import configure_logging
 from cacheproxy.names import InvalidName, normalize_project
@@ -92,9 +93,13 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         config.client_tokens()
     except ConfigError as exc:
         _fail(str(exc))
+    try:
+        inherited = inherited_sockets()
+    except ActivationError as exc:
+        _fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(run_server(config))
+        asyncio.run(run_server(config, inherited))
     except OSError as exc:
         _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 
 from aiohttp import web
@@ -54,7 +55,28 @@ def index_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/simple/"
 
 
-async def serve(config: Config) -> None:
+async def _start_sites(
+    runner: web.AppRunner, config: Config, inherited: list[socket.socket]
+) -> tuple[str, int]:
+    """Listen on the sockets systemd passed, or bind the configured address; the address to
+    announce."""
+    if not inherited:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        return config.host, site._server.sockets[0].getsockname()[1]  # real port when 0 asked
+    for sock in inherited:
+        await web.SockSite(runner, sock).start()
+    host, port = inherited[0].getsockname()[:2]
+    log.info(
+        "listening on %d socket(s) from systemd: %s (--host and --port are not used)",
+        len(inherited),
+        ", ".join(index_url(*s.getsockname()[:2]).removesuffix("/simple/") for s in inherited),
+    )
+    return host, port
+
+
+async def serve(config: Config, inherited: list[socket.socket] | None = None) -> None:
+    inherited = inherited or []
     logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     app = create_app(config)
     runner = web.AppRunner(
@@ -68,17 +90,15 @@ async def serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # the real one when port 0 was asked
+        host, port = await _start_sites(runner, config, inherited)
         started = time.monotonic()
         log.info(
             "cacheproxy serving %s from cache %s; set UV_DEFAULT_INDEX=%s (or PIP_INDEX_URL)",
             config.public_upstream,
             config.cache_dir,
-            index_url(config.host, port),
+            index_url(host, port),
         )
-        base = index_url(config.host, port).removesuffix("simple/")
+        base = index_url(host, port).removesuffix("simple/")
         for index in config.indexes:
             log.info(
                 "index %s serves %s at %sindex/%s/simple/",

@@ -38,7 +38,9 @@ def _systemd_analyze() -> str:
     return found
 
 
-def verify_unit(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def verify_unit(
+    unit_text: str, tmp_path: Path, socket_text: str | None = None
+) -> subprocess.CompletedProcess:
     # verify checks that ExecStart exists, so the copy starts this checkout's cacheproxy; the
     # rest of the unit is verified as shipped.
     executable = shutil.which("cacheproxy") or str(REPO / ".venv" / "bin" / "cacheproxy")
@@ -46,7 +48,13 @@ def verify_unit(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
     unit.write_text(
         unit_text.replace("ExecStart=/opt/cacheproxy/bin/cacheproxy", f"ExecStart={executable}")
     )
-    return subprocess.run([_systemd_analyze(), "verify", str(unit)], capture_output=True, text=True)
+    units = [unit]
+    if socket_text is not None:
+        units.insert(0, tmp_path / "cacheproxy.socket")
+        units[0].write_text(socket_text)
+    return subprocess.run(
+        [_systemd_analyze(), "verify", *map(str, units)], capture_output=True, text=True
+    )
 
 
 def test_systemd_unit_verifies_without_a_warning(tmp_path):
@@ -65,6 +73,19 @@ def test_systemd_verify_would_catch_a_broken_unit(tmp_path):
         text.replace("/opt/cacheproxy/bin/cacheproxy", "/nonexistent/x"), tmp_path
     )
     assert missing.returncode != 0
+
+
+def test_systemd_socket_unit_verifies_with_its_service(tmp_path):
+    from cacheproxy.config import Config
+
+    service = (REPO / "systemd" / "cacheproxy.service").read_text()
+    socket_text = (REPO / "systemd" / "cacheproxy.socket").read_text()
+    assert f"ListenStream=127.0.0.1:{Config().port}\n" in socket_text
+    result = verify_unit(service, tmp_path, socket_text)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+    broken = verify_unit(service, tmp_path, socket_text.replace("Backlog=", "Backlgo="))
+    assert "Unknown key" in broken.stderr
 
 
 def test_environment_file_names_only_real_settings():

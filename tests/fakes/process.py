@@ -12,22 +12,34 @@ from tests.fakes.clients import clean_env
 
 
 class ProxyProcess:
-    def __init__(self, cache_dir: Path, upstream_url: str, *args: str) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        upstream_url: str,
+        *args: str,
+        launcher: tuple[str, ...] = (),
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
+        """launcher: a command that execs the proxy's command line given after it."""
         env = clean_env()
         env.update(CACHEPROXY_CACHE_DIR=str(cache_dir), CACHEPROXY_UPSTREAM=upstream_url)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cacheproxy", "serve", "--port", "0", *args],
+            [*launcher, sys.executable, "-m", "cacheproxy", "serve", "--port", "0", *args],
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            pass_fds=pass_fds,
         )
-        line = self.proc.stderr.readline()
-        match = re.search(r"UV_DEFAULT_INDEX=(\S+)", line)
-        if not match:
-            self.proc.kill()
-            raise AssertionError(f"proxy did not start: {line}{self.proc.stderr.read()}")
-        self.url = match.group(1)
         self.log: list[str] = []
+        for line in self.proc.stderr:
+            self.log.append(line)
+            match = re.search(r"UV_DEFAULT_INDEX=(\S+)", line)
+            if match:
+                break
+        else:
+            self.proc.kill()
+            raise AssertionError(f"proxy did not start: {''.join(self.log)}")
+        self.url = match.group(1)
         # Drained continuously: a full stderr pipe would stall the proxy.
         threading.Thread(target=self._drain, daemon=True).start()
 
