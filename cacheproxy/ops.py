@@ -26,22 +26,37 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         metrics.requests.labels(name, str(exc.status)).inc()
+        # A 404 from a negative entry, an offline miss or a 502 after a retry still has an
+        # outcome; counting it keeps the outcome totals equal to the page and file requests.
+        _count_outcome(request, metrics, name, exc, served=False)
         raise
     metrics.requests.labels(name, str(response.status)).inc()
+    _count_outcome(request, metrics, name, response, served=True)
+    return response
+
+
+def _count_outcome(
+    request: web.Request, metrics: Metrics, route: str, response: web.StreamResponse, served: bool
+) -> None:
     outcome = request.get(CACHE_OUTCOME)
-    if outcome and not response.prepared:
+    if not outcome:
+        return
+    if not response.prepared:
         # Streamed answers have sent their headers already; the access log has every outcome.
         response.headers["X-Cache"] = outcome
     # Named indexes mount the same routes under /index/<name>: counted alike.
-    if outcome and name.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
-        kind = "file" if name.endswith(_FILE_ROUTE) else "page"
-        metrics.outcomes.labels(kind, outcome).inc()
-        metrics.project_hits[request.match_info["project"].lower()] += 1
-        sent = request.get(STORED_SIZE, response.content_length)
-        if kind == "file" and request.method == "GET" and sent:
-            source = "cache" if outcome in CACHE_HITS else "upstream"
-            metrics.bytes_served.labels(source).inc(sent)
-    return response
+    if not route.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
+        return
+    kind = "file" if route.endswith(_FILE_ROUTE) else "page"
+    metrics.outcomes.labels(kind, outcome).inc()
+    if not served:
+        # Only answered projects reach "top projects": made-up names must not grow it.
+        return
+    metrics.project_hits[request.match_info["project"].lower()] += 1
+    sent = request.get(STORED_SIZE, response.content_length)
+    if kind == "file" and request.method == "GET" and sent:
+        source = "cache" if outcome in CACHE_HITS else "upstream"
+        metrics.bytes_served.labels(source).inc(sent)
 
 
 async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:

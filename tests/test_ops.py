@@ -31,7 +31,11 @@ async def test_metrics_count_hits_misses_and_bytes(proxy, upstream, wheel_bytes)
     root = proxy.url.removesuffix("simple/")
     for _ in range(3):
         assert (await get(proxy.url + f"tinyalpha/{ALPHA}"))[0] == 200
-    await get(proxy.url + "no-such-project/")
+    missing = [await get(proxy.url + "no-such-project/") for _ in range(2)]
+    assert [(status, headers["X-Cache"]) for status, headers, _ in missing] == [
+        (404, "miss"),
+        (404, "hit"),  # the negative entry
+    ]
     status, headers, text = await get(root + "metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     size = len(wheel_bytes(ALPHA))
@@ -39,7 +43,10 @@ async def test_metrics_count_hits_misses_and_bytes(proxy, upstream, wheel_bytes)
     assert metric(text, "cacheproxy_cache_outcomes_total", kind="file", outcome="hit") == 2
     assert metric(text, "cacheproxy_file_bytes_served_total", source="cache") == 2 * size
     assert metric(text, "cacheproxy_file_bytes_served_total", source="upstream") == size
-    assert metric(text, "cacheproxy_requests_total", status="404") == 1
+    assert metric(text, "cacheproxy_requests_total", status="404") == 2
+    assert metric(text, "cacheproxy_cache_outcomes_total", kind="page", outcome="hit") == 1
+    # tinyalpha's page is never asked for; the two 404s are the only page outcomes
+    assert metric(text, "cacheproxy_cache_outcomes_total", kind="page") == 2
     assert metric(text, "cacheproxy_upstream_requests_total", kind="file", result="200") == 1
     assert metric(text, "cacheproxy_cache_bytes") >= size
     assert metric(text, "cacheproxy_downloads_in_flight") == 0
