@@ -24,6 +24,9 @@ from cacheproxy.upstream import Upstream, UpstreamError
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1024 * 1024
+# Reads behind a running download: every waiting client holds one such buffer at a time, and a
+# cold proxy with 32 clients has hundreds of them.
+_STREAM_CHUNK = 256 * 1024
 # Ranges up to this size asked for during a download are fetched once and kept in memory
 # while it runs; larger ones are streamed through to their one client.
 SHARED_RANGE_LIMIT = 1024 * 1024
@@ -298,7 +301,7 @@ async def stream_download(request: web.Request, download: Download, fd: int) -> 
         releasable = download.written if download.committed else download.written - 1
         limit = releasable if end is None else min(releasable, end)
         if position < limit:
-            size = min(limit - position, _READ_CHUNK)
+            size = min(limit - position, _STREAM_CHUNK)
             data = await asyncio.to_thread(os.pread, fd, size, position)
             if not data:
                 break
