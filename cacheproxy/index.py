@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from cacheproxy.pages import (
     parse_html_page,
     parse_json_page,
 )
+from cacheproxy.parsed import ParsedPages
 from cacheproxy.policy import CachedPage, PageAction
 from cacheproxy.singleflight import SingleFlight
 from cacheproxy.store import Store
@@ -54,6 +56,7 @@ class PageService:
         self.upstream = upstream
         self.clock = clock
         self._flights: SingleFlight[PageResult] = SingleFlight()
+        self._parsed = ParsedPages()
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
 
@@ -62,7 +65,7 @@ class PageService:
 
     async def get(self, project: str) -> PageResult | None:
         """The project's page, or None when offline with nothing cached."""
-        entry = await self.store.get_page(project)
+        entry = await self._stored_page(project)
         action = policy.page_action(
             entry,
             self.clock(),
@@ -80,7 +83,7 @@ class PageService:
     async def find_file(self, project: str, filename: str) -> FileSource | None:
         """Where a file of the project comes from; a fresh page is asked for only when the
         stored one does not list it (files are immutable, pages only grow)."""
-        entry = await self.store.get_page(project)
+        entry = await self._stored_page(project)
         if entry is not None and entry.page is not None:
             source = find_source(entry.page, filename)
             if source is not None:
@@ -89,6 +92,21 @@ class PageService:
         if result is None or result.entry.page is None:
             return None
         return find_source(result.entry.page, filename)
+
+    async def _stored_page(self, project: str) -> CachedPage | None:
+        # The version is read first: a write that lands while the store is read makes the
+        # copy kept here look old at once, never current.
+        version = self.store.page_version(project)
+        entry = self._parsed.get(project, version)
+        if entry is None:
+            entry = await self.store.get_page(project)
+            if entry is not None:
+                self._parsed.put(project, version, entry)
+        return entry
+
+    async def _store_page(self, project: str, entry: CachedPage) -> None:
+        await self.store.put_page(project, entry)
+        self._parsed.put(project, self.store.page_version(project), entry)
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
         now = self.clock()
@@ -99,13 +117,17 @@ class PageService:
             response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
             if response.status == 304 and entry is not None and entry.status == 200:
                 entry.fetched_at = self.clock()
-                await self.store.put_page(project, entry)
+                await self._store_page(project, entry)
                 return PageResult(entry, "revalidated")
             if response.status in (401, 403):
                 raise UpstreamRefused(response.status)
             if not policy.is_cacheable_page_status(response.status):
                 raise UpstreamError(f"upstream answered {response.status} for {project}")
-            page = self._parse(project, response) if response.status == 200 else None
+            page = None
+            if response.status == 200:
+                # A large page (thousands of files) takes a tenth of a second to parse: not
+                # on the event loop, where it would stall every other client.
+                page = await asyncio.to_thread(self._parse, project, response)
         except (UpstreamError, PageError) as exc:
             if isinstance(exc, UpstreamError) and exc.unreachable:
                 self._unreachable_at = self.clock()
@@ -123,7 +145,7 @@ class PageService:
             etag=response.etag,
             last_modified=response.last_modified,
         )
-        await self.store.put_page(project, fresh)
+        await self._store_page(project, fresh)
         return PageResult(fresh, "miss")
 
     @staticmethod

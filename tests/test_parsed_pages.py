@@ -1,0 +1,68 @@
+"""Pages in use stay parsed in memory, tied to the store's page version."""
+
+from __future__ import annotations
+
+from aiohttp import ClientSession
+
+from cacheproxy.pages import ProjectPage
+from cacheproxy.parsed import ParsedPages
+from cacheproxy.policy import CachedPage
+from cacheproxy.routes import STORE
+
+ALPHA = "tinyalpha-2.0-py3-none-any.whl"
+
+
+def entry(files: int) -> CachedPage:
+    listed = [{"filename": f"demo-{n}.tar.gz"} for n in range(files)]
+    return CachedPage(status=200, page=ProjectPage({"name": "demo", "files": listed}), fetched_at=0)
+
+
+def test_lookup_needs_the_same_version():
+    pages = ParsedPages()
+    kept = entry(3)
+    pages.put("demo", 2, kept)
+    assert pages.get("demo", 2) is kept
+    assert pages.get("demo", 3) is None
+    assert pages.get("other", 2) is None
+
+
+def test_bounded_by_files_least_recently_used_first():
+    pages = ParsedPages(max_files=90)
+    for name in ("a", "b", "c", "d"):
+        pages.put(name, 1, entry(19))  # 20 each with the page itself
+    pages.get("a", 1)
+    pages.put("e", 1, entry(19))
+    pages.put("f", 1, entry(19))
+    assert pages.get("a", 1) is not None  # used recently, kept
+    assert pages.get("b", 1) is None and pages.get("c", 1) is None
+    assert len(pages) == 4
+    pages.put("giant", 1, entry(25))  # more than a quarter of the bound
+    assert pages.get("giant", 1) is None
+    missing = CachedPage(status=404, page=None, fetched_at=0)
+    pages.put("nothing", 1, missing)
+    assert pages.get("nothing", 1) is missing
+
+
+async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, monkeypatch):
+    store = proxy.server.app[STORE]
+    reads = []
+    original = store.get_page
+
+    async def counting(project):
+        reads.append(project)
+        return await original(project)
+
+    monkeypatch.setattr(store, "get_page", counting)
+    url = proxy.url + f"tinyalpha/{ALPHA}"
+    async with ClientSession() as session:
+        async with session.get(proxy.url + "tinyalpha/") as page:
+            assert page.status == 200
+        async with session.head(url) as head:
+            assert head.status == 200
+        async with session.get(url, headers={"Range": "bytes=-100"}) as tail:
+            assert tail.status == 206 and len(await tail.read()) == 100
+        async with session.get(url) as whole:
+            assert whole.status == 200
+            await whole.read()
+    # The page miss looked in the store once; the file's requests used the parsed page.
+    assert reads == ["tinyalpha"]
