@@ -9,6 +9,7 @@ import pytest
 
 from cacheproxy.app import create_app
 from cacheproxy.config import Config
+from cacheproxy.routes import STORE
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel, metadata_of
 
@@ -88,3 +89,23 @@ async def make_proxy(aiohttp_server, tmp_path, upstream):
 @pytest.fixture
 async def proxy(make_proxy) -> RunningProxy:
     return await make_proxy()
+
+
+@pytest.fixture
+def count_page_reads(monkeypatch):
+    """Starts recording which projects' pages a proxy reads from its store; the list fills
+    as it runs."""
+
+    def start(proxy: RunningProxy) -> list[str]:
+        store = proxy.server.app[STORE]
+        reads: list[str] = []
+        original = store.get_page
+
+        async def counting(project: str):
+            reads.append(project)
+            return await original(project)
+
+        monkeypatch.setattr(store, "get_page", counting)
+        return reads
+
+    return start

@@ -7,7 +7,6 @@ from aiohttp import ClientSession
 from cacheproxy.pages import ProjectPage
 from cacheproxy.parsed import ParsedPages
 from cacheproxy.policy import CachedPage
-from cacheproxy.routes import STORE
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 
@@ -43,16 +42,8 @@ def test_bounded_by_files_least_recently_used_first():
     assert pages.get("nothing", 1) is missing
 
 
-async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, monkeypatch):
-    store = proxy.server.app[STORE]
-    reads = []
-    original = store.get_page
-
-    async def counting(project):
-        reads.append(project)
-        return await original(project)
-
-    monkeypatch.setattr(store, "get_page", counting)
+async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, count_page_reads):
+    reads = count_page_reads(proxy)
     url = proxy.url + f"tinyalpha/{ALPHA}"
     async with ClientSession() as session:
         async with session.get(proxy.url + "tinyalpha/") as page:

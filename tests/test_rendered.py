@@ -9,7 +9,6 @@ from aiohttp import ClientSession
 
 from cacheproxy.policy import CachedPage
 from cacheproxy.rendered import RenderedPages, render_variants
-from cacheproxy.routes import STORE
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -41,21 +40,13 @@ def test_bounded_by_bytes_least_recently_used_first():
     assert pages.get("giant", "json", 1) is None
 
 
-async def test_warm_page_is_served_without_reading_the_store(proxy, upstream, monkeypatch):
+async def test_warm_page_is_served_without_reading_the_store(proxy, upstream, count_page_reads):
     upstream.index.page_extras = {"_notes": "n" * 5000}  # big enough to be compressed
     async with ClientSession() as session:
         url = proxy.url + "tinyalpha/"
         async with session.get(url, headers={**JSON, "Accept-Encoding": "gzip"}) as first:
             body = await first.read()
-        store = proxy.server.app[STORE]
-        reads = []
-        original = store.get_page
-
-        async def counting(project):
-            reads.append(project)
-            return await original(project)
-
-        monkeypatch.setattr(store, "get_page", counting)
+        reads = count_page_reads(proxy)
         async with session.get(url, headers={**JSON, "Accept-Encoding": "gzip"}) as second:
             assert second.headers["X-Cache"] == "hit"
             assert second.headers["Content-Encoding"] == "gzip"
