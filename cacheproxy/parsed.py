@@ -4,14 +4,13 @@ A cold install asks about each wheel three or four times (HEAD, a tail range or 
 download), and every one of those needs the project's page to know where the file lives and
 what it must hash to. Unpickling a large stored page (thousands of files) holds the GIL for
 tens of milliseconds, so the pages in use are kept, each tied to the store's page version it
-was read at. Bounded by the number of file entries they hold, least recently used first out.
+was read at. Bounded by the number of file entries they hold.
 """
 
 from __future__ import annotations
 
-import collections
-
 from cacheproxy.policy import CachedPage
+from cacheproxy.versioned import VersionedCache
 
 MAX_FILES = 20_000
 
@@ -21,33 +20,6 @@ def _weight(entry: CachedPage) -> int:
     return 1 + (len(entry.page.data.get("files", ())) if entry.page is not None else 0)
 
 
-class ParsedPages:
+class ParsedPages(VersionedCache[str, CachedPage]):
     def __init__(self, max_files: int = MAX_FILES) -> None:
-        self.max_files = max_files
-        self._pages: collections.OrderedDict[str, tuple[int, CachedPage]] = (
-            collections.OrderedDict()
-        )
-        self._files = 0
-
-    def get(self, project: str, version: int) -> CachedPage | None:
-        held = self._pages.get(project)
-        if held is None or held[0] != version:
-            return None
-        self._pages.move_to_end(project)
-        return held[1]
-
-    def put(self, project: str, version: int, entry: CachedPage) -> None:
-        old = self._pages.pop(project, None)
-        if old is not None:
-            self._files -= _weight(old[1])
-        weight = _weight(entry)
-        if weight > self.max_files // 4:
-            return  # one giant project must not push out everything else
-        self._pages[project] = (version, entry)
-        self._files += weight
-        while self._files > self.max_files:
-            _, (_, evicted) = self._pages.popitem(last=False)
-            self._files -= _weight(evicted)
-
-    def __len__(self) -> int:
-        return len(self._pages)
+        super().__init__(max_files, _weight)

@@ -3,12 +3,11 @@
 Rendering a large page (thousands of files) to JSON, hashing it for the ETag and compressing it
 costs milliseconds of CPU; an install asks for the same pages again and again. A rendered page
 is reused while the stored page it came from is fresh and unchanged (the store's page version),
-so a warm page costs a dictionary lookup. Bounded by bytes, least recently used first out.
+so a warm page costs a dictionary lookup. Bounded by bytes.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import gzip
 import hashlib
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 from cacheproxy.policy import CachedPage
 from cacheproxy.singleflight import SingleFlight
+from cacheproxy.versioned import VersionedCache
 
 MAX_BYTES = 32 * 1024 * 1024
 GZIP_MIN_BYTES = 1024
@@ -44,33 +44,16 @@ def render_variants(entry: CachedPage, version: int, body: bytes) -> RenderedPag
 
 class RenderedPages:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._pages: collections.OrderedDict[tuple[str, str], RenderedPage] = (
-            collections.OrderedDict()
+        self._pages: VersionedCache[tuple[str, str], RenderedPage] = VersionedCache(
+            max_bytes, lambda page: page.size
         )
-        self._bytes = 0
         self.flights: SingleFlight[tuple[RenderedPage | None, object]] = SingleFlight()
 
     def get(self, project: str, content_type: str, version: int) -> RenderedPage | None:
-        key = (project, content_type)
-        page = self._pages.get(key)
-        if page is None or page.version != version:
-            return None
-        self._pages.move_to_end(key)
-        return page
+        return self._pages.get((project, content_type), version)
 
     def put(self, project: str, content_type: str, page: RenderedPage) -> None:
-        key = (project, content_type)
-        old = self._pages.pop(key, None)
-        if old is not None:
-            self._bytes -= old.size
-        if page.size > self.max_bytes // 4:
-            return  # one giant page must not push out everything else
-        self._pages[key] = page
-        self._bytes += page.size
-        while self._bytes > self.max_bytes:
-            _, evicted = self._pages.popitem(last=False)
-            self._bytes -= evicted.size
+        self._pages.put((project, content_type), page.version, page)
 
     def __len__(self) -> int:
         return len(self._pages)
