@@ -14,16 +14,16 @@ from pathlib import Path
 import click
 
 from cacheproxy import __version__
-from cacheproxy.activation import ActivationError, inherited_sockets
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.logs import configure_logging
-from cacheproxy.names import InvalidName, normalize_project
-from cacheproxy.server import index_url as index_url_for
-from cacheproxy.server import serve as run_server
-from cacheproxy.status import human_bytes
-from cacheproxy.store import Store
+from cacheproxy.simple.names import InvalidName, normalize_project
+from cacheproxy.store.local import Store
 from cacheproxy.warm import WarmError, read_wants, resolve_with_pip
 from cacheproxy.warm import warm as run_warm
+from cacheproxy.web.activation import ActivationError, inherited_sockets
+from cacheproxy.web.server import index_url as index_url_for
+from cacheproxy.web.server import serve as run_server
+from cacheproxy.web.status import human_bytes
 
 EXIT_BAD_CONFIG = 2
 

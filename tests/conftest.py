@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.app import create_app
 from cacheproxy.config import Config
-from cacheproxy.routes import STORE
+from cacheproxy.web.app import create_app
+from cacheproxy.web.views import STORE
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel, metadata_of
 

@@ -6,8 +6,8 @@ from urllib.parse import urldefrag
 import aiohttp
 import pytest
 
-from cacheproxy.negotiation import JSON_V1
-from cacheproxy.pages import parse_html_page
+from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.simple.page import parse_html_page
 
 PROJECTS = ["tinyalpha", "beta-helper", "bigpkg"]
 EXTRAS = {

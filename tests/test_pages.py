@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cacheproxy.pages import (
+from cacheproxy.simple.page import (
     PageError,
     find_source,
     parse_html_page,

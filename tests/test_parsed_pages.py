@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import ClientSession
 
-from cacheproxy.pages import ProjectPage
-from cacheproxy.parsed import ParsedPages
-from cacheproxy.policy import CachedPage
+from cacheproxy.cache.parsed import ParsedPages
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple.page import ProjectPage
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 

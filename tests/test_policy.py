@@ -1,6 +1,6 @@
-from cacheproxy import policy
-from cacheproxy.pages import ProjectPage
-from cacheproxy.policy import CachedPage, PageAction
+from cacheproxy.cache import policy
+from cacheproxy.cache.policy import CachedPage, PageAction
+from cacheproxy.simple.page import ProjectPage
 
 PAGE = ProjectPage({"name": "x", "files": []})
 

@@ -5,7 +5,7 @@ import json
 
 import aiohttp
 
-from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 from tests.fakes.clock import FakeClock
 
 UV_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"

@@ -7,8 +7,8 @@ import gzip
 
 from aiohttp import ClientSession
 
-from cacheproxy.policy import CachedPage
-from cacheproxy.rendered import RenderedPages, render_variants
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.cache.rendered import RenderedPages, render_variants
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -86,7 +86,7 @@ async def test_page_shows_facts_learned_after_it_was_rendered(proxy, upstream):
 
 
 async def test_concurrent_cold_requests_share_one_render(proxy, upstream, monkeypatch):
-    from cacheproxy import routes
+    from cacheproxy.web import views as routes
 
     renders = []
     original = routes.render_variants

@@ -6,8 +6,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from cacheproxy.policy import CachedPage
-from cacheproxy.store import Store
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.store.local import Store
 
 
 def _stage(store: Store, size: int, fill: bytes) -> Path:

@@ -9,21 +9,21 @@ import hashlib
 from aiohttp import web
 from yarl import URL
 
-from cacheproxy import policy
+from cacheproxy.cache import policy
+from cacheproxy.cache.files import CACHE_OUTCOME, FileServer
+from cacheproxy.cache.pages import PageResult, PageService, UpstreamRefused
+from cacheproxy.cache.rendered import RenderedPage, RenderedPages, render_variants
+from cacheproxy.cache.upstream import UpstreamError
 from cacheproxy.config import Config
-from cacheproxy.files import CACHE_OUTCOME, FileServer
-from cacheproxy.index import PageResult, PageService, UpstreamRefused
-from cacheproxy.names import InvalidName, check_filename, normalize_project
-from cacheproxy.negotiation import JSON_V1, SUPPORTED, choose_content_type
-from cacheproxy.pages import (
+from cacheproxy.simple.names import InvalidName, check_filename, normalize_project
+from cacheproxy.simple.negotiation import JSON_V1, SUPPORTED, choose_content_type
+from cacheproxy.simple.page import (
     render_html,
     render_json,
     render_project_list,
     with_file_facts,
 )
-from cacheproxy.rendered import RenderedPage, RenderedPages, render_variants
-from cacheproxy.store import Store
-from cacheproxy.upstream import UpstreamError
+from cacheproxy.store.local import Store
 
 PAGE_VARY = "Accept, Accept-Encoding"
 _GZIP_MIN_BYTES = 1024

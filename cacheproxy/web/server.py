@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cacheproxy.app import create_app
+from cacheproxy.cache.files import CACHE_OUTCOME
 from cacheproxy.config import Config
-from cacheproxy.files import CACHE_OUTCOME
+from cacheproxy.web.app import create_app
 
 log = logging.getLogger("cacheproxy")
 
@@ -82,7 +82,7 @@ async def serve(config: Config, inherited: list[socket.socket] | None = None) ->
     runner = web.AppRunner(
         app,
         access_log_class=AccessLogger,
-        access_log=logging.getLogger("cacheproxy.access"),
+        access_log=logging.getLogger("cacheproxy.web.access"),
         handle_signals=False,
         shutdown_timeout=10,
         # Also bounds a client that trickles its request headers (slowloris).

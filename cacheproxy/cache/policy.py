@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cacheproxy.pages import ProjectPage
+from cacheproxy.simple.page import ProjectPage
 
 
 @dataclass

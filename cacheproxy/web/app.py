@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cacheproxy.access import require_token
+from cacheproxy.cache.downloads import Downloads
+from cacheproxy.cache.files import FileServer
+from cacheproxy.cache.pages import PageService
+from cacheproxy.cache.rendered import RenderedPages
+from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config, NamedIndex
-from cacheproxy.downloads import Downloads
-from cacheproxy.files import FileServer
-from cacheproxy.index import PageService
-from cacheproxy.ops import METRICS, add_ops_routes
-from cacheproxy.rendered import RenderedPages
-from cacheproxy.routes import (
+from cacheproxy.store.local import Store
+from cacheproxy.web.access import require_token
+from cacheproxy.web.ops import METRICS, add_ops_routes
+from cacheproxy.web.views import (
     CONFIG,
     FILES,
     INDEX_PREFIX,
@@ -25,8 +27,6 @@ from cacheproxy.routes import (
     STORE,
     add_routes,
 )
-from cacheproxy.store import Store
-from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
 

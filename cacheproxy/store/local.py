@@ -29,7 +29,7 @@ from pathlib import Path
 
 import diskcache
 
-from cacheproxy.policy import CachedPage
+from cacheproxy.cache.policy import CachedPage
 
 log = logging.getLogger(__name__)
 

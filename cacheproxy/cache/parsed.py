@@ -9,8 +9,8 @@ was read at. Bounded by the number of file entries they hold.
 
 from __future__ import annotations
 
-from cacheproxy.policy import CachedPage
-from cacheproxy.versioned import VersionedCache
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.cache.versioned import VersionedCache
 
 MAX_FILES = 20_000
 

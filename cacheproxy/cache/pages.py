@@ -8,10 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cacheproxy import policy
+from cacheproxy.cache import policy
+from cacheproxy.cache.parsed import ParsedPages
+from cacheproxy.cache.policy import CachedPage, PageAction
+from cacheproxy.cache.singleflight import SingleFlight
+from cacheproxy.cache.upstream import Upstream, UpstreamError
 from cacheproxy.config import Config
-from cacheproxy.negotiation import JSON_V1
-from cacheproxy.pages import (
+from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.simple.page import (
     FileSource,
     PageError,
     ProjectPage,
@@ -19,11 +23,7 @@ from cacheproxy.pages import (
     parse_html_page,
     parse_json_page,
 )
-from cacheproxy.parsed import ParsedPages
-from cacheproxy.policy import CachedPage, PageAction
-from cacheproxy.singleflight import SingleFlight
-from cacheproxy.store import Store
-from cacheproxy.upstream import Upstream, UpstreamError
+from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
 

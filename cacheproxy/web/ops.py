@@ -6,10 +6,10 @@ import time
 
 from aiohttp import web
 
-from cacheproxy.files import CACHE_OUTCOME, STORED_SIZE
+from cacheproxy.cache.files import CACHE_OUTCOME, STORED_SIZE
 from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
-from cacheproxy.routes import CONFIG, NAMED_INDEXES, PAGES, STORE
-from cacheproxy.status import StatusSnapshot, render_status
+from cacheproxy.web.status import StatusSnapshot, render_status
+from cacheproxy.web.views import CONFIG, NAMED_INDEXES, PAGES, STORE
 
 METRICS = web.AppKey("metrics", Metrics)
 STARTED_AT = web.AppKey("started_at", float)

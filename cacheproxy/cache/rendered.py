@@ -13,9 +13,9 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 
-from cacheproxy.policy import CachedPage
-from cacheproxy.singleflight import SingleFlight
-from cacheproxy.versioned import VersionedCache
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.cache.singleflight import SingleFlight
+from cacheproxy.cache.versioned import VersionedCache
 
 MAX_BYTES = 32 * 1024 * 1024
 GZIP_MIN_BYTES = 1024

@@ -19,10 +19,10 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from cacheproxy.pages import FileSource
-from cacheproxy.store import Store, StoredFile
-from cacheproxy.upstream import Upstream, UpstreamError
-from cacheproxy.wheelmeta import NoMetadata, extract_metadata
+from cacheproxy.cache.upstream import Upstream, UpstreamError
+from cacheproxy.simple.metadata import NoMetadata, extract_metadata
+from cacheproxy.simple.page import FileSource
+from cacheproxy.store.local import Store, StoredFile
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from string import Template
 
-_TEMPLATE = Template(files("cacheproxy").joinpath("templates/status.html").read_text())
+_TEMPLATE = Template(files("cacheproxy.web").joinpath("templates/status.html").read_text())
 
 
 @dataclass(frozen=True)

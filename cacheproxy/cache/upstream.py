@@ -14,7 +14,7 @@ from yarl import URL
 from cacheproxy import __version__
 from cacheproxy.config import Config
 from cacheproxy.metrics import Metrics
-from cacheproxy.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 MAX_PAGE_BYTES = 64 * 1024 * 1024

@@ -9,17 +9,17 @@ import os
 
 from aiohttp import web
 
-from cacheproxy.downloads import (
+from cacheproxy.cache.downloads import (
     DiskFull,
     Download,
     Downloads,
     close_quietly,
     extract_and_store,
 )
-from cacheproxy.index import PageService
-from cacheproxy.pages import METADATA_SUFFIX, FileSource
-from cacheproxy.store import Store, StoredFile
-from cacheproxy.upstream import Upstream, UpstreamError
+from cacheproxy.cache.pages import PageService
+from cacheproxy.cache.upstream import Upstream, UpstreamError
+from cacheproxy.simple.page import METADATA_SUFFIX, FileSource
+from cacheproxy.store.local import Store, StoredFile
 
 log = logging.getLogger(__name__)
 

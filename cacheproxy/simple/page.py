@@ -22,7 +22,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from cacheproxy.names import InvalidName, check_filename
+from cacheproxy.simple.names import InvalidName, check_filename
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"

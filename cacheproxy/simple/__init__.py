@@ -1,0 +1,1 @@
+"""The Simple Repository API as data: pure, no I/O."""
