@@ -9,7 +9,7 @@ import pytest
 
 from cacheproxy.config import Config
 from cacheproxy.web.app import create_app
-from cacheproxy.web.views import STORE
+from cacheproxy.web.keys import STORE
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel, metadata_of
 

@@ -7,9 +7,8 @@ from cacheproxy.simple.page import (
     find_source,
     parse_html_page,
     parse_json_page,
-    render_html,
-    render_json,
 )
+from cacheproxy.simple.render import render_html, render_json
 
 PAGE_URL = "https://index.example/simple/demo/"
 SHA = "a" * 64

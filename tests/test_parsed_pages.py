@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import ClientSession
 
-from cacheproxy.cache.parsed import ParsedPages
+from cacheproxy.cache.memo import parsed_pages
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple.page import ProjectPage
 
@@ -17,29 +17,29 @@ def entry(files: int) -> CachedPage:
 
 
 def test_lookup_needs_the_same_version():
-    pages = ParsedPages()
+    pages = parsed_pages()
     kept = entry(3)
-    pages.put("demo", 2, kept)
-    assert pages.get("demo", 2) is kept
-    assert pages.get("demo", 3) is None
-    assert pages.get("other", 2) is None
+    pages.put("demo", (0, 2), kept)
+    assert pages.get("demo", (0, 2)) is kept
+    assert pages.get("demo", (0, 3)) is None
+    assert pages.get("other", (0, 2)) is None
 
 
 def test_bounded_by_files_least_recently_used_first():
-    pages = ParsedPages(max_files=90)
+    pages = parsed_pages(max_files=90)
     for name in ("a", "b", "c", "d"):
-        pages.put(name, 1, entry(19))  # 20 each with the page itself
-    pages.get("a", 1)
-    pages.put("e", 1, entry(19))
-    pages.put("f", 1, entry(19))
-    assert pages.get("a", 1) is not None  # used recently, kept
-    assert pages.get("b", 1) is None and pages.get("c", 1) is None
+        pages.put(name, (0, 1), entry(19))  # 20 each with the page itself
+    pages.get("a", (0, 1))
+    pages.put("e", (0, 1), entry(19))
+    pages.put("f", (0, 1), entry(19))
+    assert pages.get("a", (0, 1)) is not None  # used recently, kept
+    assert pages.get("b", (0, 1)) is None and pages.get("c", (0, 1)) is None
     assert len(pages) == 4
-    pages.put("giant", 1, entry(25))  # more than a quarter of the bound
-    assert pages.get("giant", 1) is None
+    pages.put("giant", (0, 1), entry(25))  # more than a quarter of the bound
+    assert pages.get("giant", (0, 1)) is None
     missing = CachedPage(status=404, page=None, fetched_at=0)
-    pages.put("nothing", 1, missing)
-    assert pages.get("nothing", 1) is missing
+    pages.put("nothing", (0, 1), missing)
+    assert pages.get("nothing", (0, 1)) is missing
 
 
 async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, count_page_reads):

@@ -7,37 +7,40 @@ import gzip
 
 from aiohttp import ClientSession
 
+from cacheproxy.cache.memo import HotPage, rendered_pages
 from cacheproxy.cache.policy import CachedPage
-from cacheproxy.cache.rendered import RenderedPages, render_variants
+from cacheproxy.simple.render import with_variants
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
-def rendered(version: int, size: int):
+def rendered(size: int) -> HotPage:
     entry = CachedPage(status=200, page=None, fetched_at=0.0)
-    return render_variants(entry, version, b"x" * size)
+    return HotPage(entry, with_variants(b"x" * size))
 
 
 def test_lookup_needs_the_same_version():
-    pages = RenderedPages()
-    pages.put("demo", "json", rendered(3, 2000))
-    assert pages.get("demo", "json", 3).gzipped is not None
-    assert pages.get("demo", "json", 4) is None
-    assert pages.get("demo", "html", 3) is None
+    pages = rendered_pages()
+    pages.put(("demo", "json"), (0, 3), rendered(2000))
+    assert pages.get(("demo", "json"), (0, 3)).rendered.gzipped is not None
+    assert pages.get(("demo", "json"), (0, 4)) is None
+    assert pages.get(("demo", "json"), (1, 3)) is None  # the store's generation moved on
+    assert pages.get(("demo", "html"), (0, 3)) is None
 
 
 def test_bounded_by_bytes_least_recently_used_first():
-    pages = RenderedPages(max_bytes=5_000)  # room for ten
+    pages = rendered_pages(max_bytes=5_000)  # room for ten
     for name in ("a", "b", "c"):
-        pages.put(name, "json", rendered(1, 500))  # tiny bodies: not compressed
-    pages.get("a", "json", 1)
+        pages.put((name, "json"), (0, 1), rendered(500))  # tiny bodies: not compressed
+    pages.get(("a", "json"), (0, 1))
     for name in ("d", "e", "f", "g", "h", "i", "j", "k", "l"):
-        pages.put(name, "json", rendered(1, 500))
-    assert pages.get("a", "json", 1) is not None  # used recently, kept
-    assert pages.get("b", "json", 1) is None and pages.get("c", "json", 1) is None
+        pages.put((name, "json"), (0, 1), rendered(500))
+    assert pages.get(("a", "json"), (0, 1)) is not None  # used recently, kept
+    assert pages.get(("b", "json"), (0, 1)) is None
+    assert pages.get(("c", "json"), (0, 1)) is None
     assert len(pages) == 10
-    pages.put("giant", "json", rendered(1, 3000))  # more than a quarter of the bound
-    assert pages.get("giant", "json", 1) is None
+    pages.put(("giant", "json"), (0, 1), rendered(3000))  # more than a quarter of the bound
+    assert pages.get(("giant", "json"), (0, 1)) is None
 
 
 async def test_warm_page_is_served_without_reading_the_store(proxy, upstream, count_page_reads):
@@ -86,16 +89,16 @@ async def test_page_shows_facts_learned_after_it_was_rendered(proxy, upstream):
 
 
 async def test_concurrent_cold_requests_share_one_render(proxy, upstream, monkeypatch):
-    from cacheproxy.web import views as routes
+    from cacheproxy.cache import pages as page_service
 
     renders = []
-    original = routes.render_variants
+    original = page_service.with_variants
 
     def counting(*args):
         renders.append(args[0])
         return original(*args)
 
-    monkeypatch.setattr(routes, "render_variants", counting)
+    monkeypatch.setattr(page_service, "with_variants", counting)
     upstream.index.page_delay = 0.2  # all twenty arrive while the first is still fetching
     async with ClientSession() as session:
 

@@ -3,46 +3,33 @@
 The download writes to a staging file and hashes as bytes arrive; clients read the staging
 file behind it, so each streams at once and memory stays flat however many are waiting. Only
 a file whose length and hash check out is committed to the store.
+
+A `Download` owns its state: the driver (`Downloads._run`) moves it from connecting to
+receiving to committed or failed through its methods, and readers only observe it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import logging
 import os
-import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from cacheproxy.cache.upstream import Upstream, UpstreamError
-from cacheproxy.simple.metadata import NoMetadata, extract_metadata
+from cacheproxy.cache.disk import NO_SPACE, DiskSpace
+from cacheproxy.cache.errors import DiskFull, DownloadFailed, UpstreamError
+from cacheproxy.cache.extracted import extract_and_store
+from cacheproxy.cache.upstream import CHUNK_SIZE, Upstream
 from cacheproxy.simple.page import FileSource
 from cacheproxy.store.local import Store, StoredFile
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 256 * 1024
 _RECENT_SECONDS = 10
-
-
-class DownloadFailed(UpstreamError):
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DiskFull(DownloadFailed):
-    """No room to cache the file: it is passed through to the client uncached instead."""
-
-
-# Free space kept beyond a file's size, so SQLite and the pages still have room.
-DISK_RESERVE = 64 * 1024 * 1024
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Download:
@@ -58,18 +45,29 @@ class Download:
         self.written = 0
         self.committed = False
         self.error: DownloadFailed | None = None
-        self.started = asyncio.Event()
+        self._started = asyncio.Event()
         self._changed = asyncio.Event()
-        self._read_fd: int | None = None
+        # Created before anyone can read, so every reader's dup() has something to copy.
+        self._fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.task: asyncio.Task[None] | None = None
         # Byte ranges fetched from the upstream ahead of this download, by (first, last):
         # every client of a cold wheel asks for the same tail, and one fetch answers them all.
         self._ranges: dict[tuple[int, int], asyncio.Future[bytes | None]] = {}
 
-    def open_reader(self) -> int:
-        """A descriptor of the staging file for one reader; it outlives the rename on commit."""
-        assert self._read_fd is not None
-        return os.dup(self._read_fd)
+    # -- what observers may ask ----------------------------------------------------------
+
+    async def wait_started(self) -> None:
+        """Until the upstream's headers are in (or the download failed before them)."""
+        await self._started.wait()
+
+    @property
+    def failed_empty(self) -> bool:
+        """Failed before a byte was written: nothing of it can be served."""
+        return self.error is not None and self.written == 0
+
+    def reader(self) -> DownloadReader:
+        """A reader of the staging file; its descriptor outlives the rename on commit."""
+        return DownloadReader(self, os.dup(self._fd))
 
     def shared_range(
         self, first: int, last: int, fetch: Callable[[], Awaitable[bytes | None]]
@@ -84,23 +82,88 @@ class Download:
             self._ranges[(first, last)] = future
         return asyncio.shield(future), joined
 
+    async def finished(self) -> None:
+        """Until the download committed or failed."""
+        assert self.task is not None
+        await asyncio.shield(self.task)
+
+    def releasable(self) -> int:
+        """How many bytes readers may have: all once committed, else all but the newest,
+        which is always the file's last byte by the time the download ends, so a corrupt or
+        cut-off transfer can never look complete to a client."""
+        return self.written if self.committed else max(0, self.written - 1)
+
     async def wait_changed(self) -> None:
         await self._changed.wait()
+
+    # -- transitions, made by the driver only --------------------------------------------
+
+    def _begin(self, total: int | None, last_modified: str | None) -> None:
+        self.total, self.last_modified = total, last_modified
+        self._started.set()
+
+    def _advance(self, size: int) -> None:
+        self.written += size
+        self._notify()
+
+    def _commit(self) -> None:
+        self.total = self.written
+        self.committed = True
+        self._notify()
+
+    def _fail(self, error: DownloadFailed) -> None:
+        self.error = error
+        self._started.set()
+        self._notify()
+
+    def _close(self) -> None:
+        os.close(self._fd)
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _fail(self, error: DownloadFailed) -> None:
-        self.error = error
-        self.started.set()
-        self._notify()
+
+class DownloadReader:
+    """One client's view of a download: the bytes it may have, as they land on disk."""
+
+    def __init__(self, download: Download, fd: int) -> None:
+        self.download = download
+        self._fd: int | None = fd
+
+    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """Bytes start..end (exclusive; None for all), raising DownloadFailed if the download
+        fails before they are all there."""
+        download, position = self.download, start
+        while end is None or position < end:
+            limit = download.releasable() if end is None else min(download.releasable(), end)
+            if position < limit and self._fd is not None:
+                size = min(limit - position, CHUNK_SIZE)
+                data = await asyncio.to_thread(os.pread, self._fd, size, position)
+                if not data:
+                    break
+                position += len(data)
+                yield data
+                continue
+            if download.error is not None:
+                raise download.error
+            if download.committed and (end is None or position >= download.written):
+                break
+            await download.wait_changed()
+
+    async def aclose(self) -> None:
+        if self._fd is not None:
+            close_quietly(self._fd)
+            self._fd = None
 
 
 class Downloads:
-    def __init__(self, store: Store, upstream: Upstream) -> None:
+    """The downloads running in this process, by (project, filename), and their driver."""
+
+    def __init__(self, store: Store, upstream: Upstream, disk: DiskSpace) -> None:
         self.store = store
         self.upstream = upstream
+        self.disk = disk
         self._running: dict[tuple[str, str], Download] = {}
         # Files committed moments ago: a request that missed the store just before the commit
         # finds them here instead of starting a second download.
@@ -121,18 +184,15 @@ class Downloads:
         self._recent[key] = stored
         asyncio.get_running_loop().call_later(_RECENT_SECONDS, self._recent.pop, key, None)
 
-    def join(self, project: str, filename: str, source: FileSource) -> tuple[Download, int]:
-        """The running download of a file (started if none) and a reader descriptor for it."""
+    def join(self, project: str, filename: str, source: FileSource) -> DownloadReader:
+        """A reader of the running download of a file, started if none runs."""
         key = (project, filename)
         download = self._running.get(key)
         if download is None:
             download = Download(project, filename, source, self.store.new_staging_path())
-            # Created before anyone can read, so every reader's dup() has something to copy.
-            fd = os.open(download.staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            download._read_fd = fd
             self._running[key] = download
-            download.task = asyncio.create_task(self._run(download, fd))
-        return download, download.open_reader()
+            download.task = asyncio.create_task(self._run(download))
+        return download.reader()
 
     async def close(self) -> None:
         tasks = [d.task for d in self._running.values() if d.task]
@@ -140,100 +200,101 @@ class Downloads:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, download: Download, fd: int) -> None:
+    async def _run(self, download: Download) -> None:
         key = (download.project, download.filename)
         try:
-            sha256 = await self._transfer(download, fd)
-            stored = await self.store.commit_file(
-                download.project, download.filename, download.staging, sha256
-            )
-            if stored is None:
-                log.info("%s was served but not kept: it exceeds the cache size", download.filename)
-            else:
-                await self.store.learn(
-                    download.project, download.filename, **_facts(download, stored.size)
-                )
-            if stored is not None and download.source.extract_metadata:
-                # Before the clients get the last byte, so their next page shows the metadata.
-                await extract_and_store(
-                    self.store, download.project, download.filename, stored.path
-                )
-            if stored is not None:
-                self._remember(key, stored)
-            download.committed = True
-            download._notify()
+            sha256 = await self._transfer(download)
+            await self._keep(download, sha256)
+            download._commit()
         except asyncio.CancelledError:
             download._fail(DownloadFailed("proxy is shutting down"))
             raise
         except DiskFull as exc:
             log.warning("disk full: %s is served without being cached (%s)", download.filename, exc)
             download._fail(exc)
-        except DownloadFailed as exc:
-            log.warning("download of %s failed: %s", download.filename, exc)
-            download._fail(exc)
         except UpstreamError as exc:
             log.warning("download of %s failed: %s", download.filename, exc)
-            download._fail(DownloadFailed(str(exc)))
+            failed = exc if isinstance(exc, DownloadFailed) else DownloadFailed(str(exc))
+            download._fail(failed)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                self.disk.note_full()
             log.error("cannot store %s: %s", download.filename, exc)
             download._fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
         finally:
             self._running.pop(key, None)
-            os.close(fd)
+            download._close()
             if not download.committed:
                 await self.store.discard(download.staging)
 
-    async def has_room(self, size: int) -> bool:
-        free = await asyncio.to_thread(_free_bytes, self.store.staging_dir)
-        return size + DISK_RESERVE <= free
+    async def _keep(self, download: Download, sha256: str) -> None:
+        """Commit a verified file to the store, with what was learned about it."""
+        project, filename = download.project, download.filename
+        stored = await self.store.commit_file(project, filename, download.staging, sha256)
+        if stored is None:
+            log.info("%s was served but not kept: it exceeds the cache size", filename)
+            return
+        await self.store.learn(project, filename, **_facts(download, stored.size))
+        if download.source.extract_metadata:
+            # Before the clients get the last byte, so their next page shows the metadata.
+            await extract_and_store(self.store, project, filename, stored.path)
+        self._remember((project, filename), stored)
 
-    async def _ensure_room(self, size: int) -> None:
-        if not await self.has_room(size):
-            raise DiskFull(f"less than {(size + DISK_RESERVE) // 2**20} MiB free")
-
-    async def _transfer(self, download: Download, fd: int) -> str:
+    async def _transfer(self, download: Download) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
         source = download.source
-        sha256 = hashlib.sha256()
-        # An index that gives only another algorithm is checked with that one; sha256 is
-        # always computed because the store records it.
-        other = source.hash_name not in (None, "sha256")
-        expected = hashlib.new(source.hash_name) if other else None
-        async with self.upstream.open_file(source.url) as resp:
-            if resp.status != 200:
+        digests = _Digests(source.hash_name)
+        async with self.upstream.open_file(source.url) as body:
+            if body.status != 200:
                 raise DownloadFailed(
-                    f"upstream answered {resp.status} for {download.filename}", status=resp.status
+                    f"upstream answered {body.status} for {download.filename}", status=body.status
                 )
-            if resp.headers.get("Content-Encoding", "identity") != "identity":
+            if body.headers.get("Content-Encoding", "identity") != "identity":
                 raise DownloadFailed("upstream sent an encoded file body")
-            download.total = resp.content_length if resp.content_length is not None else source.size
-            download.last_modified = resp.headers.get("Last-Modified")
-            await self._ensure_room(download.total or 0)
-            download.started.set()
-            async for chunk in resp.content.iter_chunked(_CHUNK):
+            total = body.content_length if body.content_length is not None else source.size
+            if not await self.disk.has_room(total or 0):
+                raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
+            download._begin(total, body.headers.get("Last-Modified"))
+            async for chunk in body.chunks:
                 try:
-                    await asyncio.to_thread(_write_all, fd, chunk, download.written)
+                    # Hashing in the same thread as the write: sha256 releases the GIL.
+                    await asyncio.to_thread(digests.write, download._fd, chunk, download.written)
                 except OSError as exc:
-                    if exc.errno in _NO_SPACE:
+                    if exc.errno in NO_SPACE:
+                        self.disk.note_full()
                         raise DiskFull("no space left while writing") from None
                     raise
-                sha256.update(chunk)
-                if expected is not None:
-                    expected.update(chunk)
-                download.written += len(chunk)
-                download._notify()
-        if download.total is not None and download.written != download.total:
+                download._advance(len(chunk))
+        if total is not None and download.written != total:
             raise DownloadFailed(
-                f"upstream sent {download.written} bytes of {download.total} for "
-                f"{download.filename}"
+                f"upstream sent {download.written} bytes of {total} for {download.filename}"
             )
-        download.total = download.written
-        digest = (expected or sha256).hexdigest()
-        if source.hash_value is not None and digest != source.hash_value:
+        if source.hash_value is not None and digests.checked() != source.hash_value:
             raise DownloadFailed(
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
             )
-        return sha256.hexdigest()
+        return digests.sha256.hexdigest()
+
+
+class _Digests:
+    """sha256 always (the store records it), and the index's own algorithm if another."""
+
+    def __init__(self, hash_name: str | None) -> None:
+        self.sha256 = hashlib.sha256()
+        self._other = hashlib.new(hash_name) if hash_name not in (None, "sha256") else None
+
+    def write(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+        self.sha256.update(data)
+        if self._other is not None:
+            self._other.update(data)
+
+    def checked(self) -> str:
+        return (self._other or self.sha256).hexdigest()
 
 
 def _facts(download: Download, size: int) -> dict[str, object]:
@@ -244,29 +305,6 @@ def _facts(download: Download, size: int) -> dict[str, object]:
             when = parsedate_to_datetime(download.last_modified).astimezone(timezone.utc)
             facts["upload-time"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return facts
-
-
-async def extract_and_store(store: Store, project: str, wheel: str, path: str) -> bytes | None:
-    """Extract a cached wheel's METADATA into the store; None if the wheel has none usable."""
-    try:
-        data = await asyncio.to_thread(extract_metadata, path, wheel)
-        await store.put_extracted_metadata(project, wheel, data, hashlib.sha256(data).hexdigest())
-        return data
-    except (NoMetadata, OSError) as exc:
-        log.warning("no metadata extracted from %s: %s", wheel, exc)
-        return None
-
-
-def _free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def close_quietly(fd: int) -> None:

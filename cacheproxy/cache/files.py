@@ -1,326 +1,208 @@
-"""Files (wheels, sdists, .metadata): from the store by path, or streamed from a download."""
+"""Files (wheels, sdists, .metadata): answered from the store, a running download, or a relay.
+
+`FileService.answer` decides and returns an answer (see answers.py); it never speaks HTTP.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import os
 
-from aiohttp import web
-
-from cacheproxy.cache.downloads import (
-    DiskFull,
-    Download,
-    Downloads,
-    close_quietly,
-    extract_and_store,
+from cacheproxy.cache.answers import (
+    Answer,
+    FileAnswer,
+    FileRequest,
+    FromStore,
+    InMemory,
+    NotFound,
+    Streamed,
 )
+from cacheproxy.cache.disk import DiskSpace
+from cacheproxy.cache.downloads import Download, DownloadReader, Downloads
+from cacheproxy.cache.errors import DiskFull
+from cacheproxy.cache.extracted import extract_and_store
 from cacheproxy.cache.pages import PageService
-from cacheproxy.cache.upstream import Upstream, UpstreamError
+from cacheproxy.cache.ranges import Decision, Outcome, Validators, evaluate
+from cacheproxy.cache.relay import fetch_range, open_relay
+from cacheproxy.cache.upstream import Upstream
 from cacheproxy.simple.page import METADATA_SUFFIX, FileSource
 from cacheproxy.store.local import Store, StoredFile
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK = 1024 * 1024
-# Reads behind a running download: every waiting client holds one such buffer at a time, and a
-# cold proxy with 32 clients has hundreds of them.
-_STREAM_CHUNK = 256 * 1024
 # Ranges up to this size asked for during a download are fetched once and kept in memory
 # while it runs; larger ones are streamed through to their one client.
 SHARED_RANGE_LIMIT = 1024 * 1024
-IMMUTABLE = "public, max-age=31536000, immutable"
-# How the cache answered (hit, miss, coalesced, stale...), for the access log.
-CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
-# Size of a whole file served from the store, known before sendfile runs (for metrics).
-STORED_SIZE = web.RequestKey("stored_size", int)
 
 
-def content_type_for(filename: str) -> str:
-    # Never a content type with an encoding: clients must get the exact bytes the hash covers.
-    if filename.endswith(".metadata"):
-        return "text/plain; charset=utf-8"
-    if filename.endswith(".provenance"):
-        return "application/json"
-    return "application/octet-stream"
+def _etag(sha256: str | None) -> str | None:
+    return f'"{sha256}"' if sha256 else None
 
 
-class RangeNotSatisfiable(web.HTTPRequestRangeNotSatisfiable):
-    def __init__(self, total: int) -> None:
-        super().__init__(headers={"Content-Range": f"bytes */{total}"})
+def _expected_etag(source: FileSource) -> str | None:
+    return _etag(source.hash_value) if source.hash_name == "sha256" else None
 
 
-def parse_range(header: str | None, total: int | None) -> tuple[int, int] | None:
-    """The single byte range asked for, as [start, end); None for the whole file.
-
-    Multiple ranges and ranges on a file of unknown length fall back to the whole file,
-    which RFC 9110 allows."""
-    if not header or total is None:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, sep, last = spec.strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if first == "":
-            length = int(last)
-            if length <= 0:
-                raise RangeNotSatisfiable(total)
-            return max(0, total - length), total
-        start = int(first)
-        end = int(last) + 1 if last else total
-    except ValueError:
-        return None
-    if start >= total or end <= start:
-        raise RangeNotSatisfiable(total)
-    return start, min(end, total)
-
-
-class FileServer:
+class FileService:
     def __init__(
         self,
         store: Store,
         pages: PageService,
         downloads: Downloads,
         upstream: Upstream,
+        disk: DiskSpace,
         offline: bool,
     ) -> None:
         self.store = store
         self.pages = pages
         self.downloads = downloads
         self.upstream = upstream
+        self.disk = disk
         self.offline = offline
 
-    async def serve(self, request: web.Request, project: str, filename: str) -> web.StreamResponse:
+    async def answer(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         stored = await self.store.find_file(project, filename)
         if stored is not None:
-            return _stored_response(request, stored, filename)
+            return await self._from_store(stored, filename, request)
         if self.offline:
-            raise web.HTTPNotFound(text=f"{filename} is not cached and the proxy is offline\n")
+            return NotFound(f"{filename} is not cached and the proxy is offline")
         source = await self.pages.find_file(project, filename)
         if source is None and filename.endswith(METADATA_SUFFIX):
-            return await self._serve_extracted(request, project, filename)
+            return await self._extracted(project, filename, request)
         if source is None:
-            raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+            return NotFound(f"{project} has no file {filename}")
         stored = self.downloads.just_stored(project, filename)
         if stored is not None:  # committed while this request was looking things up
-            return _stored_response(request, stored, filename)
+            return await self._from_store(stored, filename, request)
         coalesced = self.downloads.is_running(project, filename)
-        if not coalesced and not await self.downloads.has_room(source.size or 0):
+        if not coalesced and not await self.disk.has_room(source.size or 0):
             log.warning("disk full: %s is served without being cached", filename)
-            request[CACHE_OUTCOME] = "uncached"
-            return await self._relay_uncached(request, source, filename)
-        download, fd = self.downloads.join(project, filename, source)
-        request[CACHE_OUTCOME] = "coalesced" if coalesced else "miss"
+            return await self._relay(source, filename, request)
+        reader = self.downloads.join(project, filename, source)
         try:
-            await download.started.wait()
-            if isinstance(download.error, DiskFull) and download.written == 0:
-                request[CACHE_OUTCOME] = "uncached"
-                return await self._relay_uncached(request, source, filename)
-            if request.method == "GET" and "Range" in request.headers:
-                relayed = await self._relay_range_if_behind(request, download)
-                if relayed is not None:
-                    return relayed
-            return await stream_download(request, download, fd)
-        finally:
-            close_quietly(fd)
+            return await self._from_download(reader, request, coalesced)
+        except BaseException:
+            await reader.aclose()
+            raise
 
-    async def _relay_uncached(
-        self, request: web.Request, source: FileSource, filename: str
-    ) -> web.StreamResponse:
-        """Pass a file through without storing it (the disk is full), still verified: the
-        final chunk goes out only once the hash matches."""
-        forwarded = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
-        async with self.upstream.open_file(source.url, headers=forwarded) as upstream_response:
-            if upstream_response.status not in (200, 206):
-                raise web.HTTPBadGateway(text=f"upstream answered {upstream_response.status}\n")
-            response = web.StreamResponse(status=upstream_response.status)
-            for header in ("Content-Length", "Content-Range"):
-                if header in upstream_response.headers:
-                    response.headers[header] = upstream_response.headers[header]
-            response.headers["Content-Type"] = content_type_for(filename)
-            response.headers["Accept-Ranges"] = "bytes"
-            await response.prepare(request)
-            if request.method == "HEAD":
-                return response
-            verify = upstream_response.status == 200 and source.hash_value is not None
-            digest = hashlib.new(source.hash_name or "sha256")
-            held = b""
-            async for chunk in upstream_response.content.iter_chunked(_READ_CHUNK):
-                digest.update(chunk)
-                if held:
-                    await response.write(held)
-                held = chunk
-            if verify and digest.hexdigest() != source.hash_value:
-                return _abort(request, response, f"{filename} does not match its hash")
-            await response.write(held)
-            await response.write_eof()
-            return response
+    @staticmethod
+    async def _from_store(stored: StoredFile, filename: str, request: FileRequest) -> FileAnswer:
+        validators = Validators(_etag(stored.sha256), stored.mtime)
+        decision = evaluate(request.method, request.headers, validators, stored.size)
+        return FromStore(
+            "hit", filename, decision, stored.size, validators.etag, stored.mtime, path=stored.path
+        )
 
-    async def _serve_extracted(
-        self, request: web.Request, project: str, filename: str
-    ) -> web.StreamResponse:
+    async def _from_download(
+        self, reader: DownloadReader, request: FileRequest, coalesced: bool
+    ) -> FileAnswer:
+        download = reader.download
+        await download.wait_started()
+        if download.failed_empty:
+            await reader.aclose()
+            if isinstance(download.error, DiskFull):
+                return await self._relay(download.source, download.filename, request)
+            assert download.error is not None
+            if download.error.status == 404:
+                return NotFound(f"upstream has no {download.filename}", "miss")
+            raise download.error
+        validators = Validators(_expected_etag(download.source), None)
+        decision = evaluate(request.method, request.headers, validators, download.total)
+        common = dict(
+            filename=download.filename,
+            decision=decision,
+            total=download.total,
+            etag=validators.etag,
+        )
+        if not _has_body(decision, request):
+            await reader.aclose()
+            return Answer("coalesced" if coalesced else "miss", **common)
+        if decision.outcome is Outcome.PARTIAL:
+            ahead = await self._range_ahead(download, decision)
+            if ahead is not None:
+                await reader.aclose()
+                return ahead
+        return Streamed(
+            "coalesced" if coalesced else "miss",
+            **common,
+            body=_DownloadBody(reader, decision),
+        )
+
+    async def _range_ahead(self, download: Download, decision: Decision) -> FileAnswer | None:
+        """Installers range-read a wheel's tail for its metadata: rather than wait for the
+        whole file, ask the upstream for just that range while the full download goes on.
+        Small ranges are fetched once per download and shared, so concurrent cold clients
+        cost the upstream one tail, not one each. None: read it from the download."""
+        start, end = decision.start, decision.end
+        assert end is not None
+        if download.written >= end or download.error is not None:
+            return None
+        common = dict(filename=download.filename, decision=decision, total=download.total)
+        url = download.source.url
+        if end - start > SHARED_RANGE_LIMIT:
+            opened = await open_relay(self.upstream, url, (start, end), None)
+            return None if opened is None else Streamed("miss-range", **common, body=opened[0])
+        fetched, joined = download.shared_range(
+            start, end - 1, lambda: fetch_range(self.upstream, url, start, end)
+        )
+        data = await fetched
+        if data is None:
+            return None  # the upstream would not give the range: wait for the download
+        return InMemory("coalesced-range" if joined else "miss-range", **common, data=data)
+
+    async def _relay(self, source: FileSource, filename: str, request: FileRequest) -> FileAnswer:
+        """Pass a file through without storing it (the disk is full), still verified."""
+        validators = Validators(_expected_etag(source), None)
+        decision = evaluate(request.method, request.headers, validators, source.size)
+        common = dict(filename=filename, decision=decision, etag=validators.etag)
+        if not _has_body(decision, request):
+            return Answer("uncached", **common, total=source.size)
+        partial = decision.outcome is Outcome.PARTIAL
+        span = (decision.start, decision.end) if partial and decision.end is not None else None
+        opened = await open_relay(self.upstream, source.url, span, source)
+        if opened is None:
+            return NotFound(f"upstream has no {filename}", "uncached")
+        relayed, length = opened
+        total = source.size if partial else (length if length is not None else source.size)
+        return Streamed("uncached", **common, total=total, body=relayed)
+
+    async def _extracted(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         """Metadata the proxy advertised but no longer holds (evicted): extract it again from
         the wheel, downloading the wheel first if that was evicted too."""
         wheel = filename.removesuffix(METADATA_SUFFIX)
         source = await self.pages.find_file(project, wheel)
         if source is None or not source.extract_metadata:
-            raise web.HTTPNotFound(text=f"{project} has no file {filename}\n")
+            return NotFound(f"{project} has no file {filename}")
         stored = await self.store.find_file(project, wheel)
         if stored is None:
-            download, fd = self.downloads.join(project, wheel, source)
-            close_quietly(fd)
-            assert download.task is not None
-            await asyncio.shield(download.task)
-            if download.error is not None:
-                raise download.error
+            reader = self.downloads.join(project, wheel, source)
+            await reader.aclose()
+            await reader.download.finished()
+            if reader.download.error is not None:
+                raise reader.download.error
             stored = await self.store.find_file(project, wheel)
         data = stored and await extract_and_store(self.store, project, wheel, stored.path)
         if data is None:
-            raise web.HTTPNotFound(text=f"no metadata can be read from {wheel}\n")
-        request[CACHE_OUTCOME] = "extracted"
-        return web.Response(
-            body=data,
-            headers={"Content-Type": content_type_for(filename), "Cache-Control": IMMUTABLE},
-        )
-
-    async def _relay_range_if_behind(
-        self, request: web.Request, download: Download
-    ) -> web.StreamResponse | None:
-        """Installers range-read a wheel's tail for its metadata: rather than wait for the
-        whole file, ask the upstream for just that range while the full download goes on.
-        Small ranges are fetched once per download and shared, so concurrent cold clients
-        cost the upstream one tail, not one each."""
-        await download.started.wait()
-        try:
-            wanted = parse_range(request.headers["Range"], download.total)
-        except web.HTTPRequestRangeNotSatisfiable:
-            return None
-        if wanted is None or download.written >= wanted[1] or download.error is not None:
-            return None
-        first, last = wanted[0], wanted[1] - 1
-        if last - first + 1 > SHARED_RANGE_LIMIT:
-            return await self._stream_range(request, download, first, last)
-        fetched, joined = download.shared_range(
-            first, last, lambda: self._fetch_range(download.source.url, first, last)
-        )
-        data = await fetched
-        if data is None:
-            return None  # the upstream would not give the range: wait for the download
-        request[CACHE_OUTCOME] = "coalesced-range" if joined else "miss-range"
-        return web.Response(status=206, body=data, headers=_range_headers(download, first, last))
-
-    async def _fetch_range(self, url: str, first: int, last: int) -> bytes | None:
-        try:
-            async with self.upstream.open_file(
-                url, headers={"Range": f"bytes={first}-{last}"}
-            ) as upstream_response:
-                if upstream_response.status != 206:
-                    return None
-                data = await upstream_response.content.read()
-        except UpstreamError as exc:
-            log.info("range %d-%d of %s not fetched: %s", first, last, url, exc)
-            return None
-        return data if len(data) == last - first + 1 else None
-
-    async def _stream_range(
-        self, request: web.Request, download: Download, first: int, last: int
-    ) -> web.StreamResponse | None:
-        async with self.upstream.open_file(
-            download.source.url, headers={"Range": f"bytes={first}-{last}"}
-        ) as upstream_response:
-            if upstream_response.status != 206:
-                return None
-            response = web.StreamResponse(status=206, headers=_range_headers(download, first, last))
-            response.content_length = last - first + 1
-            await response.prepare(request)
-            sent = 0
-            async for chunk in upstream_response.content.iter_chunked(_READ_CHUNK):
-                sent += len(chunk)
-                await response.write(chunk)
-            if sent != last - first + 1:
-                return _abort(request, response, "upstream range was cut short")
-            await response.write_eof()
-            request[CACHE_OUTCOME] = "miss-range"
-            return response
+            return NotFound(f"no metadata can be read from {wheel}")
+        validators = Validators(None, None)
+        decision = evaluate(request.method, request.headers, validators, len(data))
+        end = decision.end if decision.end is not None else len(data)
+        part = data[decision.start : end] if decision.outcome is Outcome.PARTIAL else data
+        return InMemory("extracted", filename, decision, len(data), data=part)
 
 
-def _range_headers(download: Download, first: int, last: int) -> dict[str, str]:
-    return {
-        "Content-Type": content_type_for(download.filename),
-        "Accept-Ranges": "bytes",
-        "Content-Range": f"bytes {first}-{last}/{download.total}",
-    }
+def _has_body(decision: Decision, request: FileRequest) -> bool:
+    return decision.outcome in (Outcome.WHOLE, Outcome.PARTIAL) and request.method != "HEAD"
 
 
-def _stored_response(request: web.Request, stored: StoredFile, filename: str) -> web.FileResponse:
-    """sendfile from the store; aiohttp answers HEAD, Range and conditional requests."""
-    request[CACHE_OUTCOME] = "hit"
-    if "Range" not in request.headers:
-        request[STORED_SIZE] = stored.size
-    return web.FileResponse(
-        stored.path,
-        headers={
-            "Content-Type": content_type_for(filename),
-            "Cache-Control": IMMUTABLE,
-            "ETag": f'"{stored.sha256}"',
-        },
-    )
+class _DownloadBody:
+    """The bytes a decision asks for, read from a running download as they land."""
 
+    def __init__(self, reader: DownloadReader, decision: Decision) -> None:
+        self._reader = reader
+        self._decision = decision
 
-async def stream_download(request: web.Request, download: Download, fd: int) -> web.StreamResponse:
-    """Answer from a download in progress: headers as soon as the upstream's arrive, bytes as
-    they land on disk, and the file's last byte only once the whole file is verified, so a
-    corrupt or cut-off transfer can never look complete to the client."""
-    await download.started.wait()
-    if download.error is not None and download.written == 0:
-        if download.error.status == 404:
-            raise web.HTTPNotFound(text=f"upstream has no {download.filename}\n")
-        raise web.HTTPBadGateway(text=f"{download.error}\n")
-    total = download.total
-    byte_range = parse_range(request.headers.get("Range"), total)
-    start, end = byte_range or (0, total)
-    response = web.StreamResponse(status=206 if byte_range else 200)
-    response.headers["Content-Type"] = content_type_for(download.filename)
-    response.headers["Accept-Ranges"] = "bytes"
-    response.headers["Cache-Control"] = IMMUTABLE
-    if end is not None:
-        response.content_length = end - start
-    if byte_range:
-        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
-    await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    position = start
-    while end is None or position < end:
-        # Hold back the newest byte until the whole file is verified: that is always the
-        # file's last byte by the time the download ends.
-        releasable = download.written if download.committed else download.written - 1
-        limit = releasable if end is None else min(releasable, end)
-        if position < limit:
-            size = min(limit - position, _STREAM_CHUNK)
-            data = await asyncio.to_thread(os.pread, fd, size, position)
-            if not data:
-                break
-            await response.write(data)
-            position += len(data)
-            continue
-        if download.error is not None:
-            return _abort(request, response, str(download.error))
-        if download.committed and end is None:
-            break
-        await download.wait_changed()
-    await response.write_eof()
-    return response
+    def chunks(self):
+        return self._reader.chunks(self._decision.start, self._decision.end)
 
-
-def _abort(request: web.Request, response: web.StreamResponse, reason: str) -> web.StreamResponse:
-    """Cut the connection so the client sees an incomplete transfer, never a clean end."""
-    log.warning("aborted %s: %s", request.path, reason)
-    request[CACHE_OUTCOME] = "aborted"
-    if request.transport is not None:
-        request.transport.abort()
-    return response
+    async def aclose(self) -> None:
+        await self._reader.aclose()

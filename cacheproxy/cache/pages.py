@@ -1,4 +1,9 @@
-"""Project pages: serve from the store, revalidate with the upstream, or fetch anew."""
+"""Project pages: one decision (serve, revalidate, fetch), one fetch at a time, rendered here.
+
+`PageService.answer` is the whole page path: a hot rendered page when it is fresh, otherwise
+the stored page (or the upstream's) rendered for the content type asked for. Concurrent
+requests share one refresh per project and one render per content type.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cacheproxy.cache import policy
-from cacheproxy.cache.parsed import ParsedPages
+from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
+from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.singleflight import SingleFlight
-from cacheproxy.cache.upstream import Upstream, UpstreamError
+from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
@@ -22,24 +28,29 @@ from cacheproxy.simple.page import (
     find_source,
     parse_html_page,
     parse_json_page,
+    with_file_facts,
 )
+from cacheproxy.simple.render import render_html, render_json, with_variants
 from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
-
-
-class UpstreamRefused(Exception):
-    """The upstream answered with a status the client should see (401, 403)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
 
 
 @dataclass(frozen=True)
 class PageResult:
     entry: CachedPage
     outcome: str  # hit, miss, revalidated, stale
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """A page for a client: rendered, or None for a project that does not exist (or is not
+    cached while offline)."""
+
+    outcome: str  # hit, miss, revalidated, stale, offline
+    page: HotPage | None
+    max_age: int
     warning: str | None = None
 
 
@@ -55,30 +66,74 @@ class PageService:
         self.store = store
         self.upstream = upstream
         self.clock = clock
-        self._flights: SingleFlight[PageResult] = SingleFlight()
-        self._parsed = ParsedPages()
+        self._flights: SingleFlight[object] = SingleFlight()
+        self._parsed = parsed_pages()
+        self._rendered = rendered_pages()
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
 
     def upstream_unreachable(self) -> bool:
         return policy.upstream_resting(self._unreachable_at, self.clock())
 
-    async def get(self, project: str) -> PageResult | None:
-        """The project's page, or None when offline with nothing cached."""
-        entry = await self._stored_page(project)
-        action = policy.page_action(
+    def _action(self, entry: CachedPage | None) -> PageAction:
+        """The one freshness decision, for hot rendered pages and stored ones alike."""
+        return policy.page_action(
             entry,
             self.clock(),
             page_ttl=self.config.page_ttl,
             negative_ttl=self.config.negative_ttl,
             offline=self.config.offline,
         )
+
+    def _max_age(self, entry: CachedPage) -> int:
+        return policy.page_max_age(
+            entry, self.clock(), self.config.page_ttl, self.config.negative_ttl
+        )
+
+    async def answer(self, project: str, content_type: str) -> PageAnswer:
+        """The project's page rendered as content_type. Raises UpstreamError (and
+        UpstreamRefused) when there is nothing to serve."""
+        hot = self._rendered.get((project, content_type), await self.store.page_version(project))
+        if hot is not None and self._action(hot.head) is PageAction.SERVE:
+            return PageAnswer("hit", hot, self._max_age(hot.head))
+        answer = await self._flights.run(
+            ("render", project, content_type), lambda: self._render(project, content_type)
+        )
+        assert isinstance(answer, PageAnswer)
+        return answer
+
+    async def _render(self, project: str, content_type: str) -> PageAnswer:
+        result = await self.get(project)
+        if result is None:
+            return PageAnswer("offline", None, 0)
+        max_age = self._max_age(result.entry)
+        if result.entry.page is None:
+            return PageAnswer(result.outcome, None, max_age)
+        # The version is read before the facts, so facts learned meanwhile make it out of date.
+        version = await self.store.page_version(project)
+        page = with_file_facts(result.entry.page, await self.store.file_facts(project))
+        render = render_json if content_type == JSON_V1 else render_html
+        rendered = await asyncio.to_thread(lambda: with_variants(render(page)))
+        hot = HotPage(policy.head_of(result.entry), rendered)
+        if not result.warning:
+            self._rendered.put((project, content_type), version, hot)
+        return PageAnswer(result.outcome, hot, max_age, result.warning)
+
+    async def get(self, project: str) -> PageResult | None:
+        """The project's stored page, refreshed if it is due; None when offline with nothing
+        cached."""
+        entry = await self._stored_page(project)
+        action = self._action(entry)
         if action is PageAction.MISSING:
             return None
         if action is PageAction.SERVE:
             assert entry is not None
             return PageResult(entry, "hit")
-        return await self._flights.run(project, lambda: self._refresh(project, entry))
+        result = await self._flights.run(
+            ("refresh", project), lambda: self._refresh(project, entry)
+        )
+        assert isinstance(result, PageResult)
+        return result
 
     async def find_file(self, project: str, filename: str) -> FileSource | None:
         """Where a file of the project comes from; a fresh page is asked for only when the
@@ -96,7 +151,7 @@ class PageService:
     async def _stored_page(self, project: str) -> CachedPage | None:
         # The version is read first: a write that lands while the store is read makes the
         # copy kept here look old at once, never current.
-        version = self.store.page_version(project)
+        version = await self.store.page_version(project)
         entry = self._parsed.get(project, version)
         if entry is None:
             entry = await self.store.get_page(project)
@@ -106,38 +161,40 @@ class PageService:
 
     async def _store_page(self, project: str, entry: CachedPage) -> None:
         await self.store.put_page(project, entry)
-        self._parsed.put(project, self.store.page_version(project), entry)
+        self._parsed.put(project, await self.store.page_version(project), entry)
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
-        now = self.clock()
-        if policy.may_serve_stale(entry) and policy.upstream_resting(self._unreachable_at, now):
+        if policy.may_serve_stale(entry) and self.upstream_unreachable():
             assert entry is not None
             return PageResult(entry, "stale", warning="upstream unreachable")
         try:
-            response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
-            if response.status == 304 and entry is not None and entry.status == 200:
-                entry.fetched_at = self.clock()
-                await self._store_page(project, entry)
-                return PageResult(entry, "revalidated")
-            if response.status in (401, 403):
-                raise UpstreamRefused(response.status)
-            if not policy.is_cacheable_page_status(response.status):
-                raise UpstreamError(f"upstream answered {response.status} for {project}")
-            page = None
-            if response.status == 200:
-                # A large page (thousands of files) takes a tenth of a second to parse: not
-                # on the event loop, where it would stall every other client.
-                page = await asyncio.to_thread(self._parse, project, response)
-        except (UpstreamError, PageError) as exc:
-            if isinstance(exc, UpstreamError) and exc.unreachable:
+            return await self._fetch(project, entry)
+        except UpstreamRefused:
+            raise  # passed on so the user sees why; never cached, credentials may be fixed
+        except UpstreamError as exc:
+            if exc.unreachable:
                 self._unreachable_at = self.clock()
-            if policy.may_serve_stale(entry):
-                assert entry is not None
-                log.warning("serving stale page for %s: %s", project, exc)
-                return PageResult(entry, "stale", warning=str(exc))
-            if isinstance(exc, PageError):
-                raise UpstreamError(str(exc)) from None
-            raise
+            if not policy.may_serve_stale(entry):
+                raise
+            assert entry is not None
+            log.warning("serving stale page for %s: %s", project, exc)
+            return PageResult(entry, "stale", warning=str(exc))
+
+    async def _fetch(self, project: str, entry: CachedPage | None) -> PageResult:
+        response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
+        if response.status == 304 and entry is not None and entry.status == 200:
+            entry.fetched_at = self.clock()
+            await self._store_page(project, entry)
+            return PageResult(entry, "revalidated")
+        if response.status in (401, 403):
+            raise UpstreamRefused(response.status)
+        if not policy.is_cacheable_page_status(response.status):
+            raise UpstreamError(f"upstream answered {response.status} for {project}")
+        page = None
+        if response.status == 200:
+            # A large page (thousands of files) takes a tenth of a second to parse: not on
+            # the event loop, where it would stall every other client.
+            page = await asyncio.to_thread(_parse, project, response)
         fresh = CachedPage(
             status=200 if page is not None else 404,
             page=page,
@@ -148,12 +205,13 @@ class PageService:
         await self._store_page(project, fresh)
         return PageResult(fresh, "miss")
 
-    @staticmethod
-    def _parse(project: str, response) -> ProjectPage:
+
+def _parse(project: str, response: PageResponse) -> ProjectPage:
+    try:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            page = parse_json_page(response.body, response.url)
-        elif "html" in response.content_type:
-            page = parse_html_page(response.body, response.url, project)
-        else:
-            raise PageError(f"upstream sent a page of type {response.content_type!r}")
-        return page
+            return parse_json_page(response.body, response.url)
+        if "html" in response.content_type:
+            return parse_html_page(response.body, response.url, project)
+    except PageError as exc:
+        raise BadUpstreamPage(str(exc)) from None
+    raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")

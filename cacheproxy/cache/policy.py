@@ -5,6 +5,7 @@ Nothing here does I/O, so every rule can be tested without a network or a disk.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -21,6 +22,11 @@ class CachedPage:
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None
+
+
+def head_of(entry: CachedPage) -> CachedPage:
+    """The entry's status and validators without its page, to keep beside a rendered copy."""
+    return dataclasses.replace(entry, page=None)
 
 
 class PageAction(enum.Enum):

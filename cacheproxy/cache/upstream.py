@@ -5,32 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
 from cacheproxy import __version__
+from cacheproxy.cache.errors import UpstreamError
 from cacheproxy.config import Config
 from cacheproxy.metrics import Metrics
 from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
+# One read size for every file body: large enough for few event-loop turns per MiB, small
+# enough that hundreds of waiting clients do not add up to much memory.
+CHUNK_SIZE = 256 * 1024
 USER_AGENT = f"cacheproxy/{__version__}"
 # Statuses worth asking again: the upstream or a gateway in front of it is briefly unwell.
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached or misbehaved; the message is safe to show."""
-
-    def __init__(self, message: str, *, timeout: bool = False, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-        # No answer at all (as opposed to an error status): the upstream is down or cut off.
-        self.unreachable = unreachable or timeout
 
 
 @dataclass(frozen=True)
@@ -41,6 +35,26 @@ class PageResponse:
     url: str
     etag: str | None
     last_modified: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamBody:
+    """A file response from the upstream in plain terms: the body is read through `chunks`."""
+
+    status: int
+    headers: Mapping[str, str]
+    content_length: int | None
+    chunks: AsyncIterator[bytes]
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, refused when it is longer than limit."""
+        parts, received = [], 0
+        async for chunk in self.chunks:
+            received += len(chunk)
+            if received > limit:
+                raise UpstreamError("upstream sent more than was asked for")
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 def describe_failure(exc: BaseException) -> UpstreamError:
@@ -170,7 +184,7 @@ class Upstream:
     @contextlib.asynccontextmanager
     async def open_file(
         self, url: str, headers: dict[str, str] | None = None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[UpstreamBody]:
         """The upstream response for a file, its body undecoded (hashes cover exact bytes)."""
         target = URL(url)
         request_headers = {
@@ -180,8 +194,24 @@ class Upstream:
         }
         try:
             async with await self._request("file", target, request_headers) as resp:
-                yield resp
+                yield UpstreamBody(
+                    resp.status,
+                    resp.headers,
+                    resp.content_length,
+                    _guarded(resp.content.iter_chunked(CHUNK_SIZE)),
+                )
         except UpstreamError:
             raise
         except Exception as exc:
             raise describe_failure(exc) from None
+
+
+async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body's chunks, with a transfer that breaks off turned into an UpstreamError."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except UpstreamError:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise describe_failure(exc) from None

@@ -14,7 +14,6 @@ ACCESS_FLUSH_SECONDS, so eviction still goes by last use.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -36,6 +35,11 @@ log = logging.getLogger(__name__)
 _PAGE = "page"
 _FILE = "file"
 _FACTS = "file-facts"
+# Counters that make what a process keeps in memory go stale: one per project, bumped with
+# every write to its page or facts and by a purge; and one for the whole store, bumped by
+# prune and verify. They live in the store, so every process sees every other's writes.
+_VERSION = "version"
+_GENERATION = ("generation",)
 
 ACCESS_FLUSH_SECONDS = 5.0
 _SELECT = (
@@ -70,6 +74,7 @@ class StoredFile:
     path: str
     sha256: str
     size: int
+    mtime: float | None = None  # when it was stored: its Last-Modified
 
 
 class Store:
@@ -79,7 +84,9 @@ class Store:
         self.cache_dir = Path(cache_dir)
         self.staging_dir = self.cache_dir / "tmp"
         self._size_limit = size_limit
-        self._page_versions: collections.Counter[str] = collections.Counter()
+        self._versions: dict[str, int] = {}  # what this process knows of the counters
+        self._generation: int | None = None
+        self._data_version: int | None = None
         self.evictions = 0  # entries removed to stay under the size limit, by this process
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
@@ -173,26 +180,60 @@ class Store:
     async def get_page(self, project: str) -> CachedPage | None:
         return await asyncio.to_thread(self._value, (_PAGE, project))
 
-    async def put_page(self, project: str, entry: CachedPage) -> None:
-        await asyncio.to_thread(self.cache.set, (_PAGE, project), entry)
-        self._page_versions[project] += 1
+    def _put_page(self, project: str, entry: CachedPage) -> int:
+        with self.cache.transact():
+            # The status as the tag, so the project list needs no page unpickled.
+            self.cache.set((_PAGE, project), entry, tag=f"page-{entry.status}")
+            return self._bump(project)
 
-    def page_version(self, project: str) -> int:
-        """Counts this process's writes to a project's page and file facts, so a page rendered
-        at one version is known to be current while the count is unchanged."""
-        return self._page_versions[project]
+    async def put_page(self, project: str, entry: CachedPage) -> None:
+        version = await asyncio.to_thread(self._put_page, project, entry)
+        self._versions[project] = version
+
+    def _bump(self, project: str) -> int:
+        return self.cache.incr((_VERSION, project), default=0, retry=True)
+
+    def _changed_elsewhere(self) -> bool:
+        """Whether another connection (a thread here, or another process) wrote to the store
+        since the last look: SQLite's data_version, read from shared memory, no disk I/O."""
+        current = self.cache._con.execute("PRAGMA data_version").fetchone()[0]
+        changed, self._data_version = current != self._data_version, current
+        return changed
+
+    def _read_versions(self, project: str) -> tuple[int, int]:
+        return self._value(_GENERATION, 0), self._value((_VERSION, project), 0)
+
+    async def page_version(self, project: str) -> tuple[int, int]:
+        """The version of a project's page and file facts, as every process sees it: a value
+        derived from the page at one version is current while the version is unchanged."""
+        if self._changed_elsewhere():
+            self._versions.clear()
+            self._generation = None
+        version = self._versions.get(project)
+        if version is None or self._generation is None:
+            self._generation, version = await asyncio.to_thread(self._read_versions, project)
+            self._versions[project] = version
+        return self._generation, version
 
     async def projects(self) -> list[str]:
+        """Projects the upstream has a page for, read without a write or an unpickled page."""
+
         def collect() -> list[str]:
-            return sorted(
-                key[1]
-                for key in self.cache.iterkeys()
-                if isinstance(key, tuple)
-                and key[0] == _PAGE
-                and getattr(self.cache.get(key), "status", None) == 200
-            )
+            rows = self.cache._sql("SELECT key, raw, tag FROM Cache")
+            names = set()
+            for db_key, raw, tag in rows.fetchall():
+                key = self.cache._disk.get(db_key, raw)
+                if not (isinstance(key, tuple) and len(key) == 2 and key[0] == _PAGE):
+                    continue
+                if tag == "page-200" or (tag is None and self._is_found(key)):
+                    names.add(key[1])
+            return sorted(names)
 
         return await asyncio.to_thread(collect)
+
+    def _is_found(self, key: tuple) -> bool:
+        # Pages stored before the tag held the status: read once, the way they always were.
+        return getattr(self._value(key), "status", None) == 200
 
     # -- files -----------------------------------------------------------------------------
 
@@ -202,10 +243,10 @@ class Store:
             return None
         path = os.path.join(self.cache.directory, row[3])
         try:
-            size = os.stat(path).st_size
+            info = os.stat(path)
         except FileNotFoundError:  # evicted or purged since the SELECT
             return None
-        return StoredFile(path, row[1] or "", size)
+        return StoredFile(path, row[1] or "", info.st_size, info.st_mtime)
 
     async def find_file(self, project: str, filename: str) -> StoredFile | None:
         return await asyncio.to_thread(self._find_file, project, filename)
@@ -246,28 +287,29 @@ class Store:
             fh.write(data)
         return path
 
-    def _learn(self, project: str, filename: str, facts: dict[str, object]) -> None:
+    def _learn(self, project: str, filename: str, facts: dict[str, object]) -> int:
         # A lock across processes: two files of one project may finish at once.
         with self.cache.transact():
             known = self.cache.get((_FACTS, project), {})
             known[filename] = {**known.get(filename, {}), **facts}
             self.cache.set((_FACTS, project), known)
+            return self._bump(project)
 
     async def learn(self, project: str, filename: str, **facts: object) -> None:
         """Remember facts about a cached file (size, upload-time, metadata-sha256) that an
         index may not state, so pages can show them."""
-        await asyncio.to_thread(self._learn, project, filename, facts)
-        self._page_versions[project] += 1
+        self._versions[project] = await asyncio.to_thread(self._learn, project, filename, facts)
 
-    def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> None:
+    def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> int:
         self._commit_file(project, wheel + ".metadata", self._write_staged(data), sha256)
-        self._learn(project, wheel, {"metadata-sha256": sha256})
+        return self._learn(project, wheel, {"metadata-sha256": sha256})
 
     async def put_extracted_metadata(
         self, project: str, wheel: str, data: bytes, sha256: str
     ) -> None:
-        await asyncio.to_thread(self._put_extracted, project, wheel, data, sha256)
-        self._page_versions[project] += 1
+        self._versions[project] = await asyncio.to_thread(
+            self._put_extracted, project, wheel, data, sha256
+        )
 
     async def file_facts(self, project: str) -> dict[str, dict[str, object]]:
         """filename -> facts learned from the cached file."""
@@ -315,9 +357,13 @@ class Store:
         """Forget a project: its page, its files and what was learned about them."""
         removed = 0
         for key in list(self.cache.iterkeys()):
-            if isinstance(key, tuple) and len(key) > 1 and key[1] == project:
+            if isinstance(key, tuple) and len(key) > 1 and key[1] == project and key[0] != _VERSION:
                 removed += bool(self.cache.delete(key))
+        self._bump(project)
         return removed
+
+    def _bump_generation(self) -> None:
+        self.cache.incr(_GENERATION, default=0, retry=True)
 
     def prune(self, max_size: int | None, older_than: float | None, now: float) -> int:
         """Remove files stored before now - older_than, then least recently used entries
@@ -334,6 +380,7 @@ class Store:
                 removed += self.cache.cull()
             finally:
                 self.cache.reset("size_limit", self._size_limit)
+        self._bump_generation()
         return removed
 
     # -- integrity -------------------------------------------------------------------------
@@ -359,6 +406,8 @@ class Store:
         # Files diskcache holds no record of (a crash between rename and insert) are removed.
         with contextlib.suppress(Exception):
             self.cache.check(fix=True)
+        if report.removed:
+            self._bump_generation()
         return report
 
 

@@ -8,30 +8,30 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from cacheproxy.cache.disk import DiskSpace
 from cacheproxy.cache.downloads import Downloads
-from cacheproxy.cache.files import FileServer
+from cacheproxy.cache.files import FileService
 from cacheproxy.cache.pages import PageService
-from cacheproxy.cache.rendered import RenderedPages
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config, NamedIndex
 from cacheproxy.store.local import Store
 from cacheproxy.web.access import require_token
-from cacheproxy.web.ops import METRICS, add_ops_routes
-from cacheproxy.web.views import (
+from cacheproxy.web.keys import (
+    CLOCK,
     CONFIG,
+    DISK,
     FILES,
     INDEX_PREFIX,
+    METRICS,
     NAMED_INDEXES,
     PAGES,
-    RENDERED,
     STORE,
-    add_routes,
 )
+from cacheproxy.web.ops import add_ops_routes
+from cacheproxy.web.urls import index_path
+from cacheproxy.web.views import add_routes
 
 log = logging.getLogger(__name__)
-
-DOWNLOADS = web.AppKey("downloads", Downloads)
-CLOCK = web.AppKey("clock", Callable[[], float])
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -40,14 +40,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     upstream = Upstream(config, app[METRICS])
     await upstream.open()
+    disk = DiskSpace(store.staging_dir)
     pages = PageService(config, store, upstream, clock=app[CLOCK])
-    downloads = Downloads(store, upstream)
+    downloads = Downloads(store, upstream, disk)
     app[METRICS].track_in_flight(lambda: len(downloads))
     app[STORE] = store
-    app[RENDERED] = RenderedPages()
+    app[DISK] = disk
     app[PAGES] = pages
-    app[DOWNLOADS] = downloads
-    app[FILES] = FileServer(store, pages, downloads, upstream, offline=config.offline)
+    app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
     try:
         yield
     finally:
@@ -70,7 +70,7 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
 
 
 async def index_list(request: web.Request) -> web.Response:
-    lines = ["/simple/", *(f"/index/{name}/simple/" for name in request.app[NAMED_INDEXES])]
+    lines = [index_path(), *(index_path(name) for name in request.app[NAMED_INDEXES])]
     return web.Response(text="\n".join(lines) + "\n")
 
 

@@ -6,13 +6,20 @@ import time
 
 from aiohttp import web
 
-from cacheproxy.cache.files import CACHE_OUTCOME, STORED_SIZE
 from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
+from cacheproxy.web.keys import (
+    CACHE_OUTCOME,
+    CONFIG,
+    METRICS,
+    NAMED_INDEXES,
+    PAGES,
+    STARTED_AT,
+    STORE,
+    STORED_SIZE,
+)
 from cacheproxy.web.status import StatusSnapshot, render_status
-from cacheproxy.web.views import CONFIG, NAMED_INDEXES, PAGES, STORE
+from cacheproxy.web.urls import absolute_index_url
 
-METRICS = web.AppKey("metrics", Metrics)
-STARTED_AT = web.AppKey("started_at", float)
 _FILE_ROUTE = "/simple/{project}/{filename}"
 _PAGE_ROUTE = "/simple/{project}/"
 
@@ -90,7 +97,8 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
-    index_url = str(request.url.with_path("/simple/").with_query(None))
+    base = str(request.url.with_path("/").with_query(None))
+    index_url = absolute_index_url(base)
     snapshot = StatusSnapshot(
         index_url=index_url,
         upstream=app[CONFIG].public_upstream,
@@ -108,7 +116,7 @@ async def status_page(request: web.Request) -> web.Response:
         named_indexes=[
             (
                 name,
-                index_url.replace("/simple/", f"/index/{name}/simple/"),
+                absolute_index_url(base, name),
                 sub[CONFIG].public_upstream,
             )
             for name, sub in app[NAMED_INDEXES].items()

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cacheproxy.cache.files import CACHE_OUTCOME
 from cacheproxy.config import Config
 from cacheproxy.web.app import create_app
+from cacheproxy.web.keys import CACHE_OUTCOME
 
 log = logging.getLogger("cacheproxy")
 

@@ -1,0 +1,115 @@
+"""Pages rendered for clients: PEP 691 JSON, PEP 503 HTML, and the one place that makes a
+rendered body's ETag and gzip variant."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from cacheproxy.simple.page import API_VERSION, ProjectPage, best_hash
+
+GZIP_MIN_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered body with its strong ETag and, when worth it, its gzip form."""
+
+    etag: str
+    body: bytes
+    gzipped: bytes | None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"")
+
+
+def with_variants(body: bytes) -> Rendered:
+    """ETag and gzip of a rendered body: CPU work, run it in a thread for large bodies."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+    gzipped = gzip.compress(body, 6) if len(body) >= GZIP_MIN_BYTES else None
+    return Rendered(etag, body, gzipped)
+
+
+def render_json(page: ProjectPage) -> bytes:
+    return json.dumps(page.data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _attr(name: str, value: str) -> str:
+    return f' {name}="{html.escape(value, quote=True)}"'
+
+
+def _html_metadata_value(value: Any) -> str:
+    name, digest = best_hash(value)
+    return f"{name}={digest}" if name else "true"
+
+
+def _meta_lines(data: dict[str, Any]) -> list[str]:
+    pairs = []
+    status = data.get("project-status")
+    if isinstance(status, dict) and status.get("status"):
+        pairs.append(("pypi:project-status", str(status["status"])))
+        if status.get("reason"):
+            pairs.append(("pypi:project-status-reason", str(status["reason"])))
+    for key in ("tracks", "alternate-locations"):
+        pairs += [(f"pypi:{key}", str(url)) for url in data.get(key) or []]
+    return [f"<meta{_attr('name', name)}{_attr('content', value)}>" for name, value in pairs]
+
+
+def render_html(page: ProjectPage) -> bytes:
+    name = html.escape(page.name)
+    version = str(page.data.get("meta", {}).get("api-version", API_VERSION))
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{html.escape(version, quote=True)}">',
+        *_meta_lines(page.data),
+        f"<title>Links for {name}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>Links for {name}</h1>",
+    ]
+    for entry in page.data["files"]:
+        href = entry["url"]
+        hash_name, hash_value = best_hash(entry.get("hashes"))
+        if hash_name:
+            href += f"#{hash_name}={hash_value}"
+        attrs = _attr("href", href)
+        if entry.get("requires-python"):
+            attrs += _attr("data-requires-python", str(entry["requires-python"]))
+        yanked = entry.get("yanked")
+        if yanked:
+            attrs += _attr("data-yanked", yanked if isinstance(yanked, str) else "")
+        if entry.get("core-metadata"):
+            value = _html_metadata_value(entry["core-metadata"])
+            attrs += _attr("data-core-metadata", value) + _attr("data-dist-info-metadata", value)
+        if "gpg-sig" in entry:
+            attrs += _attr("data-gpg-sig", "true" if entry["gpg-sig"] else "false")
+        if entry.get("provenance"):
+            attrs += _attr("data-provenance", str(entry["provenance"]))
+        lines.append(f"<a{attrs}>{html.escape(entry['filename'])}</a><br />")
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode()
+
+
+def render_project_list(projects: list[str], content_type_json: bool) -> bytes:
+    """The root listing: only the projects this cache holds."""
+    if content_type_json:
+        data = {
+            "meta": {"api-version": API_VERSION},
+            "projects": [{"name": p} for p in projects],
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+    links = "\n".join(f'<a href="{quote(p)}/">{html.escape(p)}</a><br />' for p in projects)
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        "<title>Simple index</title>\n</head>\n<body>\n"
+        f"{links}\n</body>\n</html>\n"
+    ).encode()

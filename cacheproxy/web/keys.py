@@ -1,0 +1,32 @@
+"""Every key the app and its requests carry, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from cacheproxy.cache.disk import DiskSpace
+from cacheproxy.cache.files import FileService
+from cacheproxy.cache.pages import PageService
+from cacheproxy.config import Config
+from cacheproxy.metrics import Metrics
+from cacheproxy.store.local import Store
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Callable[[], float])
+STORE = web.AppKey("store", Store)
+DISK = web.AppKey("disk", DiskSpace)
+PAGES = web.AppKey("pages", PageService)
+FILES = web.AppKey("files", FileService)
+METRICS = web.AppKey("metrics", Metrics)
+STARTED_AT = web.AppKey("started_at", float)
+# Where this app's /simple/ tree is mounted: "" for the main index, /index/<name> otherwise.
+INDEX_PREFIX = web.AppKey("index_prefix", str)
+# The sub-application of each named index, by name (the main index is the root app itself).
+NAMED_INDEXES = web.AppKey("named_indexes", dict[str, web.Application])
+
+# How the cache answered (hit, miss, coalesced, stale...), for the access log and metrics.
+CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
+# Size of a whole file served from the store, known before sendfile runs (for metrics).
+STORED_SIZE = web.RequestKey("stored_size", int)
