@@ -221,6 +221,24 @@ def test_short_answers_and_bad_filenames_are_refused():
         TailMetadataReader("not-a-wheel.tar.gz", 100)
 
 
+def test_an_upstream_that_sends_the_whole_file_answers_in_one_round():
+    reader = TailMetadataReader(FILENAME, len(BASE))
+    assert reader.next_range() is not None
+    reader.feed(0, BASE)  # a server that ignores Range
+    assert reader.next_range() is None
+    assert reader.result() == METADATA
+
+
+def test_a_huge_declared_metadata_is_refused_from_the_tail_alone():
+    blob = patch_central_entry(BASE, MEMBER, size=1 << 30)
+    reader = TailMetadataReader(FILENAME, len(blob))
+    start, end = reader.next_range()
+    reader.feed(start, blob[start:end])
+    with pytest.raises(UnreadableZip, match="over the bound"):
+        reader.next_range()
+    assert reader.requests == 1
+
+
 def test_feed_without_a_request_is_a_programming_error():
     with pytest.raises(RuntimeError):
         TailMetadataReader(FILENAME, len(BASE)).feed(0, b"")
