@@ -15,6 +15,7 @@ import click
 
 from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
+from cacheproxy.doctor_cli import doctor, env
 from cacheproxy.logs import configure_logging
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
@@ -149,12 +150,15 @@ def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterat
 def verify(config_file: str | None, **flags: str | None) -> None:
     """Re-hash every cached file and remove those that do not match.
 
-    Safe while the proxy runs: the store is shared through SQLite."""
+    Safe while the proxy runs: the store is shared through SQLite. Exit code 0: every file
+    matched; 1: corrupt files were found (and removed); 2: no cache or bad settings."""
     with _open_store(flags, config_file) as store:
         report = store.verify_sync()
     for name in report.removed:
         click.echo(f"removed {name}: its bytes no longer match its sha256")
     click.echo(f"checked {report.checked} files, removed {len(report.removed)}")
+    if report.removed:
+        sys.exit(1)
 
 
 @main.command()
@@ -289,3 +293,7 @@ async def _warm_with_progress(wants, url: str, token: str | None):
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+main.add_command(doctor)
+main.add_command(env)

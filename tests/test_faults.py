@@ -130,16 +130,18 @@ async def test_verify_removes_files_whose_bytes_changed(proxy, upstream, wheel_b
     stored[0].write_bytes(bytes(data))
 
     env = {**os.environ, "CACHEPROXY_CACHE_DIR": str(proxy.config.cache_dir)}
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cacheproxy", "verify"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
+
+    def verify():
+        command = [sys.executable, "-m", "cacheproxy", "verify"]
+        return subprocess.run(command, capture_output=True, text=True, env=env)
+
+    result = await asyncio.to_thread(verify)
+    assert result.returncode == 1, result.stderr  # a cron job or CI step can act on it
     assert f"removed tinyalpha/{ALPHA}" in result.stdout
     assert "checked 2 files, removed 1" in result.stdout
+    again = await asyncio.to_thread(verify)
+    assert again.returncode == 0, again.stderr
+    assert "checked 1 files, removed 0" in again.stdout
     # the next request fetches a good copy again
     status, _, body = await fetch(proxy.url + f"tinyalpha/{ALPHA}")
     assert status == 200 and body == wheel_bytes(ALPHA)
