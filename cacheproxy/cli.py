@@ -16,6 +16,7 @@ import click
 from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.logs import configure_logging
+from cacheproxy.redact import redact_url
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
 from cacheproxy.warm import WarmError, read_wants, resolve_with_pip
@@ -29,7 +30,7 @@ EXIT_BAD_CONFIG = 2
 
 
 def _fail(message: str) -> None:
-    click.echo(f"cacheproxy: error: {message}", err=True)
+    click.echo(f"cacheproxy: error: {redact_url(message)}", err=True)
     sys.exit(EXIT_BAD_CONFIG)
 
 

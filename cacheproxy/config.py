@@ -16,6 +16,8 @@ from typing import Any
 
 from yarl import URL
 
+from cacheproxy.redact import redact_url
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -27,6 +29,10 @@ CONFIG_ENV = "CACHEPROXY_CONFIG"
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and fits on one line."""
+
+    def __init__(self, message: str) -> None:
+        # Values are quoted back to say what is wrong: never with a URL's password.
+        super().__init__(redact_url(" ".join(message.split())))
 
 
 def default_upstream() -> str:
