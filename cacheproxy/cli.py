@@ -80,6 +80,20 @@ def main() -> None:
     "indexes",
     "More upstreams, each served apart under /index/NAME/simple/: NAME=URL[,NAME=URL...].",
 )
+@_setting(
+    "public_url",
+    "The URL clients reach the proxy at, shown on the status page (default: the Host header).",
+)
+@click.option(
+    "--file-hosts",
+    "file_hosts",
+    multiple=True,
+    metavar="PATTERN",
+    # Not given: None, so the environment and the file still count.
+    callback=lambda _ctx, _param, values: list(values) or None,
+    help="Hosts files may come from besides the upstream's, like *.example.org; repeatable "
+    f"or comma-separated (default: any host a page names) [env: {env_name('file_hosts')}]",
+)
 @click.option(
     "--config",
     "config_file",

@@ -62,6 +62,7 @@ def test_every_record_is_one_physical_line(formatter):
         ["--indexes", "in=https://user:s3cret@host/simple/?x=1,https://user:s3cret@h/?q=1"],
         ["--indexes", "bad=ftp://user:s3cret@host/simple/"],
         ["--upstream", "ftp://user:s3cret@host/simple/"],
+        ["--public-url", "https://user:s3cret@host/"],
     ],
 )
 def test_bad_urls_in_settings_exit_2_without_the_password(args, tmp_path):

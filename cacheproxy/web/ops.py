@@ -90,7 +90,9 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
-    index_url = str(request.url.with_path("/simple/").with_query(None))
+    # The Host header is the client's to choose: a configured public URL is preferred.
+    base = app[CONFIG].public_url or str(request.url.with_path("/").with_query(None))
+    index_url = base + "simple/"
     snapshot = StatusSnapshot(
         index_url=index_url,
         upstream=app[CONFIG].public_upstream,
@@ -108,7 +110,7 @@ async def status_page(request: web.Request) -> web.Response:
         named_indexes=[
             (
                 name,
-                index_url.replace("/simple/", f"/index/{name}/simple/"),
+                f"{base}index/{name}/simple/",
                 sub[CONFIG].public_upstream,
             )
             for name, sub in app[NAMED_INDEXES].items()
