@@ -78,6 +78,12 @@ class Metrics:
             registry=r,
         )
         self._evictions_seen = 0
+        self.page_entries_dropped = Counter(
+            "cacheproxy_page_entries_dropped",
+            "File entries left out of upstream pages as unusable (bad name or URL, duplicate, "
+            "file host not allowed)",
+            registry=r,
+        )
 
     def record_evictions(self, total: int) -> None:
         """The stores count evictions; the counter follows their running total."""

@@ -14,11 +14,13 @@ from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import Upstream, UpstreamError
 from cacheproxy.config import Config
+from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
     PageError,
     ProjectPage,
+    describe_dropped,
     find_source,
     parse_html_page,
     parse_json_page,
@@ -127,7 +129,11 @@ class PageService:
             if response.status == 200:
                 # A large page (thousands of files) takes a tenth of a second to parse: not
                 # on the event loop, where it would stall every other client.
-                page = await asyncio.to_thread(self._parse, project, response)
+                hosts = FileHosts(self.config.file_hosts, self.config.public_upstream)
+                page = await asyncio.to_thread(self._parse, project, response, hosts)
+                if page.dropped:
+                    log.warning("%s: %s", project, describe_dropped(page.dropped))
+                    self.upstream.metrics.page_entries_dropped.inc(len(page.dropped))
         except (UpstreamError, PageError) as exc:
             if isinstance(exc, UpstreamError) and exc.unreachable:
                 self._unreachable_at = self.clock()
@@ -149,11 +155,11 @@ class PageService:
         return PageResult(fresh, "miss")
 
     @staticmethod
-    def _parse(project: str, response) -> ProjectPage:
+    def _parse(project: str, response, hosts: FileHosts) -> ProjectPage:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            page = parse_json_page(response.body, response.url)
+            page = parse_json_page(response.body, response.url, hosts)
         elif "html" in response.content_type:
-            page = parse_html_page(response.body, response.url, project)
+            page = parse_html_page(response.body, response.url, project, hosts)
         else:
             raise PageError(f"upstream sent a page of type {response.content_type!r}")
         return page
