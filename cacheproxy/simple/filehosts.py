@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import cached_property
 from urllib.parse import SplitResult, urlsplit
 
 from cacheproxy.redact import redact_url
@@ -46,12 +47,16 @@ class FileHosts:
             return f"URL {shown_url(url)} has control characters"
         if not self.patterns or self._is_upstream(origin):
             return None
-        if any(fnmatchcase(origin[1], pattern) for pattern in self.patterns):
+        if any(fnmatchcase(origin[1], pattern.lower()) for pattern in self.patterns):
             return None
         return f"file host {origin[1]!r} is not among the allowed file hosts"
 
+    @cached_property
+    def _upstream_origin(self) -> tuple[str, str, int | None] | None:
+        return None if self.upstream is None else _origin(urlsplit(self.upstream))
+
     def _is_upstream(self, origin: tuple[str, str, int | None]) -> bool:
-        return self.upstream is not None and origin == _origin(urlsplit(self.upstream))
+        return origin == self._upstream_origin
 
 
 ANY_HOST = FileHosts()
