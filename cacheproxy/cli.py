@@ -17,6 +17,7 @@ from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.doctor_cli import doctor, env
 from cacheproxy.logs import configure_logging
+from cacheproxy.redact import redact_url
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
 from cacheproxy.warm import WarmError, read_wants, resolve_with_pip
@@ -30,7 +31,7 @@ EXIT_BAD_CONFIG = 2
 
 
 def _fail(message: str) -> None:
-    click.echo(f"cacheproxy: error: {message}", err=True)
+    click.echo(f"cacheproxy: error: {redact_url(message)}", err=True)
     sys.exit(EXIT_BAD_CONFIG)
 
 
@@ -79,6 +80,20 @@ def main() -> None:
 @_setting(
     "indexes",
     "More upstreams, each served apart under /index/NAME/simple/: NAME=URL[,NAME=URL...].",
+)
+@_setting(
+    "public_url",
+    "The URL clients reach the proxy at, shown on the status page (default: the Host header).",
+)
+@click.option(
+    "--file-hosts",
+    "file_hosts",
+    multiple=True,
+    metavar="PATTERN",
+    # Not given: None, so the environment and the file still count.
+    callback=lambda _ctx, _param, values: list(values) or None,
+    help="Hosts files may come from besides the upstream's, like *.example.org; repeatable "
+    f"or comma-separated (default: any host a page names) [env: {env_name('file_hosts')}]",
 )
 @click.option(
     "--config",

@@ -16,6 +16,8 @@ from typing import Any
 
 from yarl import URL
 
+from cacheproxy.redact import redact_url
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -27,6 +29,10 @@ CONFIG_ENV = "CACHEPROXY_CONFIG"
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and fits on one line."""
+
+    def __init__(self, message: str) -> None:
+        # Values are quoted back to say what is wrong: never with a URL's password.
+        super().__init__(redact_url(" ".join(message.split())))
 
 
 def default_upstream() -> str:
@@ -78,6 +84,12 @@ class Config:
     auth_tokens: tuple[str, ...] = ()
     auth_tokens_file: Path | None = None
     indexes: tuple[NamedIndex, ...] = ()
+    # Where clients reach the proxy (behind a reverse proxy, say): shown instead of what the
+    # request's Host header claims. Ends in a slash.
+    public_url: str | None = None
+    # Host patterns file URLs in upstream pages may point to besides the upstream's own
+    # origin; empty: any host a page names.
+    file_hosts: tuple[str, ...] = ()
 
     def for_index(self, index: NamedIndex) -> Config:
         """The settings one named index runs with: its own upstream, TTLs and cache."""
@@ -203,6 +215,32 @@ def parse_upstream(value: Any) -> str:
     return str(value)
 
 
+def parse_public_url(value: Any) -> str:
+    url = URL(str(value).strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not carry credentials")
+    if url.query_string or url.fragment:
+        raise ValueError("must not have a query or fragment")
+    return str(url if url.path.endswith("/") else url.with_path(url.path + "/"))
+
+
+# A host name or an fnmatch pattern of one: no scheme, port, path or spaces.
+_HOST_PATTERN = re.compile(r"[a-z0-9*?\[\]._-]+")
+
+
+def parse_file_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    patterns = tuple(
+        part.strip().lower() for item in items for part in str(item).split(",") if part.strip()
+    )
+    for pattern in patterns:
+        if not _HOST_PATTERN.fullmatch(pattern):
+            raise ValueError(f"{pattern!r} is not a host name or pattern (like *.example.org)")
+    return patterns
+
+
 def parse_host(value: Any) -> str:
     text = str(value).strip()
     if not text or any(c.isspace() for c in text):
@@ -305,6 +343,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "auth_tokens": parse_tokens,
     "auth_tokens_file": _parse_path,
     "indexes": parse_indexes,
+    "public_url": parse_public_url,
+    "file_hosts": parse_file_hosts,
 }
 
 SETTINGS = tuple(_PARSERS)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cacheproxy.redact import redact_url
+
 # Outcomes whose bytes came from the disk, not the upstream.
 CACHE_HITS = frozenset({"hit", "stale", "revalidated"})
 
@@ -76,6 +78,12 @@ class Metrics:
             registry=r,
         )
         self._evictions_seen = 0
+        self.page_entries_dropped = Counter(
+            "cacheproxy_page_entries_dropped",
+            "File entries left out of upstream pages as unusable (bad name or URL, duplicate, "
+            "file host not allowed)",
+            registry=r,
+        )
 
     def record_evictions(self, total: int) -> None:
         """The stores count evictions; the counter follows their running total."""
@@ -90,7 +98,8 @@ class Metrics:
         self.downloads_in_flight.set_function(lambda: sum(source() for source in sources))
 
     def upstream_failed(self, message: str) -> None:
-        self.recent_errors.appendleft(UpstreamError(time.time(), message))
+        # Shown on the status page: no URL in it may carry its credentials.
+        self.recent_errors.appendleft(UpstreamError(time.time(), redact_url(message)))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,8 @@ OUTPUT = Path(__file__).with_name("configuration.md")
 DESCRIBED_DEFAULTS = {
     "cache_dir": "the user cache dir (`~/.cache/cacheproxy` on Linux)",
     "upstream": "the public Python package index",
+    "public_url": "the request's Host header",
+    "file_hosts": "any host the upstream's pages name",
 }
 HEADER = """\
 # Configuration reference

@@ -1,5 +1,8 @@
 """Client authentication with tokens."""
 
+import asyncio
+import base64
+
 import aiohttp
 import pytest
 
@@ -47,3 +50,25 @@ async def test_installers_authenticate_with_the_index_url(locked_proxy, tmp_path
     url = locked_proxy.url.replace("http://", f"http://ci:{TOKEN}@")
     (await install(url, tmp_path / "t", "tinyalpha==2.0")).assert_ok()
     assert (await install(locked_proxy.url, tmp_path / "u", "tinyalpha==2.0")).returncode != 0
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        b"Basic " + "jos\xe9:s\xe9cret".encode("latin-1"),  # latin-1 bytes where base64 goes
+        b"Basic " + base64.b64encode("jos\xe9:s\xe9cret-tok\xe9n".encode("latin-1")),
+        b"Bearer t\xf6ken-\xff\xfe-123",
+    ],
+)
+async def test_non_utf8_authorization_is_a_401(locked_proxy, credentials):
+    host, port = locked_proxy.server.host, locked_proxy.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /simple/tinyalpha/ HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n"
+        b"Authorization: " + credentials + b"\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 401 Unauthorized", answer[:200]
+    assert rest.endswith((b"\r\n\r\nunknown token\n", b"\r\n\r\ncredentials required\n"))

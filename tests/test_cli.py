@@ -87,3 +87,12 @@ def test_version_and_help():
     help_text = run_cli("serve", "--help").stdout
     for flag in ("--host", "--port", "--cache-dir", "--upstream", "CACHEPROXY_PORT"):
         assert flag in help_text
+
+
+def test_file_hosts_flag_is_repeatable_and_bad_ones_exit_2(tmp_path):
+    result = run_cli(
+        "serve", "--cache-dir", str(tmp_path), "--file-hosts", "a.example", "--file-hosts", "b/c"
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--file-hosts" in result.stderr
+    assert "'b/c'" in result.stderr

@@ -85,3 +85,33 @@ def test_parse_duration(text, seconds):
 
 def test_cache_dir_expands_user():
     assert load_config({"cache_dir": "~/x"}, {}).cache_dir == Path("~/x").expanduser()
+
+
+def test_public_url_and_file_hosts_from_every_source(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text('public-url = "https://cache.example.org/pypi"\nfile-hosts = ["a.example"]\n')
+    config = load_config({}, {}, file)
+    assert config.public_url == "https://cache.example.org/pypi/"
+    assert config.file_hosts == ("a.example",)
+    env = {"CACHEPROXY_FILE_HOSTS": "files.example.org, *.CDN.example.org"}
+    assert load_config({}, env, file).file_hosts == ("files.example.org", "*.cdn.example.org")
+    flags = {"file_hosts": ["x.example,y.example", "z.example"]}
+    assert load_config(flags, env, file).file_hosts == ("x.example", "y.example", "z.example")
+    assert load_config({}, {}).public_url is None and load_config({}, {}).file_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"public_url": "ftp://cache.example.org/"}, "--public-url"),
+        ({"public_url": "https:///nohost"}, "--public-url"),
+        ({"public_url": "https://cache.example.org/?a=b"}, "--public-url"),
+        ({"file_hosts": ["https://files.example/"]}, "--file-hosts"),
+        ({"file_hosts": ["files.example:8443"]}, "--file-hosts"),
+        ({"file_hosts": ["two words"]}, "--file-hosts"),
+    ],
+)
+def test_bad_public_url_and_file_hosts(flags, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(flags, {})
+    assert "\n" not in str(info.value)

@@ -43,3 +43,11 @@ def test_accepted_names_never_escape_a_directory(text):
         return
     assert "/" not in normal and "\\" not in normal and ".." not in normal
     assert normal == normal.lower()
+
+
+@pytest.mark.parametrize("control", ["\n", "\r", "\x00", "\r\n"])
+def test_control_characters_at_the_end_are_refused(control):
+    with pytest.raises(InvalidName):
+        normalize_project("alpha" + control)
+    with pytest.raises(InvalidName):
+        check_filename("alpha-1.0.tar.gz" + control)

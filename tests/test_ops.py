@@ -5,6 +5,7 @@ import json
 import re
 
 import aiohttp
+import pytest
 
 from tests.fakes.process import ProxyProcess
 
@@ -99,3 +100,23 @@ async def test_json_access_log_lines(upstream, tmp_path):
     path = f"/simple/tinyalpha/{ALPHA}"
     assert outcomes == [(path, 200, "miss"), (path, 200, "hit")]
     assert all(r["bytes"] > 0 and r["ms"] >= 0 for r in access)
+
+
+@pytest.mark.parametrize(
+    ("public_url", "shown"),
+    [
+        ("https://pypi-cache.example.org/team/", "https://pypi-cache.example.org/team/simple/"),
+        (None, "http://forged.example/simple/"),  # unset: the Host header, as before
+    ],
+)
+async def test_status_page_prefers_the_public_url_to_the_host_header(make_proxy, public_url, shown):
+    proxy = await make_proxy(public_url=public_url)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            proxy.url.removesuffix("simple/"), headers={"Host": "forged.example"}
+        ) as resp:
+            status, body = resp.status, await resp.read()
+    assert status == 200
+    assert shown in body.decode()
+    if public_url:
+        assert "forged.example" not in body.decode()

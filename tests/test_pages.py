@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.page import (
     PageError,
     find_source,
@@ -110,7 +111,6 @@ def test_html_upstream_page():
         b"[]",
         b'{"name": "x"}',
         b'{"files": []}',
-        b'{"name": "x", "files": [{"filename": "../evil", "url": "x"}]}',
     ],
 )
 def test_bad_json_pages(body):
@@ -123,3 +123,106 @@ def test_html_escapes_hostile_values():
     data["files"] = [dict(UPSTREAM_JSON["files"][0], **{"requires-python": '"><script>'})]
     body = render_html(parse_json_page(json.dumps(data).encode(), PAGE_URL))
     assert b"<script>" not in body
+
+
+GOOD = {"filename": "demo-1.0.tar.gz", "url": "../../files/demo-1.0.tar.gz", "hashes": {}}
+BAD_ENTRIES = [
+    {"filename": "../../evil.whl", "url": "x.whl"},
+    {"filename": "", "url": "x.whl"},
+    {"filename": "evil\n.whl", "url": "x.whl"},
+    {"filename": "evil\x1b[2J.whl", "url": "x.whl"},
+    {"url": "x.whl"},
+    {"filename": 7, "url": "x.whl"},
+    {"filename": "nourl-1.0.tar.gz"},
+    {"filename": "nourl-2.0.tar.gz", "url": None},
+    {"filename": "js-1.0.tar.gz", "url": "javascript:alert(1)"},
+    {"filename": "local-1.0.tar.gz", "url": "file:///etc/passwd"},
+    {"filename": "data-1.0.tar.gz", "url": "data:application/zip;base64,UEsFBg=="},
+    {"filename": "nohost-1.0.tar.gz", "url": "http:///x.tar.gz"},
+    {"filename": "port-1.0.tar.gz", "url": "http://host:99999/x.tar.gz"},
+    {"filename": "creds-1.0.tar.gz", "url": "ftp://user:s3cret@host/creds-1.0.tar.gz"},
+    "not an object",
+]
+
+
+def json_page(*files) -> bytes:
+    return json.dumps({"name": "demo", "files": list(files)}).encode()
+
+
+def test_bad_json_entries_are_dropped_and_the_rest_kept():
+    page = parse_json_page(json_page(*BAD_ENTRIES[:7], GOOD, *BAD_ENTRIES[7:]), PAGE_URL)
+    assert [f["filename"] for f in page.data["files"]] == ["demo-1.0.tar.gz"]
+    assert list(page.origins) == ["demo-1.0.tar.gz"]
+    assert len(page.dropped) == len(BAD_ENTRIES)
+    for reason in page.dropped:
+        assert reason.isprintable() and "s3cret" not in reason
+    assert "dropped" not in render_json(page).decode()
+    assert any("evil.whl" in r and "not a valid file name" in r for r in page.dropped)
+    assert any("javascript:" in r and "not http(s)" in r for r in page.dropped)
+    assert any("ftp://***@host" in r for r in page.dropped)
+
+
+def test_bad_html_anchors_are_dropped_and_the_rest_kept():
+    body = b"""<html><body>
+    <a href="../../files/demo-1.0.tar.gz">demo-1.0.tar.gz</a>
+    <a href="x.whl">../../evil.whl</a>
+    <a href="javascript:alert(1)">js-1.0.tar.gz</a>
+    <a href="file:///etc/passwd">passwd-1.0.tar.gz</a>
+    <a>nohref-1.0.tar.gz</a>
+    <a href="x.tar.gz">demo&#10;-2.0.tar.gz</a>
+    </body></html>"""
+    page = parse_html_page(body, PAGE_URL, "demo")
+    assert [f["filename"] for f in page.data["files"]] == ["demo-1.0.tar.gz"]
+    assert page.data["versions"] == ["1.0"]
+    assert len(page.dropped) == 5
+
+
+def test_a_filename_listed_twice_keeps_the_first_listing_whole():
+    first = dict(GOOD, url="https://a.example/first.tar.gz", hashes={"sha256": "1" * 64})
+    second = dict(GOOD, url="https://b.example/second.tar.gz", hashes={"sha256": "2" * 64})
+    html_body = (
+        f'<a href="{first["url"]}#sha256={"1" * 64}">demo-1.0.tar.gz</a>'
+        f'<a href="{second["url"]}#sha256={"2" * 64}">demo-1.0.tar.gz</a>'
+    ).encode()
+    for page in (
+        parse_json_page(json_page(first, second), PAGE_URL),
+        parse_json_page(json_page(first, second, first), PAGE_URL),
+        parse_html_page(html_body, PAGE_URL, "demo"),
+    ):
+        assert len(page.data["files"]) == 1
+        source = find_source(page, "demo-1.0.tar.gz")
+        assert (source.url, source.hash_value) == ("https://a.example/first.tar.gz", "1" * 64)
+        assert page.dropped and all("listed again" in r for r in page.dropped)
+
+
+def test_a_bad_provenance_url_drops_only_the_provenance():
+    entry = dict(GOOD, provenance="javascript:alert(1)")
+    page = parse_json_page(json_page(entry), PAGE_URL)
+    assert page.data["files"][0]["provenance"] is None
+    assert list(page.origins) == ["demo-1.0.tar.gz"]
+    assert len(page.dropped) == 1
+
+
+def test_file_hosts_limit_where_files_may_come_from():
+    hosts = FileHosts(("files.example", "*.cdn.example"), upstream="https://index.example/simple/")
+    files = [
+        dict(GOOD, filename=f"demo-{n}.tar.gz", url=url)
+        for n, url in enumerate(
+            [
+                "../../files/own-origin.tar.gz",  # the upstream's own origin
+                "https://files.example/a.tar.gz",
+                "https://eu.cdn.example/a.tar.gz",
+                "https://cdn.example/a.tar.gz",  # *.cdn.example needs a subdomain
+                "http://index.example/a.tar.gz",  # another scheme: another origin
+                "https://index.example:8443/a.tar.gz",
+                "https://169.254.169.254/latest/meta-data",
+                "https://files.example.evil/a.tar.gz",
+            ]
+        )
+    ]
+    page = parse_json_page(json_page(*files), PAGE_URL, hosts)
+    assert [f["filename"] for f in page.data["files"]] == [f"demo-{n}.tar.gz" for n in range(3)]
+    assert len(page.dropped) == 5
+    assert all("is not among the allowed file hosts" in r for r in page.dropped)
+    # No patterns: any http(s) host, as before.
+    assert len(parse_json_page(json_page(*files), PAGE_URL).data["files"]) == len(files)

@@ -20,11 +20,13 @@ from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
+from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
     PageError,
     ProjectPage,
+    describe_dropped,
     find_source,
     parse_html_page,
     parse_json_page,
@@ -69,6 +71,7 @@ class PageService:
         self._flights: SingleFlight[object] = SingleFlight()
         self._parsed = parsed_pages()
         self._rendered = rendered_pages()
+        self._file_hosts = FileHosts(config.file_hosts, config.public_upstream)
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
 
@@ -194,7 +197,10 @@ class PageService:
         if response.status == 200:
             # A large page (thousands of files) takes a tenth of a second to parse: not on
             # the event loop, where it would stall every other client.
-            page = await asyncio.to_thread(_parse, project, response)
+            page = await asyncio.to_thread(_parse, project, response, self._file_hosts)
+            if page.dropped:
+                log.warning("%s: %s", project, describe_dropped(page.dropped))
+                self.upstream.metrics.page_entries_dropped.inc(len(page.dropped))
         fresh = CachedPage(
             status=200 if page is not None else 404,
             page=page,
@@ -206,12 +212,12 @@ class PageService:
         return PageResult(fresh, "miss")
 
 
-def _parse(project: str, response: PageResponse) -> ProjectPage:
+def _parse(project: str, response: PageResponse, hosts: FileHosts) -> ProjectPage:
     try:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            return parse_json_page(response.body, response.url)
+            return parse_json_page(response.body, response.url, hosts)
         if "html" in response.content_type:
-            return parse_html_page(response.body, response.url, project)
+            return parse_html_page(response.body, response.url, project, hosts)
     except PageError as exc:
         raise BadUpstreamPage(str(exc)) from None
     raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")

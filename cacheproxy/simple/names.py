@@ -7,7 +7,8 @@ import re
 from packaging.utils import canonicalize_name
 
 # PEP 508 names; the length cap keeps hostile paths from reaching the store or the upstream.
-_PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")
 _MAX_FILENAME = 255
 
 
@@ -17,7 +18,7 @@ class InvalidName(ValueError):
 
 def normalize_project(raw: str) -> str:
     """The PEP 503 form of a project name, or InvalidName."""
-    if not _PROJECT_NAME.match(raw):
+    if not _PROJECT_NAME.fullmatch(raw):
         raise InvalidName(f"not a valid project name: {raw[:80]!r}")
     return canonicalize_name(raw)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, urldefrag, urljoin
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -21,11 +19,12 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from cacheproxy.simple.names import InvalidName, check_filename
+from cacheproxy.simple.anchors import html_entries
+from cacheproxy.simple.entries import PROVENANCE_SUFFIX, adopt_files
+from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"
-PROVENANCE_SUFFIX = ".provenance"
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5")
 
 
@@ -39,6 +38,9 @@ class ProjectPage:
 
     data: dict[str, Any]
     origins: dict[str, str] = field(default_factory=dict)
+    # Why entries of the upstream page were left out, one line each, for the log; never
+    # shown to clients. A class-level default, so pages stored before it still load.
+    dropped: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -119,44 +121,8 @@ def with_file_facts(page: ProjectPage, facts: dict[str, dict[str, Any]]) -> Proj
     return ProjectPage({**page.data, "files": files}, page.origins)
 
 
-def _client_url(filename: str) -> str:
-    return quote(filename, safe="")
-
-
-def _metadata_field(value: Any) -> bool | dict[str, str]:
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    return bool(value)
-
-
-def _adopt_file(entry: dict[str, Any], page_url: str, origins: dict[str, str]) -> dict[str, Any]:
-    """Rewrite one file entry for clients and record its upstream URL."""
-    try:
-        filename = check_filename(str(entry["filename"]))
-        url = str(entry["url"])
-    except (KeyError, InvalidName) as exc:
-        raise PageError(f"unusable file entry in upstream page: {exc}") from None
-    absolute, _ = urldefrag(urljoin(page_url, url))
-    origins[filename] = absolute
-    adopted = dict(entry)
-    adopted["url"] = _client_url(filename)
-    provenance = entry.get("provenance")
-    if isinstance(provenance, str) and provenance:
-        # PEP 740: the attestations come through the proxy like any file.
-        origins[filename + PROVENANCE_SUFFIX] = urljoin(page_url, provenance)
-        adopted["provenance"] = _client_url(filename + PROVENANCE_SUFFIX)
-    adopted.setdefault("hashes", {})
-    # PEP 714 renamed the key; serve both so old and new clients see the metadata.
-    metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
-    if metadata:
-        adopted["core-metadata"] = adopted["data-dist-info-metadata"] = _metadata_field(metadata)
-    else:
-        adopted.pop("core-metadata", None)
-        adopted.pop("data-dist-info-metadata", None)
-    return adopted
-
-
-def parse_json_page(body: bytes, page_url: str) -> ProjectPage:
+def parse_json_page(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> ProjectPage:
+    """A PEP 691 page; entries that cannot be used are left out, their reasons in dropped."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -165,81 +131,24 @@ def parse_json_page(body: bytes, page_url: str) -> ProjectPage:
         raise PageError("upstream JSON page has no file list")
     if not isinstance(data.get("name"), str):
         raise PageError("upstream JSON page has no project name")
-    origins: dict[str, str] = {}
-    files = [_adopt_file(f, page_url, origins) for f in data["files"] if isinstance(f, dict)]
+    adopted = adopt_files(data["files"], page_url, hosts)
     page = dict(data)
-    page["files"] = files
+    page["files"] = adopted.files
     page.setdefault("meta", {"api-version": API_VERSION})
-    return ProjectPage(page, origins)
+    return ProjectPage(page, adopted.origins, tuple(adopted.dropped))
 
 
-class _AnchorCollector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.meta: dict[str, list[str]] = {}
-        self._open: dict[str, str | None] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._open, self._text = dict(attrs), []
-        elif tag == "meta":
-            values = dict(attrs)
-            if values.get("name") and values.get("content") is not None:
-                self.meta.setdefault(str(values["name"]), []).append(str(values["content"]))
-
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._open is not None:
-            self.anchors.append((self._open, "".join(self._text).strip()))
-            self._open = None
-
-
-def _html_metadata(value: str | None) -> bool | dict[str, str]:
-    if value is None or value.lower() == "false":
-        return False
-    name, sep, digest = value.partition("=")
-    return {name: digest} if sep and digest else True
-
-
-def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
-    """A PEP 503 page turned into the PEP 691 JSON form, keeping every field JSON can hold."""
-    collector = _AnchorCollector()
+def parse_html_page(
+    body: bytes, page_url: str, project: str, hosts: FileHosts = ANY_HOST
+) -> ProjectPage:
+    """A PEP 503 page turned into the PEP 691 JSON form, keeping every field JSON can hold;
+    anchors that cannot be used are left out, their reasons in dropped."""
     try:
-        collector.feed(body.decode("utf-8", errors="replace"))
-        collector.close()
+        entries, meta = html_entries(body)
     except Exception as exc:  # html.parser raises assorted errors on garbage
         raise PageError(f"upstream sent unreadable HTML: {exc}") from None
-    origins: dict[str, str] = {}
-    files = []
-    for attrs, text in collector.anchors:
-        href = attrs.get("href")
-        if not href:
-            continue
-        url, fragment = urldefrag(href)
-        filename = text or url.rstrip("/").rsplit("/", 1)[-1]
-        hashes = {}
-        hash_name, _, hash_value = fragment.partition("=")
-        if hash_name and hash_value:
-            hashes[hash_name.lower()] = hash_value.lower()
-        entry: dict[str, Any] = {"filename": filename, "url": url, "hashes": hashes}
-        if attrs.get("data-requires-python"):
-            entry["requires-python"] = attrs["data-requires-python"]
-        if "data-yanked" in attrs:
-            entry["yanked"] = attrs["data-yanked"] or True
-        metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
-        if metadata is not None and _html_metadata(metadata):
-            entry["core-metadata"] = _html_metadata(metadata)
-        if "data-gpg-sig" in attrs:
-            entry["gpg-sig"] = (attrs["data-gpg-sig"] or "").lower() == "true"
-        if attrs.get("data-provenance"):
-            entry["provenance"] = attrs["data-provenance"]
-        files.append(_adopt_file(entry, page_url, origins))
-    meta = collector.meta
+    adopted = adopt_files(entries, page_url, hosts)
+    files = adopted.files
     data: dict[str, Any] = {
         "meta": {"api-version": meta.get("pypi:repository-version", ["1.0"])[0]},
         "name": project,
@@ -255,7 +164,15 @@ def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         data["tracks"] = meta["pypi:tracks"]
     if "pypi:alternate-locations" in meta:
         data["alternate-locations"] = meta["pypi:alternate-locations"]
-    return ProjectPage(data, origins)
+    return ProjectPage(data, adopted.origins, tuple(adopted.dropped))
+
+
+def describe_dropped(dropped: tuple[str, ...], shown: int = 3) -> str:
+    """One log line for the entries a page was parsed without: how many, and the first few."""
+    more = f"; and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    return (
+        f"{len(dropped)} entries left out of the upstream page: {'; '.join(dropped[:shown])}{more}"
+    )
 
 
 def versions_of(filenames: Iterable[str]) -> list[str]:

@@ -14,26 +14,30 @@ _OPEN_PATHS = frozenset({"/health"})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="cacheproxy", charset="UTF-8"'}
 
 
-def presented_token(header: str | None) -> str | None:
+def presented_token(header: str | None) -> bytes | None:
+    """The token in an Authorization header, as bytes: a header is bytes on the wire, and any
+    of them (latin-1, invalid UTF-8) must end in a 401, never in a decoding error."""
     if not header:
         return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
+    # aiohttp hands over undecodable header bytes as surrogates; this gives them back.
+    raw = header.encode("utf-8", "surrogateescape")
+    scheme, _, value = raw.partition(b" ")
+    if scheme.lower() == b"bearer":
         return value.strip() or None
-    if scheme.lower() == "basic":
+    if scheme.lower() == b"basic":
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except binascii.Error:
             return None
-        return decoded.partition(":")[2] or None
+        return decoded.partition(b":")[2] or None
     return None
 
 
-def token_allowed(token: str | None, tokens: frozenset[str]) -> bool:
+def token_allowed(token: bytes | None, tokens: frozenset[str]) -> bool:
     if token is None:
         return False
     # Compare against every token in constant time, so timing tells nothing.
-    return any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens)
+    return any(hmac.compare_digest(token, t.encode()) for t in tokens)
 
 
 def require_token(tokens: frozenset[str]):

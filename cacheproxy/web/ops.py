@@ -97,7 +97,8 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
-    base = str(request.url.with_path("/").with_query(None))
+    # The Host header is the client's to choose: a configured public URL is preferred.
+    base = app[CONFIG].public_url or str(request.url.with_path("/").with_query(None))
     index_url = absolute_index_url(base)
     snapshot = StatusSnapshot(
         index_url=index_url,

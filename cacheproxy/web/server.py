@@ -13,6 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from cacheproxy.config import Config
+from cacheproxy.redact import redact_request
 from cacheproxy.web.app import create_app
 from cacheproxy.web.keys import CACHE_OUTCOME
 
@@ -37,13 +38,21 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+def describe_bad_request(message: str) -> str:
+    """aiohttp's parser error on one line without the secrets it may quote: it shows the
+    offending raw line (an Authorization header, say) above a ^ pointing into it."""
+    parts = [line.strip() for line in message.splitlines()]
+    return redact_request(" ".join(p for p in parts if p and p.strip("^ ")))
+
+
 class OneLineBadRequests(logging.Filter):
     """aiohttp logs a malformed request with a traceback; one line says all there is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            record.msg, record.args, record.exc_info = "bad request: %s", (exc.message,), None
+            record.msg, record.exc_info = "bad request: %s", None
+            record.args = (describe_bad_request(exc.message),)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 

@@ -54,6 +54,7 @@ class UpstreamIndex:
     page_status: int | None = None
     fail_next: int = 0  # that many page requests answer 503 first
     page_body: bytes | None = None  # served instead of the real page: garbage tests
+    page_body_type: str = JSON_V1
     required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0
     requests: collections.Counter = field(default_factory=collections.Counter)
@@ -204,7 +205,7 @@ def make_app(index: UpstreamIndex) -> web.Application:
         if index.page_status is not None:
             return web.Response(status=index.page_status, text="upstream trouble")
         if index.page_body is not None:
-            return web.Response(body=index.page_body, content_type=JSON_V1)
+            return web.Response(body=index.page_body, content_type=index.page_body_type)
         if not index.project_files(project):
             return web.Response(status=404, text="not found")
         as_json = index.mode == "json" and _wants_json(request)

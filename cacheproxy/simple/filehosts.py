@@ -1,0 +1,62 @@
+"""Where the proxy may fetch the files an upstream page names: http(s) URLs only, and, when
+host patterns are configured, only hosts that match one (the upstream's own origin always)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import cached_property
+from urllib.parse import SplitResult, urlsplit
+
+from cacheproxy.redact import redact_url
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SHOWN_URL_CHARS = 100
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def shown_url(url: str) -> str:
+    """A URL as a reason may quote it: no credentials, bounded, control characters escaped."""
+    return repr(redact_url(url)[:_SHOWN_URL_CHARS])
+
+
+@dataclass(frozen=True)
+class FileHosts:
+    """patterns: fnmatch patterns of host names (like *.example.org); none: any host.
+    upstream: the index URL, whose origin is allowed whatever the patterns say."""
+
+    patterns: tuple[str, ...] = ()
+    upstream: str | None = None
+
+    def refusal(self, url: str) -> str | None:
+        """Why a file may not be fetched from this absolute URL, or None when it may."""
+        try:
+            parts = urlsplit(url)
+            origin = _origin(parts)
+        except ValueError:  # a bad port or IPv6 literal
+            return f"URL {shown_url(url)} cannot be parsed"
+        if origin[0] not in _DEFAULT_PORTS:
+            return f"URL {shown_url(url)} is not http(s)"
+        if not origin[1]:
+            return f"URL {shown_url(url)} has no host"
+        if not url.isprintable():
+            return f"URL {shown_url(url)} has control characters"
+        if not self.patterns or self._is_upstream(origin):
+            return None
+        if any(fnmatchcase(origin[1], pattern.lower()) for pattern in self.patterns):
+            return None
+        return f"file host {origin[1]!r} is not among the allowed file hosts"
+
+    @cached_property
+    def _upstream_origin(self) -> tuple[str, str, int | None] | None:
+        return None if self.upstream is None else _origin(urlsplit(self.upstream))
+
+    def _is_upstream(self, origin: tuple[str, str, int | None]) -> bool:
+        return origin == self._upstream_origin
+
+
+ANY_HOST = FileHosts()
