@@ -79,6 +79,11 @@ def main() -> None:
     "indexes",
     "More upstreams, each served apart under /index/NAME/simple/: NAME=URL[,NAME=URL...].",
 )
+@_setting(
+    "shared_cache",
+    "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
+    "from the AWS_* variables.",
+)
 @click.option(
     "--config",
     "config_file",

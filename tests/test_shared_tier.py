@@ -373,3 +373,37 @@ async def test_prune_by_age(tier, tmp_path):
     report = await tier.prune_older_than(0)
     assert (report.removed, report.bytes) == (2, 100 + len(b'{"format":1,"meta":{}}\npage'))
     assert not await tier.has_file(sha256) and await tier.get_page("_main", "p") is None
+
+
+def test_shared_cache_setting_from_flag_env_file_and_per_index(tmp_path):
+    from cacheproxy.config import ConfigError, load_config
+
+    file = tmp_path / "cacheproxy.toml"
+    file.write_text(
+        'shared-cache = "s3://from-file/fleet"\n'
+        'shared-cache-endpoint = "http://objects.internal:8333"\n'
+        'shared-cache-access-key-id = "filekey"\n'
+        'shared-cache-secret-access-key = "file-secret"\n'
+        "[indexes.internal]\n"
+        'url = "https://pkgs.example.com/simple/"\n'
+        'shared_cache = "s3://internal-cache"\n'
+        "[indexes.cpu]\n"
+        'url = "https://wheels.example.org/cpu/"\n'
+    )
+    config = load_config({}, {}, file)
+    settings = config.shared_cache_settings({})
+    assert (settings.bucket, settings.prefix) == ("from-file", "fleet")
+    assert settings.endpoint == "http://objects.internal:8333"
+    assert settings.secret_access_key == "file-secret" and "file-secret" not in repr(config)
+    env = {"CACHEPROXY_SHARED_CACHE": "s3://from-env", "AWS_ACCESS_KEY_ID": "envkey"}
+    env["AWS_SECRET_ACCESS_KEY"] = "env-secret"
+    from_env = load_config({}, env, file)
+    assert from_env.shared_cache_settings(env).access_key_id == "envkey"
+    assert load_config({"shared_cache": "s3://from-flag"}, env, file).shared_cache == (
+        "s3://from-flag"
+    )
+    internal, cpu = (config.for_index(config.index_named(n)) for n in ("internal", "cpu"))
+    assert (internal.shared_cache, cpu.shared_cache) == ("s3://internal-cache", config.shared_cache)
+    assert load_config({}, {}).shared_cache_settings({}) is None
+    with pytest.raises(ConfigError, match="invalid --shared-cache: shared cache bucket"):
+        load_config({"shared_cache": "s3://x"}, {})
