@@ -95,6 +95,11 @@ def main() -> None:
     help="Hosts files may come from besides the upstream's, like *.example.org; repeatable "
     f"or comma-separated (default: any host a page names) [env: {env_name('file_hosts')}]",
 )
+@_setting(
+    "shared_cache",
+    "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
+    "from the AWS_* variables.",
+)
 @click.option(
     "--config",
     "config_file",

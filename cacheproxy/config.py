@@ -17,6 +17,7 @@ from typing import Any
 from yarl import URL
 
 from cacheproxy.redact import redact_url
+from cacheproxy.store.shared_settings import SharedCacheSettings, parse_s3_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +64,7 @@ class NamedIndex:
     max_size: int | None = None
     password_env: str | None = None  # the variable holding its password, read at start-up
     username: str | None = None
+    shared_cache: str | None = None  # None: the main index's setting
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,25 @@ class Config:
     # Host patterns file URLs in upstream pages may point to besides the upstream's own
     # origin; empty: any host a page names.
     file_hosts: tuple[str, ...] = ()
+    shared_cache: str | None = None  # s3://BUCKET[/PREFIX]
+    # From the file only; the standard AWS variables beat them (see shared_cache_settings).
+    shared_cache_endpoint: str | None = None
+    shared_cache_region: str | None = None
+    shared_cache_access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    shared_cache_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+
+    def shared_cache_settings(self, environ: Mapping[str, str]) -> SharedCacheSettings | None:
+        """Where the shared tier is, or None without one; raises SharedCacheError (one line)."""
+        if self.shared_cache is None:
+            return None
+        return SharedCacheSettings.from_url(
+            self.shared_cache,
+            environ,
+            endpoint=self.shared_cache_endpoint,
+            region=self.shared_cache_region,
+            access_key_id=self.shared_cache_access_key_id,
+            secret_access_key=self.shared_cache_secret_access_key,
+        )
 
     def for_index(self, index: NamedIndex) -> Config:
         """The settings one named index runs with: its own upstream, TTLs and cache."""
@@ -100,6 +121,7 @@ class Config:
             negative_ttl=self.negative_ttl if index.negative_ttl is None else index.negative_ttl,
             max_size=self.max_size if index.max_size is None else index.max_size,
             cache_dir=self.cache_dir / "indexes" / index.name,
+            shared_cache=self.shared_cache if index.shared_cache is None else index.shared_cache,
             indexes=(),
         )
 
@@ -270,6 +292,11 @@ def parse_log_format(value: Any) -> str:
     return text
 
 
+def parse_shared_cache(value: Any) -> str:
+    parse_s3_url(str(value))  # raises SharedCacheError, a ValueError that says what is wrong
+    return str(value).strip()
+
+
 _INDEX_KEYS = {
     "url": parse_upstream,
     "page_ttl": parse_duration,
@@ -277,6 +304,7 @@ _INDEX_KEYS = {
     "max_size": parse_size,
     "username": str,
     "password_env": str,
+    "shared_cache": parse_shared_cache,
 }
 
 
@@ -345,9 +373,19 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "indexes": parse_indexes,
     "public_url": parse_public_url,
     "file_hosts": parse_file_hosts,
+    "shared_cache": parse_shared_cache,
 }
 
 SETTINGS = tuple(_PARSERS)
+# Only in the file: the environment has the standard AWS variables for these, and a secret
+# does not belong on a command line.
+_FILE_ONLY: dict[str, Callable[[Any], Any]] = {
+    "shared_cache_endpoint": str,
+    "shared_cache_region": str,
+    "shared_cache_access_key_id": str,
+    "shared_cache_secret_access_key": str,
+}
+FILE_ONLY_SETTINGS = tuple(_FILE_ONLY)
 
 
 def env_name(setting: str) -> str:
@@ -370,7 +408,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     settings = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
-        if name not in _PARSERS:
+        if name not in _PARSERS and name not in _FILE_ONLY:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         settings[name] = (value, f"{key} in {path}")
     return settings
@@ -395,7 +433,7 @@ def load_config(
     values = {}
     for name, (raw, source) in chosen.items():
         try:
-            values[name] = _PARSERS[name](raw)
+            values[name] = _PARSERS.get(name, _FILE_ONLY.get(name))(raw)
         except ValueError as exc:
             raise ConfigError(f"invalid {source}: {exc}") from None
     if "indexes" in values:

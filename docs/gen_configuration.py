@@ -56,7 +56,17 @@ username = "ci"
 password_env = "INTERNAL_INDEX_TOKEN"
 ```
 
-See [indexes.md](indexes.md).
+See [indexes.md](indexes.md). A named index may have its own `shared_cache` too.
+
+## The shared cache's endpoint, region and keys
+
+`shared_cache` names the bucket; where it is and how to sign in come from the standard AWS
+variables: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (an `http://` endpoint works as it is),
+`AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+`AWS_SESSION_TOKEN`. Without keys, the SDK's own chain is used (profile, instance role, web
+identity). The file may give them as `shared-cache-endpoint`, `shared-cache-region`,
+`shared-cache-access-key-id` and `shared-cache-secret-access-key`; the variables beat the file.
+Keys are never logged or shown.
 
 ## Example file
 
