@@ -16,24 +16,31 @@ from typing import Any
 
 from yarl import URL
 
-from cacheproxy.redact import redact_url
-from cacheproxy.store.shared_settings import SharedCacheSettings, parse_s3_url
+from cacheproxy.store.shared_settings import SharedCacheSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+from cacheproxy.config_values import (
+    ConfigError,
+    parse_bool,
+    parse_duration,
+    parse_file_hosts,
+    parse_host,
+    parse_log_format,
+    parse_log_level,
+    parse_port,
+    parse_public_url,
+    parse_retries,
+    parse_shared_cache,
+    parse_size,
+    parse_tokens,
+    parse_upstream,
+)
 
 ENV_PREFIX = "CACHEPROXY_"
 CONFIG_ENV = "CACHEPROXY_CONFIG"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and fits on one line."""
-
-    def __init__(self, message: str) -> None:
-        # Values are quoted back to say what is wrong: never with a URL's password.
-        super().__init__(redact_url(" ".join(message.split())))
 
 
 def default_upstream() -> str:
@@ -160,141 +167,6 @@ class Config:
     def public_upstream(self) -> str:
         """The upstream as it may appear in logs and pages: never with credentials."""
         return str(self.upstream_url)
-
-
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}  # fmt: skip
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-        unit = match and _SIZE_UNITS.get(match.group(2).lower())
-        if not match or unit is None:
-            raise ValueError(f"{value!r} is not a size (like 20GiB, 500MB or 1073741824)")
-        size = int(float(match.group(1)) * unit)
-    if size <= 0:
-        raise ValueError(f"{value!r} must be more than zero")
-    return size
-
-
-def parse_duration(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
-        if not match:
-            raise ValueError(f"{value!r} is not a duration (like 30, 30s, 10m or 1h)")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError(f"{value!r} must not be negative")
-    return seconds
-
-
-def parse_port(value: Any) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{value!r} is not a port number (0-65535)")
-    return port
-
-
-def parse_retries(value: Any) -> int:
-    try:
-        retries = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if not 0 <= retries <= 10:
-        raise ValueError(f"{value!r} is not between 0 and 10")
-    return retries
-
-
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
-
-
-def parse_upstream(value: Any) -> str:
-    url = URL(str(value))
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an http:// or https:// URL of a simple index")
-    return str(value)
-
-
-def parse_public_url(value: Any) -> str:
-    url = URL(str(value).strip())
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials")
-    if url.query_string or url.fragment:
-        raise ValueError("must not have a query or fragment")
-    return str(url if url.path.endswith("/") else url.with_path(url.path + "/"))
-
-
-# A host name or an fnmatch pattern of one: no scheme, port, path or spaces.
-_HOST_PATTERN = re.compile(r"[a-z0-9*?\[\]._-]+")
-
-
-def parse_file_hosts(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, (list, tuple)) else [value]
-    patterns = tuple(
-        part.strip().lower() for item in items for part in str(item).split(",") if part.strip()
-    )
-    for pattern in patterns:
-        if not _HOST_PATTERN.fullmatch(pattern):
-            raise ValueError(f"{pattern!r} is not a host name or pattern (like *.example.org)")
-    return patterns
-
-
-def parse_host(value: Any) -> str:
-    text = str(value).strip()
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{value!r} is not a host name or address")
-    return text
-
-
-def parse_log_level(value: Any) -> str:
-    level = str(value).strip().lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"{value!r} is not one of debug, info, warning, error")
-    return level
-
-
-def parse_tokens(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    tokens = tuple(str(t).strip() for t in items if str(t).strip())
-    if any(len(t) < 8 for t in tokens):
-        raise ValueError("each token needs at least 8 characters")
-    return tokens
-
-
-def parse_log_format(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ("text", "json"):
-        raise ValueError(f"{value!r} is not text or json")
-    return text
-
-
-def parse_shared_cache(value: Any) -> str:
-    parse_s3_url(str(value))  # raises SharedCacheError, a ValueError that says what is wrong
-    return str(value).strip()
 
 
 _INDEX_KEYS = {

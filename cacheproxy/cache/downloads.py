@@ -24,6 +24,7 @@ from cacheproxy.cache.disk import NO_SPACE, DiskSpace
 from cacheproxy.cache.errors import DiskFull, DownloadFailed, UpstreamError
 from cacheproxy.cache.extracted import extract_and_store
 from cacheproxy.cache.upstream import CHUNK_SIZE, Upstream
+from cacheproxy.simple.archives import check_archive
 from cacheproxy.simple.page import FileSource
 from cacheproxy.store.local import Store, StoredFile
 
@@ -221,6 +222,11 @@ class Downloads:
                 self.disk.note_full()
             log.error("cannot store %s: %s", download.filename, exc)
             download._fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
+        except Exception as exc:
+            # Whatever went wrong, the readers waiting on this download must hear of it: a
+            # download that never reports would hold them (and their descriptors) for good.
+            log.exception("download of %s failed unexpectedly", download.filename)
+            download._fail(DownloadFailed(f"download failed ({type(exc).__name__})"))
         finally:
             self._running.pop(key, None)
             download._close()
@@ -273,6 +279,12 @@ class Downloads:
             raise DownloadFailed(
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
             )
+        if source.hash_value is None:
+            # Nothing to check the bytes against: the archive's own structure must be whole,
+            # so a body cut off by a closing connection is not stored as if complete.
+            reason = await asyncio.to_thread(check_archive, download.staging, download.filename)
+            if reason is not None:
+                raise DownloadFailed(f"{download.filename} is not whole: {reason}")
         return digests.sha256.hexdigest()
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -29,17 +27,11 @@ from pathlib import Path
 import diskcache
 
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.store.maintenance import FILE, GENERATION, PAGE, VERSION, Maintenance
 
 log = logging.getLogger(__name__)
 
-_PAGE = "page"
-_FILE = "file"
 _FACTS = "file-facts"
-# Counters that make what a process keeps in memory go stale: one per project, bumped with
-# every write to its page or facts and by a purge; and one for the whole store, bumped by
-# prune and verify. They live in the store, so every process sees every other's writes.
-_VERSION = "version"
-_GENERATION = ("generation",)
 
 ACCESS_FLUSH_SECONDS = 5.0
 _SELECT = (
@@ -77,7 +69,7 @@ class StoredFile:
     mtime: float | None = None  # when it was stored: its Last-Modified
 
 
-class Store:
+class Store(Maintenance):
     """Blocking store operations run in a worker thread; the public methods are async."""
 
     def __init__(self, cache_dir: Path, size_limit: int) -> None:
@@ -178,20 +170,17 @@ class Store:
     # -- pages -----------------------------------------------------------------------------
 
     async def get_page(self, project: str) -> CachedPage | None:
-        return await asyncio.to_thread(self._value, (_PAGE, project))
+        return await asyncio.to_thread(self._value, (PAGE, project))
 
     def _put_page(self, project: str, entry: CachedPage) -> int:
         with self.cache.transact():
             # The status as the tag, so the project list needs no page unpickled.
-            self.cache.set((_PAGE, project), entry, tag=f"page-{entry.status}")
+            self.cache.set((PAGE, project), entry, tag=f"page-{entry.status}")
             return self._bump(project)
 
     async def put_page(self, project: str, entry: CachedPage) -> None:
         version = await asyncio.to_thread(self._put_page, project, entry)
         self._versions[project] = version
-
-    def _bump(self, project: str) -> int:
-        return self.cache.incr((_VERSION, project), default=0, retry=True)
 
     def _changed_elsewhere(self) -> bool:
         """Whether another connection (a thread here, or another process) wrote to the store
@@ -201,7 +190,7 @@ class Store:
         return changed
 
     def _read_versions(self, project: str) -> tuple[int, int]:
-        return self._value(_GENERATION, 0), self._value((_VERSION, project), 0)
+        return self._value(GENERATION, 0), self._value((VERSION, project), 0)
 
     async def page_version(self, project: str) -> tuple[int, int]:
         """The version of a project's page and file facts, as every process sees it: a value
@@ -223,7 +212,7 @@ class Store:
             names = set()
             for db_key, raw, tag in rows.fetchall():
                 key = self.cache._disk.get(db_key, raw)
-                if not (isinstance(key, tuple) and len(key) == 2 and key[0] == _PAGE):
+                if not (isinstance(key, tuple) and len(key) == 2 and key[0] == PAGE):
                     continue
                 if tag == "page-200" or (tag is None and self._is_found(key)):
                     names.add(key[1])
@@ -238,7 +227,7 @@ class Store:
     # -- files -----------------------------------------------------------------------------
 
     def _find_file(self, project: str, filename: str) -> StoredFile | None:
-        row = self._row((_FILE, project, filename))
+        row = self._row((FILE, project, filename))
         if row is None or row[3] is None:
             return None
         path = os.path.join(self.cache.directory, row[3])
@@ -262,7 +251,7 @@ class Store:
         the cache may hold): it was complete, so it is still served, just not kept."""
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
-        self.cache.set((_FILE, project, filename), StagedFile(staged), tag=sha256)
+        self.cache.set((FILE, project, filename), StagedFile(staged), tag=sha256)
         self.flush_access_times()  # evict by the real last use
         self.evictions += self.cache.cull()
         return self._find_file(project, filename)
@@ -337,81 +326,3 @@ class Store:
 
     async def writable(self) -> bool:
         return await asyncio.to_thread(self._writable)
-
-    # -- maintenance (for the cache commands; blocking) ------------------------------------
-
-    def file_records(self) -> list[tuple[str, str, int, float]]:
-        """(project, filename, size, stored_at) of every stored file."""
-        records = []
-        for key in list(self.cache.iterkeys()):
-            if isinstance(key, tuple) and key[0] == _FILE:
-                handle = self.cache.get(key, read=True)
-                if handle is None:
-                    continue
-                with handle:
-                    info = os.fstat(handle.fileno())
-                records.append((key[1], key[2], info.st_size, info.st_mtime))
-        return records
-
-    def purge_project(self, project: str) -> int:
-        """Forget a project: its page, its files and what was learned about them."""
-        removed = 0
-        for key in list(self.cache.iterkeys()):
-            if isinstance(key, tuple) and len(key) > 1 and key[1] == project and key[0] != _VERSION:
-                removed += bool(self.cache.delete(key))
-        self._bump(project)
-        return removed
-
-    def _bump_generation(self) -> None:
-        self.cache.incr(_GENERATION, default=0, retry=True)
-
-    def prune(self, max_size: int | None, older_than: float | None, now: float) -> int:
-        """Remove files stored before now - older_than, then least recently used entries
-        until the cache is under max_size. The number of entries removed."""
-        removed = 0
-        if older_than is not None:
-            for project, filename, _, stored_at in self.file_records():
-                if now - stored_at > older_than:
-                    removed += bool(self.cache.delete((_FILE, project, filename)))
-        if max_size is not None:
-            self.flush_access_times()
-            self.cache.reset("size_limit", max_size)
-            try:
-                removed += self.cache.cull()
-            finally:
-                self.cache.reset("size_limit", self._size_limit)
-        self._bump_generation()
-        return removed
-
-    # -- integrity -------------------------------------------------------------------------
-
-    def verify_sync(self) -> VerifyReport:
-        """Re-hash every stored file against the sha256 it was stored under and drop those
-        that no longer match (disk faults, hand edits). Blocking: for the CLI or a thread."""
-        report = VerifyReport()
-        for key in list(self.cache.iterkeys()):
-            if not (isinstance(key, tuple) and key[0] == _FILE):
-                continue
-            handle, expected = self.cache.get(key, read=True, tag=True)
-            if handle is None:
-                continue
-            with handle:
-                digest = hashlib.sha256()
-                while block := handle.read(1024 * 1024):
-                    digest.update(block)
-            report.checked += 1
-            if digest.hexdigest() != expected:
-                self.cache.delete(key)
-                report.removed.append(f"{key[1]}/{key[2]}")
-        # Files diskcache holds no record of (a crash between rename and insert) are removed.
-        with contextlib.suppress(Exception):
-            self.cache.check(fix=True)
-        if report.removed:
-            self._bump_generation()
-        return report
-
-
-@dataclass
-class VerifyReport:
-    checked: int = 0
-    removed: list[str] = dataclasses.field(default_factory=list)

@@ -60,6 +60,10 @@ class UpstreamIndex:
     requests: collections.Counter = field(default_factory=collections.Counter)
     # Project-level fields of newer PEPs (project-status, tracks, alternate-locations, _keys)
     page_extras: dict[str, object] = field(default_factory=dict)
+    # A file listed at another URL than its own (a hostile or broken page), by filename.
+    url_overrides: dict[str, str] = field(default_factory=dict)
+    # Files the JSON page lists with neither hash nor size, like a bare HTML index.
+    hashless: set[str] = field(default_factory=set)
 
     def add_wheel(
         self,
@@ -113,6 +117,8 @@ def _wants_json(request: web.Request) -> bool:
 
 
 def _file_url(index: UpstreamIndex, request: web.Request, entry: UpstreamFile) -> str:
+    if entry.filename in index.url_overrides:
+        return index.url_overrides[entry.filename]
     if index.absolute_urls:
         return str(request.url.with_path(entry.url_path).with_query(None))
     return "../.." + entry.url_path
@@ -130,6 +136,9 @@ def _json_page(index: UpstreamIndex, request: web.Request, project: str) -> byte
             "size": len(entry.data),
             "upload-time": entry.upload_time,
         }
+        if entry.filename in index.hashless:
+            item["hashes"] = {}
+            del item["size"]
         if entry.metadata is not None:
             meta = {"sha256": hashlib.sha256(entry.metadata).hexdigest()}
             item["core-metadata"] = item["data-dist-info-metadata"] = meta

@@ -1,0 +1,113 @@
+"""The store's maintenance: listing, purging, pruning and verifying what it holds. Blocking,
+for the cache commands (which run beside a running server) or a worker thread.
+
+Every removal bumps a version the running servers read (see Store.page_version), so what they
+keep in memory goes stale at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+
+import diskcache
+
+PAGE = "page"
+FILE = "file"
+# Counters that make what a process keeps in memory go stale: one per project, bumped with
+# every write to its page or facts and by a purge; and one for the whole store, bumped by
+# prune and verify. They live in the store, so every process sees every other's writes.
+VERSION = "version"
+GENERATION = ("generation",)
+
+
+class Maintenance:
+    cache: diskcache.Cache
+    _size_limit: int
+
+    def _bump(self, project: str) -> int:
+        return self.cache.incr((VERSION, project), default=0, retry=True)
+
+    def flush_access_times(self, wait: bool = True) -> None:  # the store's own
+        raise NotImplementedError
+
+    # -- maintenance (for the cache commands; blocking) ------------------------------------
+
+    def file_records(self) -> list[tuple[str, str, int, float]]:
+        """(project, filename, size, stored_at) of every stored file."""
+        records = []
+        for key in list(self.cache.iterkeys()):
+            if isinstance(key, tuple) and key[0] == FILE:
+                handle = self.cache.get(key, read=True)
+                if handle is None:
+                    continue
+                with handle:
+                    info = os.fstat(handle.fileno())
+                records.append((key[1], key[2], info.st_size, info.st_mtime))
+        return records
+
+    def purge_project(self, project: str) -> int:
+        """Forget a project: its page, its files and what was learned about them."""
+        removed = 0
+        for key in list(self.cache.iterkeys()):
+            if isinstance(key, tuple) and len(key) > 1 and key[1] == project and key[0] != VERSION:
+                removed += bool(self.cache.delete(key))
+        self._bump(project)
+        return removed
+
+    def _bump_generation(self) -> None:
+        self.cache.incr(GENERATION, default=0, retry=True)
+
+    def prune(self, max_size: int | None, older_than: float | None, now: float) -> int:
+        """Remove files stored before now - older_than, then least recently used entries
+        until the cache is under max_size. The number of entries removed."""
+        removed = 0
+        if older_than is not None:
+            for project, filename, _, stored_at in self.file_records():
+                if now - stored_at > older_than:
+                    removed += bool(self.cache.delete((FILE, project, filename)))
+        if max_size is not None:
+            self.flush_access_times()
+            self.cache.reset("size_limit", max_size)
+            try:
+                removed += self.cache.cull()
+            finally:
+                self.cache.reset("size_limit", self._size_limit)
+        self._bump_generation()
+        return removed
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def verify_sync(self) -> VerifyReport:
+        """Re-hash every stored file against the sha256 it was stored under and drop those
+        that no longer match (disk faults, hand edits). Blocking: for the CLI or a thread."""
+        report = VerifyReport()
+        for key in list(self.cache.iterkeys()):
+            if not (isinstance(key, tuple) and key[0] == FILE):
+                continue
+            handle, expected = self.cache.get(key, read=True, tag=True)
+            if handle is None:
+                continue
+            with handle:
+                digest = hashlib.sha256()
+                while block := handle.read(1024 * 1024):
+                    digest.update(block)
+            report.checked += 1
+            if digest.hexdigest() != expected:
+                self.cache.delete(key)
+                report.removed.append(f"{key[1]}/{key[2]}")
+        # Files diskcache holds no record of (a crash between rename and insert) are removed.
+        with contextlib.suppress(Exception):
+            self.cache.check(fix=True)
+        if report.removed:
+            self._bump_generation()
+        return report
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    removed: list[str] = dataclasses.field(default_factory=list)
