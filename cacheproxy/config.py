@@ -78,6 +78,11 @@ class Config:
     max_size: int = 20 * 1024**3
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # The whole page fetch, body included: read_timeout bounds only the gap between bytes.
+    page_timeout: float = 30.0
+    # File transfers slower than this on average over min_rate_window fail (0: no floor).
+    min_rate: int = 10 * 1024
+    min_rate_window: float = 30.0
     retries: int = 2
     idle_timeout: float = 15.0
     offline: bool = False
@@ -184,6 +189,21 @@ def parse_size(value: Any) -> int:
     if size <= 0:
         raise ValueError(f"{value!r} must be more than zero")
     return size
+
+
+def parse_rate(value: Any) -> int:
+    """Bytes per second, like 10KiB or 10KiB/s; 0 turns the check off."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 0 if value == 0 else parse_size(value)
+    text = str(value).strip().removesuffix("/s")
+    return 0 if text == "0" else parse_size(text)
+
+
+def parse_positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return seconds
 
 
 def parse_duration(value: Any) -> float:
@@ -363,6 +383,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_size": parse_size,
     "connect_timeout": parse_duration,
     "read_timeout": parse_duration,
+    "page_timeout": parse_positive_duration,
+    "min_rate": parse_rate,
+    "min_rate_window": parse_positive_duration,
     "retries": parse_retries,
     "idle_timeout": parse_duration,
     "offline": parse_bool,
