@@ -67,6 +67,13 @@ def main() -> None:
 @_setting("max_size", "Cache size limit, e.g. 20GiB; least recently used goes first.")
 @_setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
 @_setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
+@_setting("page_timeout", "Deadline for a whole upstream page fetch, body included (default 30s).")
+@_setting(
+    "min_rate",
+    "Slowest average upstream file transfer, e.g. 10KiB/s; slower ones fail (default 10KiB/s; "
+    "0 for none).",
+)
+@_setting("min_rate_window", "The span min-rate is averaged over; also its grace (default 30s).")
 @_setting("retries", "Upstream retries on connection errors and 5xx, with backoff (default 2).")
 @_setting(
     "idle_timeout",

@@ -31,7 +31,9 @@ from cacheproxy.config_values import (
     parse_log_format,
     parse_log_level,
     parse_port,
+    parse_positive_duration,
     parse_public_url,
+    parse_rate,
     parse_retries,
     parse_shared_cache,
     parse_size,
@@ -85,6 +87,11 @@ class Config:
     max_size: int = 20 * 1024**3
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # The whole page fetch, body included: read_timeout bounds only the gap between bytes.
+    page_timeout: float = 30.0
+    # File transfers slower than this on average over min_rate_window fail (0: no floor).
+    min_rate: int = 10 * 1024
+    min_rate_window: float = 30.0
     retries: int = 2
     idle_timeout: float = 15.0
     offline: bool = False
@@ -235,6 +242,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_size": parse_size,
     "connect_timeout": parse_duration,
     "read_timeout": parse_duration,
+    "page_timeout": parse_positive_duration,
+    "min_rate": parse_rate,
+    "min_rate_window": parse_positive_duration,
     "retries": parse_retries,
     "idle_timeout": parse_duration,
     "offline": parse_bool,

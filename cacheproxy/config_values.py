@@ -44,6 +44,21 @@ def parse_size(value: Any) -> int:
     return size
 
 
+def parse_rate(value: Any) -> int:
+    """Bytes per second, like 10KiB or 10KiB/s; 0 turns the check off."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 0 if value == 0 else parse_size(value)
+    text = str(value).strip().removesuffix("/s")
+    return 0 if text == "0" else parse_size(text)
+
+
+def parse_positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return seconds
+
+
 def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)

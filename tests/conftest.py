@@ -75,11 +75,12 @@ class RunningProxy:
 async def make_proxy(aiohttp_server, tmp_path, upstream):
     """Start a proxy in front of the test upstream; every proxy of a test shares one cache."""
 
-    async def start(clock=None, **settings) -> RunningProxy:
+    async def start(clock=None, disk_reserve=None, **settings) -> RunningProxy:
         settings.setdefault("cache_dir", tmp_path / "cache")
         settings.setdefault("upstream", upstream.simple_url)
         config = Config(**settings)
-        app = create_app(config, clock) if clock else create_app(config)
+        extra = {} if disk_reserve is None else {"disk_reserve": disk_reserve}
+        app = create_app(config, clock, **extra) if clock else create_app(config, **extra)
         server = await aiohttp_server(app)
         return RunningProxy(config, server, str(server.make_url("/simple/")))
 

@@ -13,6 +13,7 @@ import pytest
 from cacheproxy.simple.negotiation import JSON_V1
 from tests.fakes.clock import FakeClock
 from tests.fakes.process import ProxyProcess
+from tests.fakes.tmpfs import small_tmpfs
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -151,17 +152,8 @@ async def test_verify_removes_files_whose_bytes_changed(proxy, upstream, wheel_b
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 72 MiB filesystem, so 'disk full' happens for real (needs root to mount)."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=72m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    with small_tmpfs(tmp_path / "small", "72m") as mountpoint:
+        yield mountpoint
 
 
 async def test_full_disk_streams_uncached_then_resumes(

@@ -8,12 +8,14 @@ requests share one refresh per project and one render per content type.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cacheproxy.cache import policy
+from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
 from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages
 from cacheproxy.cache.policy import CachedPage, PageAction
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PageResult:
     entry: CachedPage
-    outcome: str  # hit, miss, revalidated, stale
+    outcome: str  # hit, miss, revalidated, stale, uncached
     warning: str | None = None
 
 
@@ -50,7 +52,7 @@ class PageAnswer:
     """A page for a client: rendered, or None for a project that does not exist (or is not
     cached while offline)."""
 
-    outcome: str  # hit, miss, revalidated, stale, offline
+    outcome: str  # hit, miss, revalidated, stale, uncached, offline
     page: HotPage | None
     max_age: int
     warning: str | None = None
@@ -62,11 +64,13 @@ class PageService:
         config: Config,
         store: Store,
         upstream: Upstream,
+        disk: DiskSpace,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
         self.upstream = upstream
+        self.disk = disk
         self.clock = clock
         self._flights: SingleFlight[object] = SingleFlight()
         self._parsed = parsed_pages()
@@ -118,7 +122,9 @@ class PageService:
         render = render_json if content_type == JSON_V1 else render_html
         rendered = await asyncio.to_thread(lambda: with_variants(render(page)))
         hot = HotPage(policy.head_of(result.entry), rendered)
-        if not result.warning:
+        # A stale or uncached page is not kept: the next request tries the upstream or the
+        # store again rather than being served this copy as a hit.
+        if not result.warning and result.outcome != "uncached":
             self._rendered.put((project, content_type), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
 
@@ -162,9 +168,22 @@ class PageService:
                 self._parsed.put(project, version, entry)
         return entry
 
-    async def _store_page(self, project: str, entry: CachedPage) -> None:
-        await self.store.put_page(project, entry)
+    async def _store_page(self, project: str, entry: CachedPage) -> bool:
+        """Store a page just fetched; False when it could not be. The page was fetched fine,
+        so a store that cannot take it (a full disk above all) must not fail the request: it
+        is served uncached, as files are, and cached again once there is room."""
+        if self.disk.full and not await self.disk.has_room(0):
+            return False  # not even tried: a full disk must not cost an exception per page
+        try:
+            await self.store.put_page(project, entry)
+        except STORE_WRITE_ERRORS as exc:
+            if is_no_space(exc):
+                self.disk.note_full()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            log.warning("page of %s is served without being cached: %s", project, reason)
+            return False
         self._parsed.put(project, await self.store.page_version(project), entry)
+        return True
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
         if policy.may_serve_stale(entry) and self.upstream_unreachable():
@@ -186,9 +205,10 @@ class PageService:
     async def _fetch(self, project: str, entry: CachedPage | None) -> PageResult:
         response = await self.upstream.fetch_page(project, policy.revalidation_headers(entry))
         if response.status == 304 and entry is not None and entry.status == 200:
-            entry.fetched_at = self.clock()
-            await self._store_page(project, entry)
-            return PageResult(entry, "revalidated")
+            # A copy: the one remembered in memory stays as stored if the write fails.
+            confirmed = dataclasses.replace(entry, fetched_at=self.clock())
+            stored = await self._store_page(project, confirmed)
+            return PageResult(confirmed, "revalidated" if stored else "uncached")
         if response.status in (401, 403):
             raise UpstreamRefused(response.status)
         if not policy.is_cacheable_page_status(response.status):
@@ -208,8 +228,8 @@ class PageService:
             etag=response.etag,
             last_modified=response.last_modified,
         )
-        await self._store_page(project, fresh)
-        return PageResult(fresh, "miss")
+        stored = await self._store_page(project, fresh)
+        return PageResult(fresh, "miss" if stored else "uncached")
 
 
 def _parse(project: str, response: PageResponse, hosts: FileHosts) -> ProjectPage:

@@ -13,6 +13,7 @@ from yarl import URL
 
 from cacheproxy import __version__
 from cacheproxy.cache.errors import UpstreamError
+from cacheproxy.cache.pace import RateFloor
 from cacheproxy.config import Config
 from cacheproxy.metrics import Metrics
 from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
@@ -92,6 +93,8 @@ class Upstream:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
+        self._page_timeout = config.page_timeout
+        self._min_rate, self._rate_window = config.min_rate, config.min_rate_window
         self._session: aiohttp.ClientSession | None = None
         self._retries = config.retries
         self._backoff = 0.2
@@ -152,6 +155,18 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
+        """The project's page, within page_timeout for the whole fetch (retries and body
+        included), so an upstream that trickles a page cannot hold the client."""
+        try:
+            return await asyncio.wait_for(self._fetch_page(project, headers), self._page_timeout)
+        except asyncio.TimeoutError:
+            # Only the deadline: _fetch_page turns its own timeouts into UpstreamError.
+            raise UpstreamError(
+                f"upstream timed out: no whole page within {self._page_timeout:g} s",
+                timeout=True,
+            ) from None
+
+    async def _fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
         url = self.page_url(project)
         request_headers = {
             "Accept": PAGE_ACCEPT,
@@ -198,7 +213,10 @@ class Upstream:
                     resp.status,
                     resp.headers,
                     resp.content_length,
-                    _guarded(resp.content.iter_chunked(CHUNK_SIZE)),
+                    _guarded(
+                        resp.content.iter_chunked(CHUNK_SIZE),
+                        RateFloor(self._min_rate, self._rate_window),
+                    ),
                 )
         except UpstreamError:
             raise
@@ -206,10 +224,19 @@ class Upstream:
             raise describe_failure(exc) from None
 
 
-async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The body's chunks, with a transfer that breaks off turned into an UpstreamError."""
+async def _guarded(chunks: AsyncIterator[bytes], floor: RateFloor) -> AsyncIterator[bytes]:
+    """The body's chunks, with a transfer that breaks off or trickles below the rate floor
+    turned into an UpstreamError (DownloadFailed for a trickle)."""
+    iterator = aiter(chunks)
     try:
-        async for chunk in chunks:
+        while True:
+            # Only the wait for the upstream counts: time the reader spends is its own.
+            started = time.monotonic()
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            floor.add(len(chunk), time.monotonic() - started)
             yield chunk
     except UpstreamError:
         raise

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cacheproxy.cache.disk import DiskSpace
+from cacheproxy.cache.disk import DISK_RESERVE, DiskSpace
 from cacheproxy.cache.downloads import Downloads
 from cacheproxy.cache.files import FileService
 from cacheproxy.cache.pages import PageService
@@ -20,6 +20,7 @@ from cacheproxy.web.keys import (
     CLOCK,
     CONFIG,
     DISK,
+    DISK_RESERVE_BYTES,
     FILES,
     INDEX_PREFIX,
     METRICS,
@@ -40,8 +41,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     upstream = Upstream(config, app[METRICS])
     await upstream.open()
-    disk = DiskSpace(store.staging_dir)
-    pages = PageService(config, store, upstream, clock=app[CLOCK])
+    disk = DiskSpace(store.staging_dir, app[DISK_RESERVE_BYTES])
+    pages = PageService(config, store, upstream, disk, clock=app[CLOCK])
     downloads = Downloads(store, upstream, disk)
     app[METRICS].track_in_flight(lambda: len(downloads))
     app[STORE] = store
@@ -62,6 +63,7 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app = web.Application(client_max_size=1024)
     app[CONFIG] = config.for_index(index)
     app[CLOCK] = root[CLOCK]
+    app[DISK_RESERVE_BYTES] = root[DISK_RESERVE_BYTES]
     app[METRICS] = root[METRICS]
     app[INDEX_PREFIX] = f"/index/{index.name}"
     app.cleanup_ctx.append(_resources)
@@ -74,12 +76,16 @@ async def index_list(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n")
 
 
-def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
-    """The proxy as an aiohttp app; clock is injectable so tests can move time."""
+def create_app(
+    config: Config, clock: Callable[[], float] = time.time, *, disk_reserve: int = DISK_RESERVE
+) -> web.Application:
+    """The proxy as an aiohttp app; clock is injectable so tests can move time, and the free
+    space kept in reserve so a test can fill a small disk rather than a large one."""
     # Only GET and HEAD are routed, so no request body is ever read.
     app = web.Application(client_max_size=1024)
     app[CONFIG] = config
     app[CLOCK] = clock
+    app[DISK_RESERVE_BYTES] = disk_reserve
     app[INDEX_PREFIX] = ""
     app.cleanup_ctx.append(_resources)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too

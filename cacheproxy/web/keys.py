@@ -17,6 +17,8 @@ CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Callable[[], float])
 STORE = web.AppKey("store", Store)
 DISK = web.AppKey("disk", DiskSpace)
+# Free space DiskSpace keeps beyond a file's size (DISK_RESERVE unless a test sets it).
+DISK_RESERVE_BYTES = web.AppKey("disk_reserve", int)
 PAGES = web.AppKey("pages", PageService)
 FILES = web.AppKey("files", FileService)
 METRICS = web.AppKey("metrics", Metrics)

@@ -10,6 +10,7 @@ from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
 from cacheproxy.web.keys import (
     CACHE_OUTCOME,
     CONFIG,
+    DISK,
     METRICS,
     NAMED_INDEXES,
     PAGES,
@@ -85,6 +86,12 @@ async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
     return volume, entries, limit
 
 
+async def _disk_full(app: web.Application) -> bool:
+    """Whether any index's disk is full, looked at now (each named index has its own)."""
+    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
+    return any([await index_app[DISK].refresh() for index_app in apps])
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     await _refresh_gauges(request.app)
     body = request.app[METRICS].render()
@@ -113,6 +120,7 @@ async def status_page(request: web.Request) -> web.Response:
         top_projects=metrics.project_hits.most_common(10),
         recent_errors=[(e.at, e.message) for e in metrics.recent_errors],
         upstream_healthy=not app[PAGES].upstream_unreachable(),
+        disk_full=await _disk_full(app),
         started_at=app[STARTED_AT],
         named_indexes=[
             (
@@ -132,11 +140,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the cache can be written, and the upstream answers or we serve stale."""
+    """Readiness: the cache can be written and has room, and the upstream answers or we
+    serve stale. A full disk is 503: the proxy still answers, uncached, but a load balancer
+    should prefer an instance that caches."""
     writable = await request.app[STORE].writable()
+    disk_full = await _disk_full(request.app)
     upstream_ok = not request.app[PAGES].upstream_unreachable()
-    body = {"cache_writable": writable, "upstream_reachable": upstream_ok}
-    return web.json_response(body, status=200 if writable else 503)
+    body = {"cache_writable": writable, "disk_full": disk_full, "upstream_reachable": upstream_ok}
+    return web.json_response(body, status=200 if writable and not disk_full else 503)
 
 
 def add_ops_routes(app: web.Application) -> None:

@@ -28,6 +28,7 @@ class StatusSnapshot:
     upstream_healthy: bool
     started_at: float
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    disk_full: bool = False
 
     @property
     def hit_ratio(self) -> float | None:
@@ -63,7 +64,15 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
     if named:
         named = f'<h2>Named indexes</h2><table id="named-indexes">{named}</table>\n'
 
+    disk = (
+        '<p id="disk-full" class="bad">Disk full: pages and files are served without being'
+        " cached until there is room again.</p>\n"
+        if s.disk_full
+        else ""
+    )
+
     return _TEMPLATE.substitute(
+        disk_full=disk,
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),

@@ -1,5 +1,6 @@
 """A local upstream index for tests: serves real wheels as PEP 691 JSON or PEP 503 HTML, counts
-every request, and misbehaves on demand (corrupt bytes, slow bodies, error statuses)."""
+every request, and misbehaves on demand (corrupt bytes, slow or trickled bodies, error
+statuses)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class UpstreamIndex:
     page_body_type: str = JSON_V1
     required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0
+    page_trickle: float = 0.0  # seconds between the bytes of a page body: one at a time
     requests: collections.Counter = field(default_factory=collections.Counter)
     # Project-level fields of newer PEPs (project-status, tracks, alternate-locations, _keys)
     page_extras: dict[str, object] = field(default_factory=dict)
@@ -194,6 +196,21 @@ def _html_page(index: UpstreamIndex, request: web.Request, project: str) -> byte
     return "\n".join(lines).encode()
 
 
+async def _trickle(
+    request: web.Request, body: bytes, headers: dict[str, str], gap: float
+) -> web.StreamResponse:
+    """The body one byte at a time, gap seconds apart: each gap is well within any read
+    timeout, the whole takes minutes."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    for offset in range(len(body)):
+        await response.write(body[offset : offset + 1])
+        await asyncio.sleep(gap)
+    await response.write_eof()
+    return response
+
+
 def make_app(index: UpstreamIndex) -> web.Application:
     @web.middleware
     async def count(request: web.Request, handler):
@@ -226,7 +243,10 @@ def make_app(index: UpstreamIndex) -> web.Application:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         content_type = JSON_V1 if as_json else ("text/html" if index.mode == "html" else HTML_V1)
-        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+        headers["Content-Type"] = content_type
+        if index.page_trickle:
+            return await _trickle(request, body, headers, index.page_trickle)
+        return web.Response(body=body, headers=headers)
 
     async def file(request: web.Request) -> web.StreamResponse:
         name = request.match_info["filename"]
