@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 _FACTS = "file-facts"
 
 ACCESS_FLUSH_SECONDS = 5.0
+# How long a look at data_version holds: a hot page served at thousands of requests a second
+# asks SQLite once per interval, and a purge from another process is seen this soon.
+DATA_VERSION_SECONDS = 0.02
 _SELECT = (
     "SELECT rowid, tag, mode, filename, value FROM Cache"
     " WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)"
@@ -79,6 +82,7 @@ class Store(Maintenance):
         self._versions: dict[str, int] = {}  # what this process knows of the counters
         self._generation: int | None = None
         self._data_version: int | None = None
+        self._looked_at = -1.0  # time.monotonic() of the last data_version read
         self.evictions = 0  # entries removed to stay under the size limit, by this process
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
@@ -185,6 +189,10 @@ class Store(Maintenance):
     def _changed_elsewhere(self) -> bool:
         """Whether another connection (a thread here, or another process) wrote to the store
         since the last look: SQLite's data_version, read from shared memory, no disk I/O."""
+        now = time.monotonic()
+        if now - self._looked_at < DATA_VERSION_SECONDS:
+            return False
+        self._looked_at = now
         current = self.cache._con.execute("PRAGMA data_version").fetchone()[0]
         changed, self._data_version = current != self._data_version, current
         return changed
