@@ -141,11 +141,14 @@ class Upstream:
                 failure = describe_failure(exc)
                 self.metrics.upstream_requests.labels(kind, "error").inc()
                 self.metrics.upstream_failed(str(failure))
+                self.metrics.history.upstream(None)
                 if attempt == self._retries:
                     raise failure from None
             else:
-                self.metrics.upstream_seconds.labels(kind).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.upstream_seconds.labels(kind).observe(elapsed)
                 self.metrics.upstream_requests.labels(kind, str(resp.status)).inc()
+                self.metrics.history.upstream(elapsed if resp.status < 500 else None)
                 if resp.status >= 500:
                     self.metrics.upstream_failed(f"upstream answered {resp.status} for {url.path}")
                 if resp.status not in _TRANSIENT or attempt == self._retries:
