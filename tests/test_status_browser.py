@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -172,7 +173,10 @@ async def test_status_page_in_chromium_matches_metrics(
     assert float(shown["time-saved"]["data-seconds"]) == round(seconds, 1)
     # The charts were drawn and the last hour's requests add up to those the index answered.
     assert dom.stdout.count("<svg") == 10
-    assert "charts-hour" in shown and "charts-day" in shown
+    # The last hour's "from cache" bars add up to the bytes /metrics counted from the cache.
+    hour = dom.stdout.split('id="charts-hour"', 1)[1].split('id="charts-day"', 1)[0]
+    cached_bars = re.findall(r'<rect[^>]*fill="#2e9d5b"[^>]*data-value="([0-9.e+]+)"', hour)
+    assert sum(float(value) for value in cached_bars) == from_cache
     assert shown["index-url"]["text"] == proxy.url
     assert "upstream answered 500" in shown["recent-errors"]["text"]
     assert "tinyalpha" in shown["top-projects"]["text"]

@@ -73,7 +73,7 @@ def bar_chart(
             base -= height
             bars.append(
                 f'<rect x="{_LEFT + i * step:.2f}" y="{base:.2f}" width="{width:.2f}"'
-                f' height="{height:.2f}" fill="{series.colour}" data-value="{value:g}"/>'
+                f' height="{height:.2f}" fill="{series.colour}" data-value="{value!r}"/>'
             )
     return _frame(title, stacked, span, label(max(totals, default=0)), "".join(bars))
 
