@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from aiohttp import ClientSession
 
 from cacheproxy.config import Config, NamedIndex
+from cacheproxy.web.keys import STORE
 from tests.fakes.clock import FakeClock
 
 WHEEL = "tinyalpha-2.0-py3-none-any.whl"
@@ -206,3 +208,37 @@ def test_rewriting_scrubs_credentials_and_drops_unservable_files():
     assert out["urls"] == [{"filename": "p-1.tar.gz", "url": "http://proxy/simple/p/p-1.tar.gz"}]
     assert out["releases"] == {"1": []}
     assert "pw" not in str(out) and out["info"]["home_page"] == "https://***@idx.example/p/"
+
+
+async def test_concurrent_requests_share_one_fetch(proxy, upstream):
+    upstream.index.page_delay = 0.2
+    answers = await asyncio.gather(*(get_json(proxy, DOC) for _ in range(5)))
+    assert [status for status, _, _ in answers] == [200] * 5
+    assert api_hits(upstream) == 1
+
+
+async def test_offline_serves_what_is_cached_and_nothing_else(make_proxy, upstream, tmp_path):
+    await get_json(await make_proxy(), DOC)
+    offline = await make_proxy(offline=True)
+    status, _, doc = await get_json(offline, DOC)
+    assert status == 200 and doc["info"]["name"] == "tinyalpha"
+    status, _, body = await get_json(offline, "/pypi/beta-helper/json")
+    assert status == 404 and "offline" in body
+    assert api_hits(upstream) == 1 and api_hits(upstream, "/pypi/beta-helper/json") == 0
+
+
+async def test_a_refusal_is_passed_on_and_not_cached(proxy, upstream):
+    upstream.index.required_auth = ("alice", "pw")
+    status, _, body = await get_json(proxy, DOC)
+    assert status == 401 and "credentials" in body
+    upstream.index.required_auth = None
+    assert (await get_json(proxy, DOC))[0] == 200
+
+
+async def test_purge_forgets_the_documents(proxy, upstream):
+    await get_json(proxy, DOC)
+    store = proxy.server.app[STORE]
+    await asyncio.to_thread(store.purge_project, "tinyalpha")
+    status, headers, _ = await get_json(proxy, DOC)
+    assert status == 200 and headers["X-Cache"] == "miss"
+    assert api_hits(upstream) == 2

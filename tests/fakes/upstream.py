@@ -342,6 +342,8 @@ def make_app(index: UpstreamIndex) -> web.Application:
         return response
 
     async def api_document(request: web.Request) -> web.Response:
+        if index.page_delay:
+            await asyncio.sleep(index.page_delay)
         if index.page_status is not None:
             return web.Response(status=index.page_status, text="upstream trouble")
         project, release = request.match_info["project"], request.match_info.get("release")
