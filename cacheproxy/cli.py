@@ -103,6 +103,11 @@ def main() -> None:
     f"or comma-separated (default: any host a page names) [env: {env_name('file_hosts')}]",
 )
 @_setting(
+    "json_api_url",
+    "The upstream's JSON API for /pypi/PROJECT/json (default: .../pypi/ beside .../simple/; "
+    "off for none).",
+)
+@_setting(
     "shared_cache",
     "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
     "from the AWS_* variables.",

@@ -28,6 +28,7 @@ from cacheproxy.config_values import (
     parse_duration,
     parse_file_hosts,
     parse_host,
+    parse_json_api_url,
     parse_log_format,
     parse_log_level,
     parse_port,
@@ -106,6 +107,9 @@ class Config:
     # Host patterns file URLs in upstream pages may point to besides the upstream's own
     # origin; empty: any host a page names.
     file_hosts: tuple[str, ...] = ()
+    # The upstream's JSON API (/pypi/PROJECT/json): None derives it from the upstream URL,
+    # "off" says it has none (answered 404 at once).
+    json_api_url: str | None = None
     shared_cache: str | None = None  # s3://BUCKET[/PREFIX]
     # From the file only; the standard AWS variables beat them (see shared_cache_settings).
     shared_cache_endpoint: str | None = None
@@ -137,6 +141,7 @@ class Config:
             cache_dir=self.cache_dir / "indexes" / index.name,
             shared_cache=self.shared_cache if index.shared_cache is None else index.shared_cache,
             indexes=(),
+            json_api_url=None,  # derived from the index's own upstream
         )
 
     def index_named(self, name: str) -> NamedIndex:
@@ -169,6 +174,20 @@ class Config:
                 raise ConfigError(f"cannot read the tokens file: {exc}") from None
             tokens.update(line.strip() for line in lines if line.strip() and line[0] != "#")
         return frozenset(tokens)
+
+    @property
+    def json_api_base(self) -> URL | None:
+        """Where the upstream's JSON API lives, ending in a slash, without credentials; None
+        when it has none. Beside the simple index by default: .../simple/ -> .../pypi/."""
+        if self.json_api_url == "off":
+            return None
+        if self.json_api_url is not None:
+            url = URL(self.json_api_url).with_user(None).with_password(None)
+            return url if url.path.endswith("/") else url.with_path(url.path + "/")
+        base = self.upstream_url
+        if not base.path.endswith("/simple/"):
+            return None
+        return base.with_path(base.path.removesuffix("simple/") + "pypi/")
 
     @property
     def public_upstream(self) -> str:
@@ -255,6 +274,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "indexes": parse_indexes,
     "public_url": parse_public_url,
     "file_hosts": parse_file_hosts,
+    "json_api_url": parse_json_api_url,
     "shared_cache": parse_shared_cache,
 }
 

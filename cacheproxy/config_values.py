@@ -110,6 +110,17 @@ def parse_upstream(value: Any) -> str:
     return str(value)
 
 
+def parse_json_api_url(value: Any) -> str:
+    """An http(s) URL, or "off" for an upstream without a JSON API."""
+    text = str(value).strip()
+    if text.lower() in ("off", "none", "no"):
+        return "off"
+    url = URL(text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError('must be an http:// or https:// URL, or "off"')
+    return text
+
+
 def parse_public_url(value: Any) -> str:
     url = URL(str(value).strip())
     if url.scheme not in ("http", "https") or not url.host:

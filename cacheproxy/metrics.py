@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from cacheproxy.history import History
 from cacheproxy.redact import redact_url
 
 # Outcomes whose bytes came from the disk, not the upstream.
@@ -28,6 +29,8 @@ class Metrics:
     recent_errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10))
     project_hits: collections.Counter = field(default_factory=collections.Counter)
     _in_flight_sources: list[Callable[[], int]] = field(default_factory=list)
+    # The last day minute by minute, for the status page's charts.
+    history: History = field(default_factory=History)
 
     def __post_init__(self) -> None:
         r = self.registry

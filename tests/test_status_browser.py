@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import ClientSession
 
 from cacheproxy.config import NamedIndex
+from cacheproxy.web.status import ASSUMED_LINK_BITS_PER_SECOND
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel
 
@@ -165,6 +167,16 @@ async def test_status_page_in_chromium_matches_metrics(
     assert int(shown["bytes-saved"]["data-bytes"]) == from_cache > 0
     from_upstream = metric(metrics, "cacheproxy_file_bytes_served_total", source="upstream")
     assert int(shown["bytes-upstream"]["data-bytes"]) == from_upstream
+    # The headline: the same bytes, and the time they would take at the assumed link speed.
+    assert shown["saved-bytes"]["text"] == shown["bytes-saved"]["text"]
+    seconds = from_cache * 8 / ASSUMED_LINK_BITS_PER_SECOND
+    assert float(shown["time-saved"]["data-seconds"]) == round(seconds, 1)
+    # The charts were drawn and the last hour's requests add up to those the index answered.
+    assert dom.stdout.count("<svg") == 10
+    # The last hour's "from cache" bars add up to the bytes /metrics counted from the cache.
+    hour = dom.stdout.split('id="charts-hour"', 1)[1].split('id="charts-day"', 1)[0]
+    cached_bars = re.findall(r'<rect[^>]*fill="#2e9d5b"[^>]*data-value="([0-9.e+]+)"', hour)
+    assert sum(float(value) for value in cached_bars) == from_cache
     assert shown["index-url"]["text"] == proxy.url
     assert "upstream answered 500" in shown["recent-errors"]["text"]
     assert "tinyalpha" in shown["top-projects"]["text"]

@@ -141,11 +141,14 @@ class Upstream:
                 failure = describe_failure(exc)
                 self.metrics.upstream_requests.labels(kind, "error").inc()
                 self.metrics.upstream_failed(str(failure))
+                self.metrics.history.upstream(None)
                 if attempt == self._retries:
                     raise failure from None
             else:
-                self.metrics.upstream_seconds.labels(kind).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.metrics.upstream_seconds.labels(kind).observe(elapsed)
                 self.metrics.upstream_requests.labels(kind, str(resp.status)).inc()
+                self.metrics.history.upstream(elapsed if resp.status < 500 else None)
                 if resp.status >= 500:
                     self.metrics.upstream_failed(f"upstream answered {resp.status} for {url.path}")
                 if resp.status not in _TRANSIENT or attempt == self._retries:
@@ -157,8 +160,15 @@ class Upstream:
     async def fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
         """The project's page, within page_timeout for the whole fetch (retries and body
         included), so an upstream that trickles a page cannot hold the client."""
+        return await self.fetch_document("page", self.page_url(project), PAGE_ACCEPT, headers)
+
+    async def fetch_document(
+        self, kind: str, url: URL, accept: str, headers: dict[str, str]
+    ) -> PageResponse:
+        """A page-like document (a project page, a JSON API answer), within page_timeout."""
+        fetch = self._fetch_page(kind, url, accept, headers)
         try:
-            return await asyncio.wait_for(self._fetch_page(project, headers), self._page_timeout)
+            return await asyncio.wait_for(fetch, self._page_timeout)
         except asyncio.TimeoutError:
             # Only the deadline: _fetch_page turns its own timeouts into UpstreamError.
             raise UpstreamError(
@@ -166,17 +176,18 @@ class Upstream:
                 timeout=True,
             ) from None
 
-    async def _fetch_page(self, project: str, headers: dict[str, str]) -> PageResponse:
-        url = self.page_url(project)
+    async def _fetch_page(
+        self, kind: str, url: URL, accept: str, headers: dict[str, str]
+    ) -> PageResponse:
         request_headers = {
-            "Accept": PAGE_ACCEPT,
+            "Accept": accept,
             "Accept-Encoding": "gzip",
             **headers,
             **self._auth_for(url),
         }
         try:
             async with await self._request(
-                "page", url, request_headers, auto_decompress=True
+                kind, url, request_headers, auto_decompress=True
             ) as resp:
                 body = b""
                 if resp.status == 200:

@@ -32,6 +32,7 @@ from cacheproxy.store.maintenance import FILE, GENERATION, PAGE, VERSION, Mainte
 log = logging.getLogger(__name__)
 
 _FACTS = "file-facts"
+API_DOCUMENT = "pypi-json"
 
 ACCESS_FLUSH_SECONDS = 5.0
 # How long a look at data_version holds: a hot page served at thousands of requests a second
@@ -185,6 +186,17 @@ class Store(Maintenance):
     async def put_page(self, project: str, entry: CachedPage) -> None:
         version = await asyncio.to_thread(self._put_page, project, entry)
         self._versions[project] = version
+
+    # JSON API documents (/pypi/PROJECT[/VERSION]/json), release "" for the project's. A
+    # write bumps no version: no page or file fact depends on them, and a purge (which bumps)
+    # removes them with the rest of the project.
+
+    async def get_api_document(self, project: str, release: str) -> object | None:
+        return await asyncio.to_thread(self._value, (API_DOCUMENT, project, release))
+
+    async def put_api_document(self, project: str, release: str, entry: object) -> None:
+        key = (API_DOCUMENT, project, release)
+        await asyncio.to_thread(self.cache.set, key, entry, tag=API_DOCUMENT, retry=True)
 
     def _changed_elsewhere(self) -> bool:
         """Whether another connection (a thread here, or another process) wrote to the store

@@ -11,11 +11,13 @@ from aiohttp import web
 from cacheproxy.cache.disk import DISK_RESERVE, DiskSpace
 from cacheproxy.cache.downloads import Downloads
 from cacheproxy.cache.files import FileService
+from cacheproxy.cache.jsonapi import JsonApiService
 from cacheproxy.cache.pages import PageService
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config, NamedIndex
 from cacheproxy.store.local import Store
 from cacheproxy.web.access import require_token
+from cacheproxy.web.jsonapi_views import add_json_api_routes
 from cacheproxy.web.keys import (
     CLOCK,
     CONFIG,
@@ -23,6 +25,7 @@ from cacheproxy.web.keys import (
     DISK_RESERVE_BYTES,
     FILES,
     INDEX_PREFIX,
+    JSON_API,
     METRICS,
     NAMED_INDEXES,
     PAGES,
@@ -49,6 +52,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[DISK] = disk
     app[PAGES] = pages
     app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
+    app[JSON_API] = JsonApiService(pages)
     try:
         yield
     finally:
@@ -68,6 +72,7 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app[INDEX_PREFIX] = f"/index/{index.name}"
     app.cleanup_ctx.append(_resources)
     add_routes(app)
+    add_json_api_routes(app)
     return app
 
 
@@ -93,6 +98,7 @@ def create_app(
     if tokens:
         app.middlewares.append(require_token(tokens))
     add_routes(app)
+    add_json_api_routes(app)
     app[NAMED_INDEXES] = {}
     for index in config.indexes:
         sub = _named_index_app(config, index, app)

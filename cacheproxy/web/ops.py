@@ -23,6 +23,8 @@ from cacheproxy.web.urls import absolute_index_url
 
 _FILE_ROUTE = "/simple/{project}/{filename}"
 _PAGE_ROUTE = "/simple/{project}/"
+# Not traffic: the charts count what clients of the index ask.
+_OPS_ROUTES = frozenset({"/", "/metrics", "/health", "/ready"})
 
 
 @web.middleware
@@ -30,6 +32,8 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
+    if name not in _OPS_ROUTES:
+        metrics.history.request()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -57,6 +61,9 @@ def _count_outcome(
         return
     kind = "file" if route.endswith(_FILE_ROUTE) else "page"
     metrics.outcomes.labels(kind, outcome).inc()
+    if kind == "file":
+        sent_now = request.get(STORED_SIZE, response.content_length) if served else 0
+        metrics.history.file(outcome in CACHE_HITS, (sent_now or 0) * (request.method == "GET"))
     if not served:
         # Only answered projects reach "top projects": made-up names must not grow it.
         return
@@ -122,6 +129,8 @@ async def status_page(request: web.Request) -> web.Response:
         upstream_healthy=not app[PAGES].upstream_unreachable(),
         disk_full=await _disk_full(app),
         started_at=app[STARTED_AT],
+        hour=metrics.history.series(60),
+        day=metrics.history.series(1440, per_bin=10),
         named_indexes=[
             (
                 name,

@@ -9,6 +9,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from string import Template
 
+from cacheproxy.history import Bucket
+from cacheproxy.web.charts import traffic_charts
+
+# What "download time saved" assumes the link to the upstream carries: an estimate, said so
+# on the page. 50 Mbit/s is a typical office or CI runner share, not a measurement.
+ASSUMED_LINK_BITS_PER_SECOND = 50_000_000
+
 _TEMPLATE = Template(files("cacheproxy.web").joinpath("templates/status.html").read_text())
 
 
@@ -29,6 +36,8 @@ class StatusSnapshot:
     started_at: float
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     disk_full: bool = False
+    hour: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per minute
+    day: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per 10 minutes
 
     @property
     def hit_ratio(self) -> float | None:
@@ -42,6 +51,19 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def time_saved(bytes_from_cache: int) -> float:
+    """Seconds the cached bytes would have taken over the assumed link."""
+    return bytes_from_cache * 8 / ASSUMED_LINK_BITS_PER_SECOND
 
 
 def render_status(s: StatusSnapshot, now: float | None = None) -> str:
@@ -73,6 +95,11 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
 
     return _TEMPLATE.substitute(
         disk_full=disk,
+        time_saved=human_duration(time_saved(s.bytes_from_cache)),
+        time_saved_seconds=f"{time_saved(s.bytes_from_cache):.1f}",
+        link_speed=f"{ASSUMED_LINK_BITS_PER_SECOND / 1e6:g} Mbit/s",
+        hour_charts=traffic_charts(s.hour, "60 min ago", human_bytes) if s.hour else "",
+        day_charts=traffic_charts(s.day, "24 h ago", human_bytes) if s.day else "",
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),

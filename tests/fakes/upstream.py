@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import encode_basic_auth, web
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from tests.fakes.wheels import metadata_of
 
@@ -66,6 +67,7 @@ class UpstreamIndex:
     url_overrides: dict[str, str] = field(default_factory=dict)
     # Files the JSON page lists with neither hash nor size, like a bare HTML index.
     hashless: set[str] = field(default_factory=set)
+    json_api: bool = True  # serve /pypi/PROJECT[/VERSION]/json (False: 404, as many do)
 
     def add_wheel(
         self,
@@ -196,6 +198,46 @@ def _html_page(index: UpstreamIndex, request: web.Request, project: str) -> byte
     return "\n".join(lines).encode()
 
 
+def _release_of(entry: UpstreamFile) -> str:
+    return str(parse_wheel_filename(entry.filename)[1])
+
+
+def _api_file(index: UpstreamIndex, request: web.Request, entry: UpstreamFile) -> dict:
+    return {
+        "filename": entry.filename,
+        "url": _file_url(index, request, entry),
+        "digests": {"sha256": entry.sha256, "md5": hashlib.md5(entry.data).hexdigest()},
+        "size": len(entry.data),
+        "packagetype": "bdist_wheel",
+        "python_version": "py3",
+        "requires_python": entry.requires_python,
+        "yanked": bool(entry.yanked),
+        "upload_time_iso_8601": entry.upload_time,
+    }
+
+
+def _api_document(
+    index: UpstreamIndex, request: web.Request, project: str, release: str | None
+) -> dict | None:
+    """The JSON API's project document (release None) or one release's, from the same files."""
+    files = index.project_files(project)
+    releases: dict[str, list[dict]] = {}
+    for entry in files:
+        releases.setdefault(_release_of(entry), []).append(_api_file(index, request, entry))
+    if not releases or (release is not None and release not in releases):
+        return None
+    shown = release or max(releases, key=Version)
+
+    document = {
+        "info": {"name": project, "version": shown, "summary": f"{project} for tests"},
+        "urls": releases[shown],
+        "last_serial": len(files),
+    }
+    if release is None:
+        document["releases"] = releases
+    return document
+
+
 async def _trickle(
     request: web.Request, body: bytes, headers: dict[str, str], gap: float
 ) -> web.StreamResponse:
@@ -299,6 +341,22 @@ def make_app(index: UpstreamIndex) -> web.Application:
         await response.write_eof()
         return response
 
+    async def api_document(request: web.Request) -> web.Response:
+        if index.page_delay:
+            await asyncio.sleep(index.page_delay)
+        if index.page_status is not None:
+            return web.Response(status=index.page_status, text="upstream trouble")
+        project, release = request.match_info["project"], request.match_info.get("release")
+        found = _api_document(index, request, project, release) if index.json_api else None
+        if found is None:
+            return web.Response(status=404, text="not found")
+        body = json.dumps(found).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        headers = {"ETag": etag, "Last-Modified": "Tue, 02 Jan 2024 03:04:05 GMT"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers=headers, content_type="application/json")
+
     async def root(request: web.Request) -> web.Response:
         projects = sorted({f.project for f in index.files.values()})
         links = "".join(f'<a href="{p}/">{p}</a>' for p in projects)
@@ -308,4 +366,6 @@ def make_app(index: UpstreamIndex) -> web.Application:
     app.router.add_get("/simple/", root)
     app.router.add_get("/simple/{project}/", page)
     app.router.add_get("/files/{prefix}/{filename}", file)
+    app.router.add_get("/pypi/{project}/json", api_document)
+    app.router.add_get("/pypi/{project}/{release}/json", api_document)
     return app
