@@ -198,6 +198,9 @@ class Store(Maintenance):
         key = (API_DOCUMENT, project, release)
         await asyncio.to_thread(self.cache.set, key, entry, tag=API_DOCUMENT, retry=True)
 
+    def _forget_versions(self) -> None:
+        self._looked_at = -1.0
+
     def _changed_elsewhere(self) -> bool:
         """Whether another connection (a thread here, or another process) wrote to the store
         since the last look: SQLite's data_version, read from shared memory, no disk I/O."""

@@ -34,6 +34,9 @@ class Maintenance:
     def flush_access_times(self, wait: bool = True) -> None:  # the store's own
         raise NotImplementedError
 
+    def _forget_versions(self) -> None:
+        """Make this process read the versions again at once (the store's own)."""
+
     # -- maintenance (for the cache commands; blocking) ------------------------------------
 
     def file_records(self) -> list[tuple[str, str, int, float]]:
@@ -56,10 +59,12 @@ class Maintenance:
             if isinstance(key, tuple) and len(key) > 1 and key[1] == project and key[0] != VERSION:
                 removed += bool(self.cache.delete(key))
         self._bump(project)
+        self._forget_versions()
         return removed
 
     def _bump_generation(self) -> None:
         self.cache.incr(GENERATION, default=0, retry=True)
+        self._forget_versions()
 
     def prune(self, max_size: int | None, older_than: float | None, now: float) -> int:
         """Remove files stored before now - older_than, then least recently used entries
