@@ -17,6 +17,7 @@ from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.doctor_cli import doctor, env
 from cacheproxy.logs import configure_logging
+from cacheproxy.preflight import check_cache_dir, tls_context
 from cacheproxy.redact import redact_url
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
@@ -79,7 +80,13 @@ def main() -> None:
     "idle_timeout",
     "Close a client connection idle this long, or one still sending its request (default 15s).",
 )
-@_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
+@click.option(
+    "--offline/--online",
+    "offline",
+    default=None,  # not given: the environment and the file still count
+    help="Serve only what is cached, never contact the upstream; --online undoes an offline "
+    f"setting from the environment or file (default online) [env: {env_name('offline')}]",
+)
 @_setting("log_level", "debug, info, warning or error (default info).")
 @_setting("log_format", "text, or json for one JSON object per line (default text).")
 @_setting("auth_tokens", "Comma-separated tokens clients must send (as Basic password).")
@@ -107,6 +114,8 @@ def main() -> None:
     "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
     "from the AWS_* variables.",
 )
+@_setting("tls_cert", "Serve HTTPS with this PEM certificate chain; reloaded on SIGHUP.")
+@_setting("tls_key", "The private key of --tls-cert (PEM).")
 @click.option(
     "--config",
     "config_file",
@@ -119,6 +128,8 @@ def serve(config_file: str | None, **flags: str | None) -> None:
     config = _load(flags, config_file)
     try:
         config.client_tokens()
+        check_cache_dir(config.cache_dir)
+        tls = tls_context(config)
     except ConfigError as exc:
         _fail(str(exc))
     try:
@@ -127,7 +138,7 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         _fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(run_server(config, inherited))
+        asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:
         _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
     except KeyboardInterrupt:

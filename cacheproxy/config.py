@@ -107,6 +107,9 @@ class Config:
     # origin; empty: any host a page names.
     file_hosts: tuple[str, ...] = ()
     shared_cache: str | None = None  # s3://BUCKET[/PREFIX]
+    # HTTPS when both are set: a PEM certificate chain and its key, read again on SIGHUP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # From the file only; the standard AWS variables beat them (see shared_cache_settings).
     shared_cache_endpoint: str | None = None
     shared_cache_region: str | None = None
@@ -256,6 +259,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "public_url": parse_public_url,
     "file_hosts": parse_file_hosts,
     "shared_cache": parse_shared_cache,
+    "tls_cert": _parse_path,
+    "tls_key": _parse_path,
 }
 
 SETTINGS = tuple(_PARSERS)
