@@ -125,6 +125,16 @@ async def serve(
         keepalive_timeout=config.idle_timeout,
     )
     await runner.setup()
+    # Before the start-up line: whoever reads it may signal at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if tls is not None and config.tls_cert and config.tls_key:
+        files = TlsFiles(config.tls_cert, config.tls_key)
+        # On the loop, not in a thread: two small files, and the context is not changed
+        # while a handshake elsewhere reads it.
+        loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, files)
     try:
         host, port = await _start_sites(runner, config, inherited, tls)
         started = time.monotonic()
@@ -139,15 +149,6 @@ async def serve(
                 base,
                 index.name,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        if tls is not None and config.tls_cert and config.tls_key:
-            files = TlsFiles(config.tls_cert, config.tls_key)
-            # On the loop, not in a thread: two small files, and the context is not changed
-            # while a handshake elsewhere reads it.
-            loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, files)
         await stop.wait()
         log.info("stopping after %.0fs", time.monotonic() - started)
     finally:
