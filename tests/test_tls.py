@@ -18,6 +18,7 @@ from yarl import URL
 
 from tests.fakes.clients import clean_env, pip_install, uv_pip_install
 from tests.fakes.process import ProxyProcess
+from tests.test_socket_activation import as_fd_3, listening_socket
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 
@@ -169,3 +170,43 @@ def test_unusable_certificate_files_exit_2_with_one_line(certs, tmp_path, files,
     result = serve_once(*args)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
+
+
+async def test_a_socket_from_systemd_is_served_with_tls(certs, upstream, tmp_path, wheel_bytes):
+    cert, key = certs.issue("server")
+    sock = listening_socket()
+    try:
+        proxy = await asyncio.to_thread(
+            ProxyProcess,
+            tmp_path / "cache",
+            upstream.simple_url,
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            launcher=as_fd_3(sock.fileno()),
+            pass_fds=(sock.fileno(),),
+        )
+        try:
+            assert proxy.url == f"https://127.0.0.1:{sock.getsockname()[1]}/simple/"
+            assert any("from systemd: https://" in line for line in proxy.log)
+            status, body = await fetch(proxy.url + f"tinyalpha/{ALPHA}", certs.ca_file)
+            assert (status, body) == (200, wheel_bytes(ALPHA))
+        finally:
+            await asyncio.to_thread(proxy.stop)
+    finally:
+        sock.close()
+
+
+def test_env_prints_https_urls_when_serve_would_use_tls(certs, tmp_path):
+    cert, key = certs.issue("server")
+    env = {**clean_env(), "CACHEPROXY_TLS_CERT": str(cert), "CACHEPROXY_TLS_KEY": str(key)}
+    result = subprocess.run(
+        [sys.executable, "-m", "cacheproxy", "env", "--format", "dotenv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PIP_INDEX_URL=https://127.0.0.1:3145/simple/" in result.stdout
