@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from cacheproxy.config import load_config
 from tests.fakes.process import ProxyProcess
 
 
@@ -72,3 +73,12 @@ def test_offline_is_a_switch_and_the_start_up_line_says_so(
 def test_offline_takes_no_value():
     result = serve_once("--offline", "true")
     assert result.returncode == 2 and "unexpected extra argument" in result.stderr.lower()
+
+
+def test_offline_from_the_file_and_the_environment_and_the_switch_beats_both(tmp_path):
+    file = tmp_path / "cacheproxy.toml"
+    file.write_text("offline = true\n")
+    assert load_config({}, {}, file).offline is True
+    assert load_config({}, {"CACHEPROXY_OFFLINE": "off"}, file).offline is False
+    assert load_config({"offline": False}, {"CACHEPROXY_OFFLINE": "1"}, file).offline is False
+    assert load_config({"offline": True}, {}, None).offline is True
