@@ -1,18 +1,18 @@
 # cacheproxy in a container. Build:  docker build -t cacheproxy .
 # Run:    docker run -d -p 3145:3145 -v cacheproxy-cache:/var/cache/cacheproxy cacheproxy
-# BASE picks the Python image; INDEX_URL, if set, is where the build installs cacheproxy's own
+# BASE picks the Python image; PIP_INDEX_URL, if set, is where the build installs cacheproxy's own
 # dependencies from (for example another cacheproxy: http://127.0.0.1:3145/simple/ with
 # --network=host).
 ARG BASE=python:3.12-slim
 
 FROM $BASE AS build
-ARG INDEX_URL
+ARG PIP_INDEX_URL
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY cacheproxy ./cacheproxy
 RUN python3 -m venv /opt/cacheproxy \
  && /opt/cacheproxy/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
-      ${INDEX_URL:+--index-url "$INDEX_URL"} . \
+      ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} . \
  && find /opt/cacheproxy -name __pycache__ -prune -exec rm -rf {} + \
  && rm -rf /opt/cacheproxy/lib/python*/site-packages/pip
 

@@ -17,6 +17,7 @@ from cacheproxy import __version__
 from cacheproxy.config import Config, ConfigError, env_name, load_config, parse_size
 from cacheproxy.doctor_cli import doctor, env
 from cacheproxy.logs import configure_logging
+from cacheproxy.preflight import check_cache_dir, tls_context
 from cacheproxy.redact import redact_url
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
@@ -64,7 +65,7 @@ def main() -> None:
 @_setting("upstream", "The simple index to proxy (default: the public Python package index).")
 @_setting("page_ttl", "How long a project page is fresh, e.g. 10m (default 10m).")
 @_setting("negative_ttl", "How long 'no such project' is remembered (default 5m).")
-@_setting("max_size", "Cache size limit, e.g. 20GiB; least recently used goes first.")
+@_setting("max_size", "Cache size limit; least recently used goes first (default 20GiB).")
 @_setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
 @_setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
 @_setting("page_timeout", "Deadline for a whole upstream page fetch, body included (default 30s).")
@@ -74,15 +75,27 @@ def main() -> None:
     "0 for none).",
 )
 @_setting("min_rate_window", "The span min-rate is averaged over; also its grace (default 30s).")
-@_setting("retries", "Upstream retries on connection errors and 5xx, with backoff (default 2).")
+@_setting(
+    "retries",
+    "Upstream retries on connection errors, timeouts, 429 and 5xx, with backoff (default 2).",
+)
 @_setting(
     "idle_timeout",
     "Close a client connection idle this long, or one still sending its request (default 15s).",
 )
-@_setting("offline", "Serve only what is cached, never contact the upstream (true/false).")
+@click.option(
+    "--offline/--online",
+    "offline",
+    default=None,  # not given: the environment and the file still count
+    help="Serve only what is cached, never contact the upstream; --online undoes an offline "
+    f"setting from the environment or file (default online) [env: {env_name('offline')}]",
+)
 @_setting("log_level", "debug, info, warning or error (default info).")
 @_setting("log_format", "text, or json for one JSON object per line (default text).")
-@_setting("auth_tokens", "Comma-separated tokens clients must send (as Basic password).")
+@_setting(
+    "auth_tokens",
+    "Comma-separated tokens clients must send, as the Basic-auth password or a Bearer token.",
+)
 @_setting("auth_tokens_file", "File with one client token per line.")
 @_setting(
     "indexes",
@@ -112,6 +125,8 @@ def main() -> None:
     "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
     "from the AWS_* variables.",
 )
+@_setting("tls_cert", "Serve HTTPS with this PEM certificate chain; reloaded on SIGHUP.")
+@_setting("tls_key", "The private key of --tls-cert (PEM).")
 @click.option(
     "--config",
     "config_file",
@@ -124,6 +139,8 @@ def serve(config_file: str | None, **flags: str | None) -> None:
     config = _load(flags, config_file)
     try:
         config.client_tokens()
+        check_cache_dir(config.cache_dir)
+        tls = tls_context(config)
     except ConfigError as exc:
         _fail(str(exc))
     try:
@@ -132,7 +149,7 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         _fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(run_server(config, inherited))
+        asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:
         _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
@@ -199,7 +216,10 @@ def verify(config_file: str | None, **flags: str | None) -> None:
 @_INDEX_OPTION
 @_CONFIG_OPTION
 def stats(config_file: str | None, **flags: str | None) -> None:
-    """Size of the cache, its files and its biggest projects."""
+    """Size of the cache, its files and its biggest projects.
+
+    The size counts everything stored (pages, extracted metadata, files); the project list
+    counts only the bytes of each project's files, so it adds up to less."""
     with _open_store(flags, config_file) as store:
         records = store.file_records()
         volume, entries = store.cache.volume(), len(store.cache)
@@ -207,7 +227,10 @@ def stats(config_file: str | None, **flags: str | None) -> None:
     for project, _, size, _ in records:
         by_project[project] += size
     click.echo(f"cache: {store.cache_dir}")
-    click.echo(f"size: {human_bytes(volume)} in {entries} entries, {len(records)} files")
+    files_size = sum(by_project.values())
+    click.echo(f"size: {human_bytes(volume)} in {entries} entries (pages, metadata and files)")
+    click.echo(f"files: {len(records)} wheels and sdists, {human_bytes(files_size)}")
+    click.echo("biggest projects, by the size of their files (pages and metadata not counted):")
     for project, size in by_project.most_common(10):
         click.echo(f"  {project:<40} {human_bytes(size):>12}")
 

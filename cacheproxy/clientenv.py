@@ -46,11 +46,13 @@ class ClientEnv:
     docker: tuple[DockerBuild, ...] = field(default=())
 
 
-def index_url(host: str, port: int, url: str | None = None, index: str | None = None) -> str:
+def index_url(
+    host: str, port: int, url: str | None = None, index: str | None = None, scheme: str = "http"
+) -> str:
     """The proxy's simple index (or named index) URL: `url` if given (its root, or ending in
     /simple/), else from the address it listens on, with 0.0.0.0 shown as 127.0.0.1."""
     if url is None:
-        root = URL(served_index_url(host, port)).with_path("/")
+        root = URL(served_index_url(host, port, scheme)).with_path("/")
     else:
         root = URL(url)
         if root.scheme not in ("http", "https") or not root.host:

@@ -111,6 +111,9 @@ class Config:
     # "off" says it has none (answered 404 at once).
     json_api_url: str | None = None
     shared_cache: str | None = None  # s3://BUCKET[/PREFIX]
+    # HTTPS when both are set: a PEM certificate chain and its key, read again on SIGHUP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # From the file only; the standard AWS variables beat them (see shared_cache_settings).
     shared_cache_endpoint: str | None = None
     shared_cache_region: str | None = None
@@ -276,6 +279,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "file_hosts": parse_file_hosts,
     "json_api_url": parse_json_api_url,
     "shared_cache": parse_shared_cache,
+    "tls_cert": _parse_path,
+    "tls_key": _parse_path,
 }
 
 SETTINGS = tuple(_PARSERS)

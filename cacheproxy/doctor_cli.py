@@ -93,7 +93,8 @@ def env(
             config = load_config(flags, os.environ, Path(config_file) if config_file else None)
             if index_name is not None:
                 config.index_named(index_name)
-            chosen = index_url(config.host, config.port, index=index_name)
+            scheme = "https" if config.tls_cert else "http"  # serve --tls-cert
+            chosen = index_url(config.host, config.port, index=index_name, scheme=scheme)
         else:
             chosen = index_url("", 0, url=url, index=index_name)
     except (ConfigError, ClientEnvError) as exc:

@@ -107,9 +107,14 @@ def _meaning(name: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _flags(name: str) -> str:
+    option = next(p for p in serve.params if p.name == name)
+    return "/".join([*option.opts, *option.secondary_opts]) or flag_name(name)
+
+
 def render() -> str:
     rows = [
-        f"| `{flag_name(name)}` | `{env_name(name)}` | `{name.replace('_', '-')}` "
+        f"| `{_flags(name)}` | `{env_name(name)}` | `{name.replace('_', '-')}` "
         f"| {_default(name)} | {_meaning(name)} |"
         for name in SETTINGS
     ]

@@ -37,7 +37,9 @@ async def test_stats_lists_size_and_projects(proxy):
     await warm(proxy)
     result = await cli(proxy.config.cache_dir, "stats")
     assert result.returncode == 0, result.stderr
-    assert "2 files" in result.stdout
+    assert "files: 2 wheels and sdists" in result.stdout
+    assert "(pages, metadata and files)" in result.stdout  # why the total is more than the list
+    assert "pages and metadata not counted" in result.stdout
     lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  ")]
     assert lines[0][0] == "bigpkg" and lines[0][1:] == ["8.0", "MiB"]
 

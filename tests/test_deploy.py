@@ -135,7 +135,7 @@ def build_index(tmp_path_factory):
 def image(docker_env, build_index) -> str:
     run(
         "docker", "build", "--network=host", "--build-arg", f"BASE={BASE_IMAGE}",
-        "--build-arg", f"INDEX_URL={build_index}", "-t", IMAGE, str(REPO),
+        "--build-arg", f"PIP_INDEX_URL={build_index}", "-t", IMAGE, str(REPO),
         env=docker_env,
     )  # fmt: skip
     return IMAGE

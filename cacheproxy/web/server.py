@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 import time
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from cacheproxy.config import Config
 from cacheproxy.redact import redact_request
 from cacheproxy.web.app import create_app
 from cacheproxy.web.keys import CACHE_OUTCOME
+from cacheproxy.web.tls import TlsFiles, reload_certificate
 
 log = logging.getLogger("cacheproxy")
 
@@ -57,34 +59,59 @@ class OneLineBadRequests(logging.Filter):
         return True
 
 
-def index_url(host: str, port: int) -> str:
+def index_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/simple/"
+    return f"{scheme}://{shown}:{port}/simple/"
 
 
 async def _start_sites(
-    runner: web.AppRunner, config: Config, inherited: list[socket.socket]
+    runner: web.AppRunner,
+    config: Config,
+    inherited: list[socket.socket],
+    tls: ssl.SSLContext | None,
 ) -> tuple[str, int]:
     """Listen on the sockets systemd passed, or bind the configured address; the address to
     announce."""
     if not inherited:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
         return config.host, site._server.sockets[0].getsockname()[1]  # real port when 0 asked
     for sock in inherited:
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
     host, port = inherited[0].getsockname()[:2]
+    scheme = "https" if tls else "http"
     log.info(
         "listening on %d socket(s) from systemd: %s (--host and --port are not used)",
         len(inherited),
-        ", ".join(index_url(*s.getsockname()[:2]).removesuffix("/simple/") for s in inherited),
+        ", ".join(
+            index_url(*s.getsockname()[:2], scheme).removesuffix("/simple/") for s in inherited
+        ),
     )
     return host, port
 
 
-async def serve(config: Config, inherited: list[socket.socket] | None = None) -> None:
+def _serving_line(config: Config, url: str) -> str:
+    if config.offline:
+        return (
+            f"cacheproxy serving offline from cache {config.cache_dir} (only what is cached; "
+            f"{config.public_upstream} is never asked); set UV_DEFAULT_INDEX={url} "
+            "(or PIP_INDEX_URL)"
+        )
+    return (
+        f"cacheproxy serving {config.public_upstream} from cache {config.cache_dir}; "
+        f"set UV_DEFAULT_INDEX={url} (or PIP_INDEX_URL)"
+    )
+
+
+async def serve(
+    config: Config,
+    inherited: list[socket.socket] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM; with tls (made by web/tls.py: server_context from the
+    config's files), HTTPS, its certificate read again on SIGHUP."""
     inherited = inherited or []
     logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     app = create_app(config)
@@ -98,16 +125,22 @@ async def serve(config: Config, inherited: list[socket.socket] | None = None) ->
         keepalive_timeout=config.idle_timeout,
     )
     await runner.setup()
+    # Before the start-up line: whoever reads it may signal at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if tls is not None and config.tls_cert and config.tls_key:
+        files = TlsFiles(config.tls_cert, config.tls_key)
+        # On the loop, not in a thread: two small files, and the context is not changed
+        # while a handshake elsewhere reads it.
+        loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, files)
     try:
-        host, port = await _start_sites(runner, config, inherited)
+        host, port = await _start_sites(runner, config, inherited, tls)
         started = time.monotonic()
-        log.info(
-            "cacheproxy serving %s from cache %s; set UV_DEFAULT_INDEX=%s (or PIP_INDEX_URL)",
-            config.public_upstream,
-            config.cache_dir,
-            index_url(host, port),
-        )
-        base = index_url(host, port).removesuffix("simple/")
+        url = index_url(host, port, "https" if tls else "http")
+        log.info("%s", _serving_line(config, url))
+        base = url.removesuffix("simple/")
         for index in config.indexes:
             log.info(
                 "index %s serves %s at %sindex/%s/simple/",
@@ -116,10 +149,6 @@ async def serve(config: Config, inherited: list[socket.socket] | None = None) ->
                 base,
                 index.name,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("stopping after %.0fs", time.monotonic() - started)
     finally:

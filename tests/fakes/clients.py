@@ -29,6 +29,9 @@ class CompletedRun:
 def clean_env() -> dict[str, str]:
     """The environment without the machine's own index settings, which would bypass the proxy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # The machine's trust settings too: requests lets REQUESTS_CA_BUNDLE beat pip's --cert.
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        env.pop(name, None)
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["UV_NO_CONFIG"] = "1"
@@ -49,19 +52,27 @@ async def run(args: list[str], env: dict[str, str], timeout: float = 180) -> Com
 
 
 async def pip_install(
-    index_url: str, target: Path, *requirements: str, extra_args: tuple[str, ...] = ()
+    index_url: str,
+    target: Path,
+    *requirements: str,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> CompletedRun:
     args = [
         sys.executable, "-m", "pip", "install", "--no-cache-dir", "--target", str(target),
         "--index-url", index_url, *extra_args, *requirements,
     ]  # fmt: skip
-    return await run(args, clean_env())
+    return await run(args, {**clean_env(), **(env or {})})
 
 
 async def uv_pip_install(
-    index_url: str, target: Path, *requirements: str, extra_args: tuple[str, ...] = ()
+    index_url: str,
+    target: Path,
+    *requirements: str,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> CompletedRun:
-    env = clean_env()
+    env = {**clean_env(), **(env or {})}
     with tempfile.TemporaryDirectory() as uv_cache:
         env["UV_CACHE_DIR"] = uv_cache
         args = [
