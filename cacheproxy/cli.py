@@ -43,6 +43,18 @@ def _load(flags: dict[str, str | None], config_file: str | None) -> Config:
         raise  # unreachable: _fail exits
 
 
+def _repeatable(name: str, metavar: str, help_text: str):
+    """A flag given once per value; not given, it is None so the environment and file count."""
+    return click.option(
+        "--" + name.replace("_", "-"),
+        name,
+        multiple=True,
+        metavar=metavar,
+        callback=lambda _ctx, _param, values: list(values) or None,
+        help=f"{help_text} [env: {env_name(name)}]",
+    )
+
+
 def _setting(name: str, help_text: str):
     """A string option: the Config parser checks it, the same way as env and file values."""
     flag = "--" + name.replace("_", "-")
@@ -106,6 +118,36 @@ def main() -> None:
     "shared_cache",
     "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
     "from the AWS_* variables.",
+)
+@_setting(
+    "min_release_age",
+    "Release cooldown: files uploaded more recently than this, like 7d or 36h, are hidden "
+    "(default 0: none).",
+)
+@_repeatable(
+    "release_age_exempt",
+    "PROJECT",
+    "A project the cooldown does not hold back; repeatable or comma-separated.",
+)
+@_setting(
+    "exclude_newer",
+    "Snapshot: hide files uploaded at or after this RFC 3339 time or date (a date counts whole).",
+)
+@_repeatable(
+    "deny",
+    "SPEC",
+    "A requirement the proxy refuses: a project (evilpkg) or versions (requests>=2.99); "
+    "repeatable, ';'-separated in the environment.",
+)
+@_repeatable(
+    "allow",
+    "SPEC",
+    "With any, only these projects (and versions, if a specifier is given) are served; "
+    "repeatable, ';'-separated in the environment.",
+)
+@_setting(
+    "unknown_upload_time",
+    "hide or show: files of unknown upload time while a cooldown or snapshot is on (default hide).",
 )
 @click.option(
     "--config",

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cacheproxy.cache import policy
+from cacheproxy.cache.answers import Refused
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
-from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages
+from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages, visible_pages
 from cacheproxy.cache.policy import CachedPage, PageAction
+from cacheproxy.cache.rules import Rules, Visible
 from cacheproxy.cache.singleflight import SingleFlight
+from cacheproxy.cache.takedowns import base_filename, removed_files, taken_down_reason
 from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
 from cacheproxy.simple.filehosts import FileHosts
@@ -56,6 +60,7 @@ class PageAnswer:
     page: HotPage | None
     max_age: int
     warning: str | None = None
+    refused: str | None = None  # why the rules refuse the whole project (403)
 
 
 class PageService:
@@ -75,6 +80,8 @@ class PageService:
         self._flights: SingleFlight[object] = SingleFlight()
         self._parsed = parsed_pages()
         self._rendered = rendered_pages()
+        self.rules = Rules.from_settings(config)
+        self._visible = visible_pages()
         self._file_hosts = FileHosts(config.file_hosts, config.public_upstream)
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
@@ -100,9 +107,17 @@ class PageService:
     async def answer(self, project: str, content_type: str) -> PageAnswer:
         """The project's page rendered as content_type. Raises UpstreamError (and
         UpstreamRefused) when there is nothing to serve."""
+        if self.rules.active and (refused := self.rules.refusal(project)):
+            self.upstream.metrics.policy_hidden.labels("project", "project").inc()
+            return PageAnswer("refused", None, 0, refused=refused)
         hot = self._rendered.get((project, content_type), await self.store.page_version(project))
-        if hot is not None and self._action(hot.head) is PageAction.SERVE:
-            return PageAnswer("hit", hot, self._max_age(hot.head))
+        # A hot copy is good until the clock makes a file it leaves off visible.
+        if (
+            hot is not None
+            and self._action(hot.head) is PageAction.SERVE
+            and self.clock() < hot.changes_at
+        ):
+            return PageAnswer("hit", hot, self._bounded_max_age(hot.head, hot.changes_at))
         answer = await self._flights.run(
             ("render", project, content_type), lambda: self._render(project, content_type)
         )
@@ -113,20 +128,72 @@ class PageService:
         result = await self.get(project)
         if result is None:
             return PageAnswer("offline", None, 0)
-        max_age = self._max_age(result.entry)
         if result.entry.page is None:
-            return PageAnswer(result.outcome, None, max_age)
+            return PageAnswer(result.outcome, None, self._max_age(result.entry))
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
         page = with_file_facts(result.entry.page, await self.store.file_facts(project))
+        visible = self._apply_rules(page)
+        for hidden in visible.hidden.values():
+            self.upstream.metrics.policy_hidden.labels(hidden.rule, "page").inc()
+        page = visible.page
         render = render_json if content_type == JSON_V1 else render_html
         rendered = await asyncio.to_thread(lambda: with_variants(render(page)))
-        hot = HotPage(policy.head_of(result.entry), rendered)
+        hot = HotPage(policy.head_of(result.entry), rendered, visible.changes_at)
+        max_age = self._bounded_max_age(result.entry, visible.changes_at)
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.
         if not result.warning and result.outcome != "uncached":
             self._rendered.put((project, content_type), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
+
+    def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:
+        """What is left of the TTL, and no longer than until a hidden file becomes visible."""
+        max_age = self._max_age(entry)
+        if changes_at == math.inf:
+            return max_age
+        return min(max_age, max(0, math.ceil(changes_at - self.clock())))
+
+    def _apply_rules(self, page: ProjectPage) -> Visible:
+        return self.rules.visible(page, self.clock()) if self.rules.active else Visible(page)
+
+    async def refusal(self, project: str, filename: str) -> Refused | None:
+        """Why the rules refuse a file (or its .metadata or .provenance), or None."""
+        if not self.rules.active:
+            return None
+        refused = self.rules.refusal(project)
+        if refused is not None:
+            self.upstream.metrics.policy_hidden.labels("project", "file").inc()
+            return Refused(refused)
+        visible = await self._visible_page(project)
+        hidden = visible and visible.hidden.get(base_filename(filename))
+        if not hidden:
+            return None
+        self.upstream.metrics.policy_hidden.labels(hidden.rule, "file").inc()
+        return Refused(hidden.reason)
+
+    async def _visible_page(self, project: str) -> Visible | None:
+        version = await self.store.page_version(project)
+        visible = self._visible.get(project, version)
+        if visible is not None and self.clock() < visible.changes_at:
+            return visible
+        entry = await self._stored_page(project)
+        if entry is None:  # a first request for a file: the page says whether it may be had
+            result = await self.get(project)
+            entry = result and result.entry
+            version = await self.store.page_version(project)
+        if entry is None or entry.page is None:
+            return None
+        page = with_file_facts(entry.page, await self.store.file_facts(project))
+        visible = self._apply_rules(page)
+        self._visible.put(project, version, visible)
+        return visible
+
+    async def taken_down(self, project: str, filename: str) -> Refused | None:
+        """A 410 for a file the upstream's page stopped listing, or None."""
+        gone = await asyncio.to_thread(self.store.taken_down, project)
+        seen_at = gone.get(base_filename(filename))
+        return None if seen_at is None else Refused(taken_down_reason(filename, seen_at), 410)
 
     async def get(self, project: str) -> PageResult | None:
         """The project's stored page, refreshed if it is due; None when offline with nothing
@@ -229,7 +296,21 @@ class PageService:
             last_modified=response.last_modified,
         )
         stored = await self._store_page(project, fresh)
+        await self._forget_taken_down(project, entry, fresh)
         return PageResult(fresh, "miss" if stored else "uncached")
+
+    async def _forget_taken_down(
+        self, project: str, old: CachedPage | None, new: CachedPage
+    ) -> None:
+        removed = removed_files(old, new)
+        if not removed:
+            return
+        shown = ", ".join(removed[:3])
+        log.warning("%s: %d files gone from the upstream's page: %s", project, len(removed), shown)
+        try:
+            await asyncio.to_thread(self.store.forget_taken_down, project, removed, self.clock())
+        except STORE_WRITE_ERRORS as exc:
+            log.warning("files taken down upstream are still in the cache: %s", exc)
 
 
 def _parse(project: str, response: PageResponse, hosts: FileHosts) -> ProjectPage:

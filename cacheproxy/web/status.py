@@ -29,6 +29,7 @@ class StatusSnapshot:
     started_at: float
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     disk_full: bool = False
+    rules: list[str] = dataclasses.field(default_factory=list)  # install rules in force
 
     @property
     def hit_ratio(self) -> float | None:
@@ -71,8 +72,12 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         else ""
     )
 
+    rules = (
+        "".join(f"<li>{e(line)}</li>" for line in s.rules) or "<li>none: every file is served</li>"
+    )
     return _TEMPLATE.substitute(
         disk_full=disk,
+        rules=f'<h2>Install rules</h2><ul id="install-rules">{rules}</ul>\n',
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),
