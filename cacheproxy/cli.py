@@ -337,9 +337,11 @@ def warm(
         f"{len(report.fetched)} files fetched, {len(report.already_cached)} already cached, "
         f"{human_bytes(report.bytes)} read through {url}"
     )
-    if report.failed:
-        for failure in report.failed:
-            click.echo(f"failed: {failure}", err=True)
+    for held in report.held_back:
+        click.echo(f"held back by the proxy: {held}", err=True)
+    for failure in report.failed:
+        click.echo(f"failed: {failure}", err=True)
+    if report.failed or report.held_back:
         sys.exit(1)
 
 

@@ -13,6 +13,7 @@ from cacheproxy.config_values import parse_timestamp
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.web.keys import STORE
 from tests.fakes.clock import FakeClock
+from tests.test_warm import cli, uv_lock_for
 
 OLD = "tinyalpha-1.0-py3-none-any.whl"
 NEW = "tinyalpha-2.0-py3-none-any.whl"
@@ -83,9 +84,7 @@ async def test_a_cached_file_inside_a_later_cooldown_is_refused(make_proxy, date
 
 
 async def test_exempt_projects_skip_the_cooldown(make_proxy, dated):
-    proxy = await make_proxy(
-        clock=dated, min_release_age=DAY, release_age_exempt=("tinyalpha",)
-    )
+    proxy = await make_proxy(clock=dated, min_release_age=DAY, release_age_exempt=("tinyalpha",))
     assert (await files_on_page(proxy))[0] == {OLD, NEW}
     assert (await get(proxy.url + f"tinyalpha/{NEW}"))[0] == 200
 
@@ -171,9 +170,7 @@ async def test_status_page_and_metrics_show_the_rules(make_proxy, dated):
     assert 'cacheproxy_policy_hidden_total{kind="file",rule="min-release-age"} 1.0' in lines
 
 
-async def test_takedown_removes_a_cached_file_once_the_page_is_revalidated(
-    make_proxy, upstream
-):
+async def test_takedown_removes_a_cached_file_once_the_page_is_revalidated(make_proxy, upstream):
     clock = FakeClock()
     proxy = await make_proxy(clock=clock, page_ttl=60)
     assert (await get(proxy.url + f"tinyalpha/{NEW}"))[0] == 200
@@ -210,3 +207,17 @@ def test_upload_times_parse_as_the_index_writes_them():
         "2024-06-01T12:00:00Z"
     )
     assert parse_upload_time(None) is None and parse_upload_time("yesterday") is None
+
+
+async def test_warm_reports_what_the_rules_hold_back(make_proxy, dated, upstream, tmp_path):
+    proxy = await make_proxy(clock=dated, min_release_age=300 * DAY)
+    lock = tmp_path / "uv.lock"
+    lock.write_text(uv_lock_for(upstream))
+    result = await cli(str(lock), "--index-url", proxy.url)
+    assert result.returncode == 1
+    assert result.stdout.startswith("2 files fetched")  # the helper and its metadata
+    held = [line for line in result.stderr.splitlines() if line.startswith("held back")]
+    assert held == [
+        f"held back by the proxy: {NEW}: {NEW} was uploaded at 2025-06-01T11:00:00Z; this "
+        "proxy's min-release-age of 300d holds it back until 2026-03-28T11:00:00Z"
+    ]
