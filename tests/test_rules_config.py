@@ -1,6 +1,9 @@
 """The install rules' settings from flags, environment and TOML (per named index too), and
 bad values as one line with exit code 2."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from cacheproxy.cache.rules import Rules
@@ -65,3 +68,16 @@ def test_bad_rule_values_exit_2_with_one_line(args, env, needle, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_every_recipe_in_the_policy_page_loads(tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
+    examples = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(examples) == 3
+    for number, example in enumerate(examples):
+        file = tmp_path / f"recipe{number}.toml"
+        file.write_text(example)
+        config = load_config({}, {}, file)
+        assert Rules.from_settings(config).active or all(
+            Rules.from_settings(config.for_index(index)).active for index in config.indexes
+        )
