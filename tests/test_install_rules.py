@@ -73,6 +73,9 @@ async def test_hidden_files_are_refused_with_the_reason(make_proxy, dated, upstr
     assert upstream.index.file_hits(NEW + suffix) == 0
     status, _, _ = await get(proxy.url + f"tinyalpha/{OLD}")
     assert status == 200
+    dated.now += DAY  # the refusal was kept in memory; the clock ends it
+    status, _, _ = await get(proxy.url + f"tinyalpha/{NEW}{suffix}")
+    assert status == 200
 
 
 async def test_a_cached_file_inside_a_later_cooldown_is_refused(make_proxy, dated):

@@ -102,9 +102,8 @@ class Rules:
 
     @property
     def active(self) -> bool:
-        return bool(self.min_release_age or self.exclude_newer is not None or self.deny) or bool(
-            self.allow
-        )
+        cooldown_or_snapshot = self.min_release_age > 0 or self.exclude_newer is not None
+        return cooldown_or_snapshot or bool(self.deny) or bool(self.allow)
 
     def describe(self) -> list[str]:
         """The rules in force, one line each, for the status page."""
