@@ -79,7 +79,7 @@ def test_exempt_project_and_deny_specifier_with_prereleases():
 def test_project_refusals():
     assert "denied" in rules(deny=("demo",)).refusal("demo")
     assert rules(deny=("demo<1",)).refusal("demo") is None
-    allow = rules(allow=("other", "demo==1.0"))
+    allow = rules(allow=("other", "Demo==1.0"))
     assert allow.refusal("demo") is None and "allow list" in allow.refusal("third")
     assert visible_names(allow.visible(DEMO, NOW)) == [
         "demo-1.0.tar.gz",

@@ -19,6 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
+    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -93,10 +94,10 @@ class Rules:
         """From a Config (or anything with its rule attributes); specs were checked there."""
         return cls(
             min_release_age=settings.min_release_age,
-            release_age_exempt=frozenset(settings.release_age_exempt),
+            release_age_exempt=frozenset(map(canonicalize_name, settings.release_age_exempt)),
             exclude_newer=settings.exclude_newer,
-            deny=tuple(Requirement(spec) for spec in settings.deny),
-            allow=tuple(Requirement(spec) for spec in settings.allow),
+            deny=tuple(map(_requirement, settings.deny)),
+            allow=tuple(map(_requirement, settings.allow)),
             unknown_upload_time=settings.unknown_upload_time,
         )
 
@@ -199,6 +200,13 @@ class Rules:
             wanted = " or ".join(str(spec) for spec in allowed)
             return Hidden(ALLOW, f"{project} {version} is not allowed (only {wanted})")
         return None
+
+
+def _requirement(spec: str) -> Requirement:
+    """A rule's requirement, named as the index names projects (the page path is normalised)."""
+    requirement = Requirement(spec)
+    requirement.name = canonicalize_name(requirement.name)
+    return requirement
 
 
 def _remaining_versions(
