@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import statistics
@@ -545,7 +546,8 @@ def scenario_pages(args: argparse.Namespace, relay: RelayProcess) -> dict:
     headers = [JSON_ACCEPT, "Accept-Encoding: gzip"]
     results: dict = {"projects": len(projects)}
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
-        ttl = ("--page-ttl", "1h")  # warm means fresh: no revalidation during the run
+        # warm means fresh: no revalidation during the run
+        ttl = ("--page-ttl", "1h", *shlex.split(args.proxy_args))
         proxy = Proxy(Path(cache), relay.url, *ttl)
         try:
             log(f"pages: warming {len(paths)} project pages")
@@ -700,6 +702,11 @@ def main() -> None:
         "--interval-ms",
         default="1000,200",
         help="pages: paced runs, one request per connection every N ms",
+    )
+    parser.add_argument(
+        "--proxy-args",
+        default="",
+        help="pages: more settings for its proxies, e.g. '--min-release-age 7d --deny evilpkg'",
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path)

@@ -44,6 +44,18 @@ def _load(flags: dict[str, str | None], config_file: str | None) -> Config:
         raise  # unreachable: _fail exits
 
 
+def _repeatable(name: str, metavar: str, help_text: str):
+    """A flag given once per value; not given, it is None so the environment and file count."""
+    return click.option(
+        "--" + name.replace("_", "-"),
+        name,
+        multiple=True,
+        metavar=metavar,
+        callback=lambda _ctx, _param, values: list(values) or None,
+        help=f"{help_text} [env: {env_name(name)}]",
+    )
+
+
 def _setting(name: str, help_text: str):
     """A string option: the Config parser checks it, the same way as env and file values."""
     flag = "--" + name.replace("_", "-")
@@ -127,6 +139,36 @@ def main() -> None:
 )
 @_setting("tls_cert", "Serve HTTPS with this PEM certificate chain; reloaded on SIGHUP.")
 @_setting("tls_key", "The private key of --tls-cert (PEM).")
+@_setting(
+    "min_release_age",
+    "Release cooldown: files uploaded more recently than this, like 7d or 36h, are hidden "
+    "(default 0: none).",
+)
+@_repeatable(
+    "release_age_exempt",
+    "PROJECT",
+    "A project the cooldown does not hold back; repeatable or comma-separated.",
+)
+@_setting(
+    "exclude_newer",
+    "Snapshot: hide files uploaded at or after this RFC 3339 time or date (a date counts whole).",
+)
+@_repeatable(
+    "deny",
+    "SPEC",
+    "A requirement the proxy refuses: a project (evilpkg) or versions (requests>=2.99); "
+    "repeatable, ';'-separated in the environment.",
+)
+@_repeatable(
+    "allow",
+    "SPEC",
+    "With any, only these projects (and versions, if a specifier is given) are served; "
+    "repeatable, ';'-separated in the environment.",
+)
+@_setting(
+    "unknown_upload_time",
+    "hide or show: files of unknown upload time while a cooldown or snapshot is on (default hide).",
+)
 @click.option(
     "--config",
     "config_file",
@@ -323,9 +365,11 @@ def warm(
         f"{len(report.fetched)} files fetched, {len(report.already_cached)} already cached, "
         f"{human_bytes(report.bytes)} read through {url}"
     )
-    if report.failed:
-        for failure in report.failed:
-            click.echo(f"failed: {failure}", err=True)
+    for held in report.held_back:
+        click.echo(f"held back by the proxy: {held}", err=True)
+    for failure in report.failed:
+        click.echo(f"failed: {failure}", err=True)
+    if report.failed or report.held_back:
         sys.exit(1)
 
 

@@ -33,12 +33,16 @@ from cacheproxy.config_values import (
     parse_log_level,
     parse_port,
     parse_positive_duration,
+    parse_projects,
     parse_public_url,
     parse_rate,
+    parse_requirement_specs,
     parse_retries,
     parse_shared_cache,
     parse_size,
+    parse_timestamp,
     parse_tokens,
+    parse_unknown_upload_time,
     parse_upstream,
 )
 
@@ -75,6 +79,24 @@ class NamedIndex:
     password_env: str | None = None  # the variable holding its password, read at start-up
     username: str | None = None
     shared_cache: str | None = None  # None: the main index's setting
+    # What may be installed (cache/rules.py); None: the main index's rule.
+    min_release_age: float | None = None
+    release_age_exempt: tuple[str, ...] | None = None
+    exclude_newer: float | None = None
+    deny: tuple[str, ...] | None = None
+    allow: tuple[str, ...] | None = None
+    unknown_upload_time: str | None = None
+
+
+# The settings of cache/rules.py, which a named index may set for itself.
+RULE_SETTINGS = (
+    "min_release_age",
+    "release_age_exempt",
+    "exclude_newer",
+    "deny",
+    "allow",
+    "unknown_upload_time",
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,15 @@ class Config:
     shared_cache_region: str | None = None
     shared_cache_access_key_id: str | None = dataclasses.field(default=None, repr=False)
     shared_cache_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    # What may be installed: see cache/rules.py and docs/policy.md.
+    min_release_age: float = 0.0
+    release_age_exempt: tuple[str, ...] = ()
+    exclude_newer: float | None = None  # seconds since the epoch
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    # Files whose upload time is not known while a cooldown or snapshot is on: hidden, since
+    # a file that cannot be dated cannot be shown to be old enough.
+    unknown_upload_time: str = "hide"
 
     def shared_cache_settings(self, environ: Mapping[str, str]) -> SharedCacheSettings | None:
         """Where the shared tier is, or None without one; raises SharedCacheError (one line)."""
@@ -145,6 +176,11 @@ class Config:
             shared_cache=self.shared_cache if index.shared_cache is None else index.shared_cache,
             indexes=(),
             json_api_url=None,  # derived from the index's own upstream
+            **{
+                name: getattr(index, name)
+                for name in RULE_SETTINGS
+                if getattr(index, name) is not None
+            },
         )
 
     def index_named(self, name: str) -> NamedIndex:
@@ -198,6 +234,14 @@ class Config:
         return str(self.upstream_url)
 
 
+_RULE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "min_release_age": parse_duration,
+    "release_age_exempt": parse_projects,
+    "exclude_newer": parse_timestamp,
+    "deny": parse_requirement_specs,
+    "allow": parse_requirement_specs,
+    "unknown_upload_time": parse_unknown_upload_time,
+}
 _INDEX_KEYS = {
     "url": parse_upstream,
     "page_ttl": parse_duration,
@@ -206,6 +250,7 @@ _INDEX_KEYS = {
     "username": str,
     "password_env": str,
     "shared_cache": parse_shared_cache,
+    **_RULE_PARSERS,
 }
 
 
@@ -281,6 +326,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "shared_cache": parse_shared_cache,
     "tls_cert": _parse_path,
     "tls_key": _parse_path,
+    **_RULE_PARSERS,
 }
 
 SETTINGS = tuple(_PARSERS)

@@ -3,9 +3,12 @@ one-line reason."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from yarl import URL
 
 from cacheproxy.redact import redact_url
@@ -28,6 +31,7 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }  # fmt: skip
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PROJECT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 def parse_size(value: Any) -> int:
@@ -179,3 +183,76 @@ def parse_log_format(value: Any) -> str:
 def parse_shared_cache(value: Any) -> str:
     parse_s3_url(str(value))  # raises SharedCacheError, a ValueError that says what is wrong
     return str(value).strip()
+
+
+# -- what a fleet may install (see cacheproxy/cache/rules.py) ------------------------------
+
+
+def _items(value: Any, separators: str) -> list[str]:
+    """A TOML array or repeated flags give items; a string is split at separators."""
+    raw = value if isinstance(value, (list, tuple)) else [value]
+    items = [part.strip() for item in raw for part in re.split(separators, str(item))]
+    return [item for item in items if item]
+
+
+def _end_of(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time())
+
+
+def parse_timestamp(value: Any) -> float:
+    """RFC 3339 (2024-05-01T12:00:00Z) or a date (2024-05-01: the whole day counts, so the
+    snapshot is taken at the end of it); UTC unless an offset is given. Seconds since the
+    epoch."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):  # a TOML date
+        moment = _end_of(value)
+    else:
+        text = str(value).strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                moment = _end_of(datetime.date.fromisoformat(text))
+            else:
+                moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a timestamp (like 2024-05-01T12:00:00Z or 2024-05-01)"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def parse_projects(value: Any) -> tuple[str, ...]:
+    """Project names, comma or space separated, normalised as the index does."""
+    names = []
+    for item in _items(value, r"[,\s]+"):
+        if not _PROJECT.fullmatch(item):
+            raise ValueError(f"{item!r} is not a project name")
+        names.append(canonicalize_name(item))
+    return tuple(names)
+
+
+def parse_requirement_specs(value: Any) -> tuple[str, ...]:
+    """PEP 508 requirement strings (evilpkg, requests>=2.99, foo==1.2.3), separated by ';' or
+    new lines in a string (commas belong to specifiers); kept in their normalised form."""
+    specs = []
+    for item in _items(value, r"[;\n]"):
+        try:
+            requirement = Requirement(item)
+        except InvalidRequirement:
+            raise ValueError(f"{item!r} is not a requirement (like evilpkg or foo>=2.0)") from None
+        if requirement.url or requirement.extras or requirement.marker:
+            raise ValueError(f"{item!r}: only a name and version specifiers are allowed")
+        specs.append(f"{canonicalize_name(requirement.name)}{requirement.specifier}")
+    return tuple(specs)
+
+
+_UNKNOWN_UPLOAD_TIME = ("hide", "show")
+
+
+def parse_unknown_upload_time(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in _UNKNOWN_UPLOAD_TIME:
+        raise ValueError(f"{value!r} is not hide or show")
+    return text

@@ -88,6 +88,14 @@ class Metrics:
             registry=r,
         )
 
+        self.policy_hidden = Counter(
+            "cacheproxy_policy_hidden",
+            "What the install rules held back, by rule: files left off each rendered page "
+            "(kind=page), file requests refused (kind=file), projects refused (kind=project)",
+            ["rule", "kind"],
+            registry=r,
+        )
+
     def record_evictions(self, total: int) -> None:
         """The stores count evictions; the counter follows their running total."""
         if total > self._evictions_seen:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import aiohttp
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
@@ -55,7 +55,19 @@ class Report:
     fetched: list[str] = field(default_factory=list)
     already_cached: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # What the proxy's install rules refused (403) or the upstream took down (410), with the
+    # proxy's reason: the build that needs it will fail the same way.
+    held_back: list[str] = field(default_factory=list)
     bytes: int = 0
+
+
+# The proxy's answers that carry a rule's reason rather than a fault.
+POLICY_STATUSES = (403, 410)
+
+
+async def _reason(resp: aiohttp.ClientResponse) -> str:
+    text = (await resp.text(errors="replace")).strip()
+    return text.splitlines()[0] if text else resp.reason or str(resp.status)
 
 
 def _version_of(filename: str) -> str | None:
@@ -153,19 +165,29 @@ def resolve_with_pip(lines: list[str], index_url: str) -> None:
         raise WarmError(f"resolving the unpinned requirements failed: {last}")
 
 
-async def _files_of(session: aiohttp.ClientSession, index_url: str, want: Wanted) -> list[str]:
+async def _files_of(
+    session: aiohttp.ClientSession, index_url: str, want: Wanted, report: Report
+) -> list[str]:
     page_url = urljoin(index_url, f"{want.project}/")
     async with session.get(page_url, headers={"Accept": JSON_V1}) as resp:
+        if resp.status in POLICY_STATUSES:
+            report.held_back.append(f"{want.project}: {await _reason(resp)}")
+            return []
         if resp.status != 200:
             raise WarmError(f"{want.project}: the proxy answered {resp.status}")
         page = await resp.json(content_type=None)
     urls = []
+    listed = set()
     for entry in page.get("files", []):
         if want.matches(entry):
+            listed.add(entry["filename"])
             file_url = urljoin(page_url, entry["url"])
             urls.append(file_url)
             if entry.get("core-metadata") or entry.get("dist-info-metadata"):
                 urls.append(file_url.split("#", 1)[0] + ".metadata")
+    # A locked file the page leaves off may be held back by a rule: asked for by name, the
+    # proxy says which and until when.
+    urls += [urljoin(page_url, quote(name)) for name in sorted(want.filenames - listed)]
     if not urls:
         raise WarmError(f"{want.project}: none of the wanted files is on its page")
     return urls
@@ -174,6 +196,9 @@ async def _files_of(session: aiohttp.ClientSession, index_url: str, want: Wanted
 async def _fetch(session: aiohttp.ClientSession, url: str, report: Report) -> None:
     name = _basename(url)
     async with session.get(url) as resp:
+        if resp.status in POLICY_STATUSES:
+            report.held_back.append(f"{name}: {await _reason(resp)}")
+            return
         if resp.status != 200:
             report.failed.append(f"{name}: the proxy answered {resp.status}")
             return
@@ -201,7 +226,7 @@ async def warm(
         async def one_project(want: Wanted) -> list[str]:
             async with limit:
                 try:
-                    return await _files_of(session, index_url, want)
+                    return await _files_of(session, index_url, want, report)
                 except WarmError as exc:
                     report.failed.append(str(exc))
                     return []

@@ -57,6 +57,9 @@ password_env = "INTERNAL_INDEX_TOKEN"
 ```
 
 See [indexes.md](indexes.md). A named index may have its own `shared_cache` too.
+Every install rule (`min_release_age`, `release_age_exempt`, `exclude_newer`, `deny`,
+`allow`, `unknown_upload_time`) may be set per named index too; a rule not set for the index
+is the main index's. See [policy.md](policy.md).
 
 ## The shared cache's endpoint, region and keys
 

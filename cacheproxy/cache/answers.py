@@ -77,4 +77,14 @@ class NotFound:
     outcome: str | None = None
 
 
-FileAnswer = FromStore | InMemory | Streamed | Answer | NotFound
+@dataclass(frozen=True)
+class Refused:
+    """A file the proxy will not serve: held back by a rule (403) or taken down upstream
+    (410); the reason is one line a client can show."""
+
+    reason: str
+    status: int = 403
+    outcome: str = "refused"
+
+
+FileAnswer = FromStore | InMemory | Streamed | Answer | NotFound | Refused

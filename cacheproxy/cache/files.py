@@ -60,12 +60,17 @@ class FileService:
         self.offline = offline
 
     async def answer(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
+        refused = await self.pages.refusal(project, filename)
+        if refused is not None:
+            return refused
         stored = await self.store.find_file(project, filename)
         if stored is not None:
             return await self._from_store(stored, filename, request)
         if self.offline:
             return NotFound(f"{filename} is not cached and the proxy is offline")
         source = await self.pages.find_file(project, filename)
+        if source is None and (gone := await self.pages.taken_down(project, filename)):
+            return gone
         if source is None and filename.endswith(METADATA_SUFFIX):
             return await self._extracted(project, filename, request)
         if source is None:

@@ -14,9 +14,10 @@ bound is not kept, so a single giant cannot push out everything else.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple.render import Rendered
@@ -66,6 +67,8 @@ class HotPage:
 
     head: CachedPage  # the stored entry's status and validators, without the parsed page
     rendered: Rendered
+    # When the clock makes a file the install rules leave off visible: not served after.
+    changes_at: float = math.inf
 
 
 def parsed_pages(max_files: int = MAX_PARSED_FILES) -> VersionedCache[str, CachedPage]:
@@ -78,3 +81,9 @@ def parsed_pages(max_files: int = MAX_PARSED_FILES) -> VersionedCache[str, Cache
 
 def rendered_pages(max_bytes: int = MAX_RENDERED_BYTES) -> VersionedCache[tuple, HotPage]:
     return VersionedCache(max_bytes, lambda hot: hot.rendered.size)
+
+
+def visible_pages(max_files: int = MAX_PARSED_FILES) -> VersionedCache[str, Any]:
+    """Pages as the install rules let clients see them (cache/rules.py: Visible), for the
+    file requests that must be refused when their file is hidden."""
+    return VersionedCache(max_files, lambda visible: 1 + len(visible.page.data["files"]))

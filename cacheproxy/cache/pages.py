@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from cacheproxy.cache import policy
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
-from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages
+from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages, visible_pages
+from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
+from cacheproxy.cache.rules import Rules
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
@@ -56,9 +59,10 @@ class PageAnswer:
     page: HotPage | None
     max_age: int
     warning: str | None = None
+    refused: str | None = None  # why the rules refuse the whole project (403)
 
 
-class PageService:
+class PageService(PageRules):
     def __init__(
         self,
         config: Config,
@@ -75,6 +79,8 @@ class PageService:
         self._flights: SingleFlight[object] = SingleFlight()
         self._parsed = parsed_pages()
         self._rendered = rendered_pages()
+        self.rules = Rules.from_settings(config)
+        self._visible = visible_pages()
         self._file_hosts = FileHosts(config.file_hosts, config.public_upstream)
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
@@ -100,9 +106,17 @@ class PageService:
     async def answer(self, project: str, content_type: str) -> PageAnswer:
         """The project's page rendered as content_type. Raises UpstreamError (and
         UpstreamRefused) when there is nothing to serve."""
+        if self.rules.active and (refused := self.rules.refusal(project)):
+            self.upstream.metrics.policy_hidden.labels("project", "project").inc()
+            return PageAnswer("refused", None, 0, refused=refused)
         hot = self._rendered.get((project, content_type), await self.store.page_version(project))
-        if hot is not None and self._action(hot.head) is PageAction.SERVE:
-            return PageAnswer("hit", hot, self._max_age(hot.head))
+        # A hot copy is good until the clock makes a file it leaves off visible.
+        if (
+            hot is not None
+            and self._action(hot.head) is PageAction.SERVE
+            and self.clock() < hot.changes_at
+        ):
+            return PageAnswer("hit", hot, self._bounded_max_age(hot.head, hot.changes_at))
         answer = await self._flights.run(
             ("render", project, content_type), lambda: self._render(project, content_type)
         )
@@ -113,20 +127,31 @@ class PageService:
         result = await self.get(project)
         if result is None:
             return PageAnswer("offline", None, 0)
-        max_age = self._max_age(result.entry)
         if result.entry.page is None:
-            return PageAnswer(result.outcome, None, max_age)
+            return PageAnswer(result.outcome, None, self._max_age(result.entry))
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
         page = with_file_facts(result.entry.page, await self.store.file_facts(project))
+        visible = self._apply_rules(page)
+        for hidden in visible.hidden.values():
+            self.upstream.metrics.policy_hidden.labels(hidden.rule, "page").inc()
+        page = visible.page
         render = render_json if content_type == JSON_V1 else render_html
         rendered = await asyncio.to_thread(lambda: with_variants(render(page)))
-        hot = HotPage(policy.head_of(result.entry), rendered)
+        hot = HotPage(policy.head_of(result.entry), rendered, visible.changes_at)
+        max_age = self._bounded_max_age(result.entry, visible.changes_at)
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.
         if not result.warning and result.outcome != "uncached":
             self._rendered.put((project, content_type), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
+
+    def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:
+        """What is left of the TTL, and no longer than until a hidden file becomes visible."""
+        max_age = self._max_age(entry)
+        if changes_at == math.inf:
+            return max_age
+        return min(max_age, max(0, math.ceil(changes_at - self.clock())))
 
     async def get(self, project: str) -> PageResult | None:
         """The project's stored page, refreshed if it is due; None when offline with nothing
@@ -229,6 +254,7 @@ class PageService:
             last_modified=response.last_modified,
         )
         stored = await self._store_page(project, fresh)
+        await self._forget_taken_down(project, entry, fresh)
         return PageResult(fresh, "miss" if stored else "uncached")
 
 

@@ -22,6 +22,7 @@ FILE = "file"
 # prune and verify. They live in the store, so every process sees every other's writes.
 VERSION = "version"
 GENERATION = ("generation",)
+TAKEN_DOWN = "taken-down"
 
 
 class Maintenance:
@@ -36,6 +37,29 @@ class Maintenance:
 
     def _forget_versions(self) -> None:
         """Make this process read the versions again at once (the store's own)."""
+
+    def _value(self, key: tuple, default=None):  # the store's own: a read without a write
+        raise NotImplementedError
+
+    # -- takedowns -------------------------------------------------------------------------
+
+    def forget_taken_down(self, project: str, filenames: list[str], now: float) -> int:
+        """Files the upstream no longer lists leave the cache (with their .metadata and
+        .provenance), and are remembered as taken down so a request for one says so."""
+        removed = 0
+        with self.cache.transact():
+            for filename in filenames:
+                for name in (filename, filename + ".metadata", filename + ".provenance"):
+                    removed += bool(self.cache.delete((FILE, project, name)))
+            known = self.cache.get((TAKEN_DOWN, project), {})
+            known.update(dict.fromkeys(filenames, now))
+            self.cache.set((TAKEN_DOWN, project), known)
+            self._bump(project)
+        return removed
+
+    def taken_down(self, project: str) -> dict[str, float]:
+        """filename -> when the proxy saw it gone from the upstream's page."""
+        return self._value((TAKEN_DOWN, project), {})
 
     # -- maintenance (for the cache commands; blocking) ------------------------------------
 

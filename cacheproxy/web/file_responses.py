@@ -9,7 +9,15 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from cacheproxy.cache.answers import Answer, FileAnswer, FromStore, InMemory, NotFound, Streamed
+from cacheproxy.cache.answers import (
+    Answer,
+    FileAnswer,
+    FromStore,
+    InMemory,
+    NotFound,
+    Refused,
+    Streamed,
+)
 from cacheproxy.cache.errors import ProxyError
 from cacheproxy.cache.ranges import Outcome
 from cacheproxy.web.keys import CACHE_OUTCOME, STORED_SIZE
@@ -27,6 +35,13 @@ def content_type_for(filename: str) -> str:
     if filename.endswith(".provenance"):
         return "application/json"
     return "application/octet-stream"
+
+
+def refusal(status: int, reason: str) -> web.HTTPException:
+    """A refusal with its reason in the body and in the status line, where pip shows it."""
+    error = web.HTTPGone if status == 410 else web.HTTPForbidden
+    phrase = reason.encode("latin-1", "replace").decode("latin-1")
+    return error(text=f"{reason}\n", reason=" ".join(phrase.split()))
 
 
 def _headers(answer: Answer) -> dict[str, str]:
@@ -48,6 +63,9 @@ async def respond(request: web.Request, answer: FileAnswer) -> web.StreamRespons
         if answer.outcome:
             request[CACHE_OUTCOME] = answer.outcome
         raise web.HTTPNotFound(text=f"{answer.reason}\n")
+    if isinstance(answer, Refused):
+        request[CACHE_OUTCOME] = answer.outcome
+        raise refusal(answer.status, answer.reason)
     request[CACHE_OUTCOME] = answer.outcome
     headers = _headers(answer)
     # Set here, not by the metrics middleware: these responses are sent before it sees them.

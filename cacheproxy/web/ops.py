@@ -128,6 +128,12 @@ async def status_page(request: web.Request) -> web.Response:
         recent_errors=[(e.at, e.message) for e in metrics.recent_errors],
         upstream_healthy=not app[PAGES].upstream_unreachable(),
         disk_full=await _disk_full(app),
+        rules=app[PAGES].rules.describe()
+        + [
+            f"index {name}: {line}"
+            for name, sub in app[NAMED_INDEXES].items()
+            for line in sub[PAGES].rules.describe()
+        ],
         started_at=app[STARTED_AT],
         hour=metrics.history.series(60),
         day=metrics.history.series(1440, per_bin=10),

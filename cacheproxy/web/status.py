@@ -38,6 +38,7 @@ class StatusSnapshot:
     disk_full: bool = False
     hour: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per minute
     day: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per 10 minutes
+    rules: list[str] = dataclasses.field(default_factory=list)  # install rules in force
 
     @property
     def hit_ratio(self) -> float | None:
@@ -93,6 +94,9 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         else ""
     )
 
+    rules = (
+        "".join(f"<li>{e(line)}</li>" for line in s.rules) or "<li>none: every file is served</li>"
+    )
     return _TEMPLATE.substitute(
         disk_full=disk,
         time_saved=human_duration(time_saved(s.bytes_from_cache)),
@@ -100,6 +104,7 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         link_speed=f"{ASSUMED_LINK_BITS_PER_SECOND / 1e6:g} Mbit/s",
         hour_charts=traffic_charts(s.hour, "60 min ago", human_bytes) if s.hour else "",
         day_charts=traffic_charts(s.day, "24 h ago", human_bytes) if s.day else "",
+        rules=f'<h2>Install rules</h2><ul id="install-rules">{rules}</ul>\n',
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),

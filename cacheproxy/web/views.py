@@ -11,7 +11,7 @@ from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
 from cacheproxy.simple.names import InvalidName, check_filename, normalize_project
 from cacheproxy.simple.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.simple.render import Rendered, render_project_list, with_variants
-from cacheproxy.web.file_responses import respond
+from cacheproxy.web.file_responses import refusal, respond
 from cacheproxy.web.keys import CACHE_OUTCOME, FILES, PAGES, STORE
 from cacheproxy.web.urls import project_url, simple_url
 
@@ -86,6 +86,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
     request[CACHE_OUTCOME] = answer.outcome
+    if answer.refused:
+        raise refusal(403, answer.refused)
     if answer.outcome == "offline":
         raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
     if answer.page is None:

@@ -1,0 +1,90 @@
+"""The install rules and takedowns as the page service applies them (see rules.py and
+takedowns.py): which files a client may have, and which left the upstream's page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from cacheproxy.cache.answers import Refused
+from cacheproxy.cache.disk import STORE_WRITE_ERRORS
+from cacheproxy.cache.memo import VersionedCache
+from cacheproxy.cache.policy import CachedPage
+from cacheproxy.cache.rules import Rules, Visible
+from cacheproxy.cache.takedowns import base_filename, removed_files, taken_down_reason
+from cacheproxy.cache.upstream import Upstream
+from cacheproxy.simple.page import ProjectPage, with_file_facts
+from cacheproxy.store.local import Store
+
+log = logging.getLogger(__name__)
+
+
+class PageRules:
+    """Part of PageService: the rules' side of it, kept apart so the page path reads alone."""
+
+    store: Store
+    upstream: Upstream
+    rules: Rules
+    clock: Callable[[], float]
+    _visible: VersionedCache
+
+    async def _stored_page(self, project: str) -> CachedPage | None:  # PageService's own
+        raise NotImplementedError
+
+    async def get(self, project: str):  # PageService's own
+        raise NotImplementedError
+
+    def _apply_rules(self, page: ProjectPage) -> Visible:
+        return self.rules.visible(page, self.clock()) if self.rules.active else Visible(page)
+
+    async def refusal(self, project: str, filename: str) -> Refused | None:
+        """Why the rules refuse a file (or its .metadata or .provenance), or None."""
+        if not self.rules.active:
+            return None
+        refused = self.rules.refusal(project)
+        if refused is not None:
+            self.upstream.metrics.policy_hidden.labels("project", "file").inc()
+            return Refused(refused)
+        visible = await self._visible_page(project)
+        hidden = visible and visible.hidden.get(base_filename(filename))
+        if not hidden:
+            return None
+        self.upstream.metrics.policy_hidden.labels(hidden.rule, "file").inc()
+        return Refused(hidden.reason)
+
+    async def _visible_page(self, project: str) -> Visible | None:
+        version = await self.store.page_version(project)
+        visible = self._visible.get(project, version)
+        if visible is not None and self.clock() < visible.changes_at:
+            return visible
+        entry = await self._stored_page(project)
+        if entry is None:  # a first request for a file: the page says whether it may be had
+            result = await self.get(project)
+            entry = result and result.entry
+            version = await self.store.page_version(project)
+        if entry is None or entry.page is None:
+            return None
+        page = with_file_facts(entry.page, await self.store.file_facts(project))
+        visible = self._apply_rules(page)
+        self._visible.put(project, version, visible)
+        return visible
+
+    async def taken_down(self, project: str, filename: str) -> Refused | None:
+        """A 410 for a file the upstream's page stopped listing, or None."""
+        gone = await asyncio.to_thread(self.store.taken_down, project)
+        seen_at = gone.get(base_filename(filename))
+        return None if seen_at is None else Refused(taken_down_reason(filename, seen_at), 410)
+
+    async def _forget_taken_down(
+        self, project: str, old: CachedPage | None, new: CachedPage
+    ) -> None:
+        removed = removed_files(old, new)
+        if not removed:
+            return
+        shown = ", ".join(removed[:3])
+        log.warning("%s: %d files gone from the upstream's page: %s", project, len(removed), shown)
+        try:
+            await asyncio.to_thread(self.store.forget_taken_down, project, removed, self.clock())
+        except STORE_WRITE_ERRORS as exc:
+            log.warning("files taken down upstream are still in the cache: %s", exc)
