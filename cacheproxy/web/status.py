@@ -29,6 +29,7 @@ class StatusSnapshot:
     started_at: float
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     disk_full: bool = False
+    shared_cache: str = ""  # "", "ok" or "shared cache degraded: REASON"
 
     @property
     def hit_ratio(self) -> float | None:
@@ -71,8 +72,13 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         else ""
     )
 
+    shared = ""
+    if s.shared_cache.startswith("shared cache degraded"):
+        shared = f'<p id="shared-cache" class="bad">{e(s.shared_cache)}</p>\n'
+
     return _TEMPLATE.substitute(
         disk_full=disk,
+        shared_cache=shared,
         index_url=e(s.index_url),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),
