@@ -125,6 +125,10 @@ async def test_a_corrupt_shared_object_is_not_served_and_is_fetched_again(
     async with s3_client(seaweed.endpoint) as client:
         key = tier.file_key(helper.sha256)
         await client.put_object(Bucket=tier.settings.bucket, Key=key, Body=b"not the wheel")
+        # A page snapshot in the right envelope but not a page: asked upstream instead.
+        page = b'{"format":1,"meta":{"fetched_at":1e12}}\n{"data":5}'
+        page_key = tier.page_key("_main", "tinyalpha")
+        await client.put_object(Bucket=tier.settings.bucket, Key=page_key, Body=page)
     upstream.index.reset_counts()
     b = await make_node("b")
     (await uv_pip_install(b.url, tmp_path / "tb", *SET)).assert_ok()
@@ -133,6 +137,7 @@ async def test_a_corrupt_shared_object_is_not_served_and_is_fetched_again(
     assert upstream.index.file_hits(helper.filename) == 1
     b_tier = b.server.app[SHARED]
     assert b_tier.counters.corrupt == 1 and b_tier.counters.errors["corrupt"] == 1
+    assert b_tier.counters.errors["bad_page"] == 1 and upstream.index.page_hits("tinyalpha") == 1
     await b_tier.drain()  # node B offers the good copy it fetched
     async with b_tier.open_file(helper.sha256) as body:
         data = b"".join([chunk async for chunk in body.verified_chunks()])
