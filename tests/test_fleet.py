@@ -13,7 +13,8 @@ import sys
 import aiohttp
 import pytest
 
-from cacheproxy.web.keys import SHARED
+from cacheproxy.config import NamedIndex
+from cacheproxy.web.keys import NAMED_INDEXES, SHARED
 from tests.fakes.clients import clean_env, uv_pip_install
 from tests.fakes.process import ProxyProcess
 from tests.fakes.seaweed import ACCESS_KEY, SECRET_KEY, free_ports, s3_client
@@ -257,3 +258,16 @@ async def test_cli_stats_verify_and_prune_the_shared_tier(
     assert (
         prune.returncode == 0 and f"removed {objects - 1 + 3} shared objects"
     )  # and 3 pages in prune.stdout
+
+
+async def test_named_indexes_share_one_tier_and_keep_their_pages_apart(
+    make_node, upstream, tmp_path
+):
+    node = await make_node("n", indexes=(NamedIndex("other", upstream.simple_url),))
+    other = node.url.removesuffix("simple/") + "index/other/simple/"
+    (await uv_pip_install(other, tmp_path / "t", "tinyalpha==1.0")).assert_ok()
+    tier = node.server.app[SHARED]
+    assert node.server.app[NAMED_INDEXES]["other"][SHARED] is tier
+    await tier.drain()
+    assert await tier.get_page("other", "tinyalpha") is not None
+    assert await tier.get_page("_main", "tinyalpha") is None
