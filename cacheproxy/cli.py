@@ -19,8 +19,16 @@ from cacheproxy.doctor_cli import doctor, env
 from cacheproxy.logs import configure_logging
 from cacheproxy.preflight import check_cache_dir, tls_context
 from cacheproxy.redact import redact_url
+from cacheproxy.shared_commands import (
+    all_shared_settings,
+    shared_prune,
+    shared_usage,
+    shared_verify,
+)
 from cacheproxy.simple.names import InvalidName, normalize_project
 from cacheproxy.store.local import Store
+from cacheproxy.store.shared_body import SharedTierError
+from cacheproxy.store.shared_settings import SharedCacheError
 from cacheproxy.warm import WarmError, read_wants, resolve_with_pip
 from cacheproxy.warm import warm as run_warm
 from cacheproxy.web.activation import ActivationError, inherited_sockets
@@ -183,7 +191,8 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         config.client_tokens()
         check_cache_dir(config.cache_dir)
         tls = tls_context(config)
-    except ConfigError as exc:
+        all_shared_settings(config)
+    except (ConfigError, SharedCacheError) as exc:
         _fail(str(exc))
     try:
         inherited = inherited_sockets()
@@ -194,6 +203,8 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:
         _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
+    except SharedCacheError as exc:  # wrong bucket or rejected keys, found at start
+        _fail(str(exc))
     except KeyboardInterrupt:
         pass
 
@@ -212,10 +223,8 @@ _INDEX_OPTION = click.option(
 )
 
 
-@contextlib.contextmanager
-def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterator[Store]:
-    """The store of a cache that a server may be using right now (diskcache is multi-process
-    safe); its staging files are left alone."""
+def _index_config(flags: dict[str, str | None], config_file: str | None) -> Config:
+    """The settings of the index the command works on (--index, or the main one)."""
     index_name = flags.pop("index_name", None)
     config = _load(flags, config_file)
     if index_name is not None:
@@ -223,6 +232,27 @@ def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterat
             config = config.for_index(config.index_named(index_name))
         except ConfigError as exc:
             _fail(str(exc))
+    return config
+
+
+def _on_shared(work):
+    """Run a shared-tier command; an unusable tier is one line and exit code 2."""
+    try:
+        return asyncio.run(work)
+    except (SharedCacheError, SharedTierError) as exc:
+        _fail(str(exc))
+
+
+_SHARED_OPTION = click.option(
+    "--shared", is_flag=True, help="Work on the shared object-store tier (--shared-cache)."
+)
+
+
+@contextlib.contextmanager
+def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterator[Store]:
+    """The store of a cache that a server may be using right now (diskcache is multi-process
+    safe); its staging files are left alone."""
+    config = _index_config(flags, config_file)
     if not (config.cache_dir / "store").is_dir():
         _fail(f"no cache at {config.cache_dir}")
     store = Store(config.cache_dir, config.max_size)
@@ -236,13 +266,23 @@ def _open_store(flags: dict[str, str | None], config_file: str | None) -> Iterat
 @main.command()
 @_setting("cache_dir", "The cache to check.")
 @_setting("indexes", "The named indexes, as for serve.")
+@_setting("shared_cache", "The shared tier to check with --shared.")
+@_SHARED_OPTION
 @_INDEX_OPTION
 @_CONFIG_OPTION
-def verify(config_file: str | None, **flags: str | None) -> None:
+def verify(config_file: str | None, shared: bool, **flags: str | None) -> None:
     """Re-hash every cached file and remove those that do not match.
 
-    Safe while the proxy runs: the store is shared through SQLite. Exit code 0: every file
-    matched; 1: corrupt files were found (and removed); 2: no cache or bad settings."""
+    Safe while the proxy runs: the store is shared through SQLite. With --shared, the shared
+    tier's objects instead. Exit code 0: every file matched; 1: corrupt files were found (and
+    removed); 2: no cache or bad settings."""
+    if shared:
+        report = _on_shared(shared_verify(_index_config(flags, config_file)))
+        for sha256 in report.corrupt:
+            click.echo(f"removed shared object {sha256}: its bytes do not match its name")
+        click.echo(f"checked {report.checked} shared objects ({human_bytes(report.bytes)})")
+        sys.exit(1 if report.corrupt else 0)
+    flags.pop("shared_cache", None)
     with _open_store(flags, config_file) as store:
         report = store.verify_sync()
     for name in report.removed:
@@ -255,13 +295,15 @@ def verify(config_file: str | None, **flags: str | None) -> None:
 @main.command()
 @_setting("cache_dir", "The cache to describe.")
 @_setting("indexes", "The named indexes, as for serve.")
+@_setting("shared_cache", "The shared tier to describe as well.")
 @_INDEX_OPTION
 @_CONFIG_OPTION
 def stats(config_file: str | None, **flags: str | None) -> None:
-    """Size of the cache, its files and its biggest projects.
+    """Size of the cache, its files and its biggest projects; and of the shared tier.
 
     The size counts everything stored (pages, extracted metadata, files); the project list
     counts only the bytes of each project's files, so it adds up to less."""
+    config = _index_config(dict(flags), config_file)
     with _open_store(flags, config_file) as store:
         records = store.file_records()
         volume, entries = store.cache.volume(), len(store.cache)
@@ -275,6 +317,9 @@ def stats(config_file: str | None, **flags: str | None) -> None:
     click.echo("biggest projects, by the size of their files (pages and metadata not counted):")
     for project, size in by_project.most_common(10):
         click.echo(f"  {project:<40} {human_bytes(size):>12}")
+    if config.shared_cache is not None:
+        where, objects, size = _on_shared(shared_usage(config))
+        click.echo(f"shared: {where}: {human_bytes(size)} in {objects} files")
 
 
 @main.command()
@@ -306,12 +351,35 @@ def purge(project: str, config_file: str | None, **flags: str | None) -> None:
 )
 @_setting("cache_dir", "The cache to prune.")
 @_setting("indexes", "The named indexes, as for serve.")
+@_setting("shared_cache", "The shared tier to prune with --shared.")
+@_SHARED_OPTION
 @_INDEX_OPTION
 @_CONFIG_OPTION
 def prune(
-    max_size: str | None, older_than: str | None, config_file: str | None, **flags: str | None
+    max_size: str | None,
+    older_than: str | None,
+    config_file: str | None,
+    shared: bool,
+    **flags: str | None,
 ) -> None:
-    """Shrink the cache: least recently used first down to SIZE, or files older than DAYS."""
+    """Shrink the cache: least recently used first down to SIZE, or files older than DAYS.
+
+    With --shared, remove shared objects uploaded more than DAYS ago (by age only: the store
+    knows nothing of reads), and multipart uploads abandoned that long ago."""
+    if shared:
+        if older_than is None or max_size is not None:
+            _fail("the shared tier is pruned by age only: say --shared --older-than DAYS")
+        try:
+            days = float(older_than)
+        except ValueError as exc:
+            _fail(f"invalid value: {exc}")
+        report = _on_shared(shared_prune(_index_config(flags, config_file), days * 86400))
+        click.echo(
+            f"removed {report.removed} shared objects ({human_bytes(report.bytes)}), "
+            f"aborted {report.aborted_uploads} unfinished uploads"
+        )
+        return
+    flags.pop("shared_cache", None)
     try:
         size = parse_size(max_size) if max_size is not None else None
         age = float(older_than) * 86400 if older_than is not None else None

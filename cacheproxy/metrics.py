@@ -9,12 +9,24 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cacheproxy.history import History
 from cacheproxy.redact import redact_url
 
 # Outcomes whose bytes came from the disk, not the upstream.
 CACHE_HITS = frozenset({"hit", "stale", "revalidated"})
+# SharedCounters fields exported as cacheproxy_shared_<name>_total.
+_SHARED_COUNTERS = {
+    "hits": "Shared-tier reads that found the object",
+    "misses": "Shared-tier reads that did not (absent or unavailable)",
+    "bytes_read": "Bytes read from the shared tier",
+    "bytes_written": "Bytes written to the shared tier",
+    "uploads": "Objects written to the shared tier (files and pages)",
+    "skipped": "Shared-tier calls skipped because its circuit breaker was open",
+    "corrupt": "Shared files whose bytes did not match their sha256 (never served)",
+    "dropped_uploads": "Uploads not queued: backlog full or tier degraded",
+}
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Metrics:
     _in_flight_sources: list[Callable[[], int]] = field(default_factory=list)
     # The last day minute by minute, for the status page's charts.
     history: History = field(default_factory=History)
+    _shared_tiers: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -108,6 +121,12 @@ class Metrics:
         sources = self._in_flight_sources
         self.downloads_in_flight.set_function(lambda: sum(source() for source in sources))
 
+    def track_shared(self, tier) -> None:
+        """Export a shared tier's counters at every scrape (one collector for all tiers)."""
+        if not self._shared_tiers:
+            self.registry.register(_SharedCollector(self._shared_tiers))
+        self._shared_tiers.append(tier)
+
     def upstream_failed(self, message: str) -> None:
         # Shown on the status page: no URL in it may carry its credentials.
         self.recent_errors.appendleft(UpstreamError(time.time(), redact_url(message)))
@@ -125,3 +144,36 @@ class Metrics:
                 ):
                     value += sample.value
         return value
+
+
+class _SharedCollector:
+    """Reads the shared tiers' own counters when scraped, labelled by bucket URL (no keys)."""
+
+    def __init__(self, tiers: list) -> None:
+        self._tiers = tiers
+
+    def collect(self):
+        label = ["shared_cache"]
+        families = {
+            name: CounterMetricFamily(f"cacheproxy_shared_{name}", text, labels=label)
+            for name, text in _SHARED_COUNTERS.items()
+        }
+        errors = CounterMetricFamily(
+            "cacheproxy_shared_errors", "Shared-tier failures by kind", labels=[*label, "kind"]
+        )
+        backlog = GaugeMetricFamily(
+            "cacheproxy_shared_upload_backlog", "Uploads queued or running", labels=label
+        )
+        degraded = GaugeMetricFamily(
+            "cacheproxy_shared_degraded", "1 while the shared tier is skipped", labels=label
+        )
+        for tier in self._tiers:
+            where = [tier.settings.url]
+            for name, family in families.items():
+                family.add_metric(where, getattr(tier.counters, name))
+            for kind, count in sorted(tier.counters.errors.items()):
+                errors.add_metric([*where, kind], count)
+            backlog.add_metric(where, tier.backlog)
+            degraded.add_metric(where, int(tier.degraded))
+        yield from families.values()
+        yield from (errors, backlog, degraded)

@@ -23,6 +23,7 @@ from pathlib import Path
 from cacheproxy.cache.disk import NO_SPACE, DiskSpace
 from cacheproxy.cache.errors import DiskFull, DownloadFailed, UpstreamError
 from cacheproxy.cache.extracted import extract_and_store
+from cacheproxy.cache.shared_files import SharedFiles, expected_sha256
 from cacheproxy.cache.upstream import CHUNK_SIZE, Upstream
 from cacheproxy.simple.archives import check_archive
 from cacheproxy.simple.page import FileSource
@@ -45,6 +46,7 @@ class Download:
         self.last_modified: str | None = None
         self.written = 0
         self.committed = False
+        self.from_shared = False  # the bytes came from the shared tier, not the upstream
         self.error: DownloadFailed | None = None
         self._started = asyncio.Event()
         self._changed = asyncio.Event()
@@ -161,10 +163,13 @@ class DownloadReader:
 class Downloads:
     """The downloads running in this process, by (project, filename), and their driver."""
 
-    def __init__(self, store: Store, upstream: Upstream, disk: DiskSpace) -> None:
+    def __init__(
+        self, store: Store, upstream: Upstream, disk: DiskSpace, shared: SharedFiles | None = None
+    ) -> None:
         self.store = store
         self.upstream = upstream
         self.disk = disk
+        self.shared = shared
         self._running: dict[tuple[str, str], Download] = {}
         # Files committed moments ago: a request that missed the store just before the commit
         # finds them here instead of starting a second download.
@@ -204,7 +209,7 @@ class Downloads:
     async def _run(self, download: Download) -> None:
         key = (download.project, download.filename)
         try:
-            sha256 = await self._transfer(download)
+            sha256 = await self._from_shared(download) or await self._transfer(download)
             await self._keep(download, sha256)
             download._commit()
         except asyncio.CancelledError:
@@ -241,10 +246,27 @@ class Downloads:
             log.info("%s was served but not kept: it exceeds the cache size", filename)
             return
         await self.store.learn(project, filename, **_facts(download, stored.size))
+        if self.shared is not None and not download.from_shared:
+            self.shared.offer(sha256, stored.path, stored.size)
         if download.source.extract_metadata:
             # Before the clients get the last byte, so their next page shows the metadata.
             await extract_and_store(self.store, project, filename, stored.path)
         self._remember((project, filename), stored)
+
+    async def _from_shared(self, download: Download) -> str | None:
+        """The file from the shared tier, whole and verified before readers see a byte (see
+        shared_files.py); None to go to the upstream instead."""
+        sha256 = expected_sha256(download.source)
+        if self.shared is None or sha256 is None:
+            return None
+        name = download.filename
+        size = await self.shared.copy_into(sha256, download._fd, self.disk.has_room, name)
+        if size is None:
+            return None
+        download.from_shared = True
+        download._begin(size, None)
+        download._advance(size)
+        return sha256
 
     async def _transfer(self, download: Download) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""

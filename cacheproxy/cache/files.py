@@ -112,6 +112,9 @@ class FileService:
             raise download.error
         validators = Validators(_expected_etag(download.source), None)
         decision = evaluate(request.method, request.headers, validators, download.total)
+        outcome = "coalesced" if coalesced else "miss"
+        if download.from_shared:
+            outcome = "shared"
         common = dict(
             filename=download.filename,
             decision=decision,
@@ -120,14 +123,14 @@ class FileService:
         )
         if not _has_body(decision, request):
             await reader.aclose()
-            return Answer("coalesced" if coalesced else "miss", **common)
+            return Answer(outcome, **common)
         if decision.outcome is Outcome.PARTIAL:
             ahead = await self._range_ahead(download, decision)
             if ahead is not None:
                 await reader.aclose()
                 return ahead
         return Streamed(
-            "coalesced" if coalesced else "miss",
+            outcome,
             **common,
             body=_DownloadBody(reader, decision),
         )

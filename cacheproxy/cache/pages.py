@@ -22,6 +22,7 @@ from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages, visible
 from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.rules import Rules
+from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PageResult:
     entry: CachedPage
-    outcome: str  # hit, miss, revalidated, stale, uncached
+    outcome: str  # hit, miss, revalidated, stale, uncached, shared
     warning: str | None = None
 
 
@@ -70,8 +71,10 @@ class PageService(PageRules):
         upstream: Upstream,
         disk: DiskSpace,
         clock: Callable[[], float] = time.time,
+        shared: SharedPages | None = None,
     ) -> None:
         self.config = config
+        self.shared = shared
         self.store = store
         self.upstream = upstream
         self.disk = disk
@@ -211,11 +214,20 @@ class PageService(PageRules):
         return True
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:
+        if entry is None and self.shared is not None:
+            # Another node's copy: served if fresh, else revalidated (or served stale) below.
+            entry = await self.shared.snapshot(project)
+            if entry is not None and self._action(entry) is PageAction.SERVE:
+                stored = await self._store_page(project, entry)
+                return PageResult(entry, "shared" if stored else "uncached")
         if policy.may_serve_stale(entry) and self.upstream_unreachable():
             assert entry is not None
             return PageResult(entry, "stale", warning="upstream unreachable")
         try:
-            return await self._fetch(project, entry)
+            result = await self._fetch(project, entry)
+            if self.shared is not None:
+                await self.shared.offer(project, result.entry)
+            return result
         except UpstreamRefused:
             raise  # passed on so the user sees why; never cached, credentials may be fixed
         except UpstreamError as exc:

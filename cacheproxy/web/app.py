@@ -17,6 +17,7 @@ from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config, NamedIndex
 from cacheproxy.store.local import Store
 from cacheproxy.web.access import require_token
+from cacheproxy.web.fleet import SharedTiers, close_shared, open_shared
 from cacheproxy.web.jsonapi_views import add_json_api_routes
 from cacheproxy.web.keys import (
     CLOCK,
@@ -29,6 +30,7 @@ from cacheproxy.web.keys import (
     METRICS,
     NAMED_INDEXES,
     PAGES,
+    SHARED_TIERS,
     STORE,
 )
 from cacheproxy.web.ops import add_ops_routes
@@ -40,13 +42,15 @@ log = logging.getLogger(__name__)
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    # First: a wrong bucket or rejected keys stop the start before anything else is open.
+    shared_pages, shared_files = await open_shared(app, config)
     store = Store(config.cache_dir, config.max_size)
     await store.open()
     upstream = Upstream(config, app[METRICS])
     await upstream.open()
     disk = DiskSpace(store.staging_dir, app[DISK_RESERVE_BYTES])
-    pages = PageService(config, store, upstream, disk, clock=app[CLOCK])
-    downloads = Downloads(store, upstream, disk)
+    pages = PageService(config, store, upstream, disk, clock=app[CLOCK], shared=shared_pages)
+    downloads = Downloads(store, upstream, disk, shared_files)
     app[METRICS].track_in_flight(lambda: len(downloads))
     app[STORE] = store
     app[DISK] = disk
@@ -57,6 +61,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await downloads.close()
+        await close_shared(app)  # drains the upload backlog first, with a timeout
         await upstream.close()
         await store.close()
 
@@ -69,6 +74,7 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app[CLOCK] = root[CLOCK]
     app[DISK_RESERVE_BYTES] = root[DISK_RESERVE_BYTES]
     app[METRICS] = root[METRICS]
+    app[SHARED_TIERS] = root[SHARED_TIERS]
     app[INDEX_PREFIX] = f"/index/{index.name}"
     app.cleanup_ctx.append(_resources)
     add_routes(app)
@@ -92,6 +98,7 @@ def create_app(
     app[CLOCK] = clock
     app[DISK_RESERVE_BYTES] = disk_reserve
     app[INDEX_PREFIX] = ""
+    app[SHARED_TIERS] = SharedTiers()
     app.cleanup_ctx.append(_resources)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
     tokens = config.client_tokens()

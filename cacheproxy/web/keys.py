@@ -13,6 +13,7 @@ from cacheproxy.cache.pages import PageService
 from cacheproxy.config import Config
 from cacheproxy.metrics import Metrics
 from cacheproxy.store.local import Store
+from cacheproxy.store.shared import SharedTier
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Callable[[], float])
@@ -29,6 +30,9 @@ STARTED_AT = web.AppKey("started_at", float)
 INDEX_PREFIX = web.AppKey("index_prefix", str)
 # The sub-application of each named index, by name (the main index is the root app itself).
 NAMED_INDEXES = web.AppKey("named_indexes", dict[str, web.Application])
+# This index's shared tier (absent without one), and the registry every index takes it from.
+SHARED = web.AppKey("shared", SharedTier)
+SHARED_TIERS = web.AppKey("shared_tiers", object)
 
 # How the cache answered (hit, miss, coalesced, stale...), for the access log and metrics.
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)

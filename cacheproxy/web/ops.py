@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from cacheproxy.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
+from cacheproxy.web.fleet import shared_cache_state
 from cacheproxy.web.keys import (
     CACHE_OUTCOME,
     CONFIG,
@@ -70,7 +71,9 @@ def _count_outcome(
     metrics.project_hits[request.match_info["project"].lower()] += 1
     sent = request.get(STORED_SIZE, response.content_length)
     if kind == "file" and request.method == "GET" and sent:
-        source = "cache" if outcome in CACHE_HITS else "upstream"
+        source = (
+            "cache" if outcome in CACHE_HITS else outcome if outcome == "shared" else "upstream"
+        )
         metrics.bytes_served.labels(source).inc(sent)
 
 
@@ -134,6 +137,7 @@ async def status_page(request: web.Request) -> web.Response:
             for name, sub in app[NAMED_INDEXES].items()
             for line in sub[PAGES].rules.describe()
         ],
+        shared_cache=shared_cache_state(app) or "",
         started_at=app[STARTED_AT],
         hour=metrics.history.series(60),
         day=metrics.history.series(1440, per_bin=10),
@@ -157,11 +161,15 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """Readiness: the cache can be written and has room, and the upstream answers or we
     serve stale. A full disk is 503: the proxy still answers, uncached, but a load balancer
-    should prefer an instance that caches."""
+    should prefer an instance that caches. A degraded shared tier is reported but stays
+    200: the node still serves from its own cache and the upstream."""
     writable = await request.app[STORE].writable()
     disk_full = await _disk_full(request.app)
     upstream_ok = not request.app[PAGES].upstream_unreachable()
     body = {"cache_writable": writable, "disk_full": disk_full, "upstream_reachable": upstream_ok}
+    shared = shared_cache_state(request.app)
+    if shared is not None:
+        body["shared_cache"] = shared
     return web.json_response(body, status=200 if writable and not disk_full else 503)
 
 

@@ -39,6 +39,7 @@ class StatusSnapshot:
     hour: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per minute
     day: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per 10 minutes
     rules: list[str] = dataclasses.field(default_factory=list)  # install rules in force
+    shared_cache: str = ""  # "", "ok" or "shared cache degraded: REASON"
 
     @property
     def hit_ratio(self) -> float | None:
@@ -97,8 +98,12 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
     rules = (
         "".join(f"<li>{e(line)}</li>" for line in s.rules) or "<li>none: every file is served</li>"
     )
+    shared = ""
+    if s.shared_cache.startswith("shared cache degraded"):
+        shared = f'<p id="shared-cache" class="bad">{e(s.shared_cache)}</p>\n'
     return _TEMPLATE.substitute(
         disk_full=disk,
+        shared_cache=shared,
         time_saved=human_duration(time_saved(s.bytes_from_cache)),
         time_saved_seconds=f"{time_saved(s.bytes_from_cache):.1f}",
         link_speed=f"{ASSUMED_LINK_BITS_PER_SECOND / 1e6:g} Mbit/s",
