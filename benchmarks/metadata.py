@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,12 +34,14 @@ from tests.fakes.process import ProxyProcess  # noqa: E402
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 
 
-def client_args(client: str, requirements: Path, work: Path, index: str) -> list[str]:
+def client_args(
+    client: str, requirements: Path, work: Path, index: str, pip: str = sys.executable
+) -> list[str]:
     if client == "uv pip compile":
         return [uv_bin(), "pip", "compile", "--no-cache", "--quiet", "--python", sys.executable,
                 "--index-url", index, str(requirements)]  # fmt: skip
     if client == "pip install --dry-run":
-        return [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+        return [pip, "-m", "pip", "install", "--dry-run", "--ignore-installed",
                 "--no-cache-dir", "-q", "--index-url", index, "-r", str(requirements)]  # fmt: skip
     project = work / "app"
     project.mkdir()
@@ -52,11 +55,11 @@ def client_args(client: str, requirements: Path, work: Path, index: str) -> list
             "--default-index", index]  # fmt: skip
 
 
-async def resolve(client: str, requirements: Path, index: str) -> float:
+async def resolve(client: str, requirements: Path, index: str, pip: str = sys.executable) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-meta-", dir=TARGET_ROOT) as tmp:
         work = Path(tmp)
         env = {**client_env(), "UV_CACHE_DIR": str(work / "uv-cache"), "HOME": str(work)}
-        args = client_args(client, requirements, work, index)
+        args = client_args(client, requirements, work, index, pip)
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -95,12 +98,27 @@ def cold_metadata(relay: RelayProcess, work: Path, project: str) -> dict:
         proxy.stop()
 
 
+def through_proxy(relay: RelayProcess, args: argparse.Namespace, client: str) -> tuple:
+    """Seconds and upstream MB of one resolution through a fresh proxy with an empty cache."""
+    with tempfile.TemporaryDirectory(dir=args.workdir) as cache:
+        proxy = ProxyProcess(Path(cache), relay.url)
+        try:
+            relay.reset()
+            seconds = asyncio.run(resolve(client, args.workload, proxy.url, args.pip))
+            return round(seconds, 2), megabytes(relay.stats()["body_bytes"])
+        finally:
+            proxy.stop()
+
+
 def run(args: argparse.Namespace) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     relay = RelayProcess(
         args.upstream, args.latency_ms, args.mbps, args.workdir / "relay-store", "--strip-metadata"
     )
     results: dict = {"resolutions": {}, "link": f"{args.latency_ms:g} ms, {args.mbps:g} Mbit/s"}
+    results["pip"] = subprocess.run(
+        [args.pip, "-m", "pip", "--version"], capture_output=True, text=True
+    ).stdout.split(" from ")[0]
     try:
         for client in ("uv pip compile", "pip install --dry-run", "uv lock"):
             log(f"{client}: priming the relay")
@@ -131,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        f"link: {results['link']}, upstream serving no metadata",
+        f"link: {results['link']}, upstream serving no metadata; {results['pip']}",
         "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -156,6 +174,12 @@ def main() -> None:
     parser.add_argument("--big-project", default="numpy")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-meta")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--pip",
+        default=sys.executable,
+        help="the Python whose pip is measured (pip before the fix for its issue 12603 "
+        "downloads the wheels it picked even with --dry-run)",
+    )
     args = parser.parse_args()
     args.upstream = args.upstream or default_upstream()
     args.workload = args.workload.resolve()

@@ -14,7 +14,7 @@ import pytest
 
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.wheel_tail import TailMetadataReader
-from cacheproxy.web.keys import STORE
+from cacheproxy.web.keys import FILES, STORE
 from tests.fakes.upstream import UpstreamFile
 from tests.fakes.wheels import metadata_text
 from tests.fakes.zips import patch_central_entry, streamed_zip_bytes, zip64_everywhere
@@ -69,7 +69,9 @@ async def test_cold_metadata_is_read_from_ranges_only(proxy, upstream, wheel_byt
     assert upstream.index.bytes_sent[BIG] <= 128 * 1024 < len(wheel)
     assert upstream.index.file_hits(BIG) == ranges_needed(BIG, wheel)
     assert await stored_wheel(proxy, "bigpkg", BIG) is None
-    # Stored for good: the next request and the page need no upstream file request.
+    # Stored for good (just after it was served): the next request and the page need no
+    # upstream file request.
+    await proxy.server.app[FILES].tail_metadata.flush()
     upstream.index.reset_counts()
     assert (await fetch(proxy.url + f"bigpkg/{BIG}.metadata"))[2] == body
     _, _, page = await fetch(proxy.url + "bigpkg/", Accept=JSON_V1)

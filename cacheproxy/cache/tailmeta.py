@@ -10,6 +10,7 @@ an upstream that will not give ranges, or a zip that cannot be read this way.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -41,12 +42,19 @@ class TailMetadata:
         self.upstream = upstream
         self.cold = cold
         self._flights: SingleFlight[bytes | None] = SingleFlight()
+        # Metadata read but not yet in the store: a resolver is waiting for it, and a store
+        # write (fsync, index update) should not stand between it and the answer.
+        self._unstored: dict[tuple[str, str], bytes] = {}
+        self._writes: set[asyncio.Task[None]] = set()
         # Upstream bytes spent on tail reads, for the status page and benchmarks.
         self.bytes_read = 0
 
     async def read(self, project: str, wheel: str, source: FileSource) -> bytes | None:
-        """The wheel's METADATA, read from ranges and stored; one read per wheel however many
-        ask at once. None: read the whole wheel instead."""
+        """The wheel's METADATA, read from ranges (and stored right after); one read per wheel
+        however many ask at once. None: read the whole wheel instead."""
+        unstored = self._unstored.get((project, wheel))
+        if unstored is not None:
+            return unstored
         return await self._flights.run(
             (project, wheel), lambda: self._read_and_store(project, wheel, source)
         )
@@ -54,10 +62,25 @@ class TailMetadata:
     async def _read_and_store(self, project: str, wheel: str, source: FileSource) -> bytes | None:
         data = await self._read(wheel, source)
         if data is not None:
-            digest = hashlib.sha256(data).hexdigest()
+            self._unstored[(project, wheel)] = data
+            task = asyncio.create_task(self._store(project, wheel, data))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        return data
+
+    async def _store(self, project: str, wheel: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
             await self.store.put_extracted_metadata(project, wheel, data, digest)
             log.info("metadata of %s read from its tail (sha256 %s)", wheel, digest)
-        return data
+        except Exception as exc:  # served all the same; read again next time
+            log.warning("metadata of %s not stored: %s", wheel, exc)
+        finally:
+            self._unstored.pop((project, wheel), None)
+
+    async def flush(self) -> None:
+        """Until the metadata read so far is stored (tests, shutdown)."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _read(self, wheel: str, source: FileSource) -> bytes | None:
         probe = await self.cold.probe(source)
