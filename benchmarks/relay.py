@@ -88,13 +88,24 @@ def _relayed(url: str) -> str:
     return f"/files/{_token(url.split('#', 1)[0])}/{name}{fragment}"
 
 
-def rewrite_page(body: bytes, content_type: str, page_url: str) -> bytes:
-    """Point every file URL of a page at the relay (absolute upstream URLs become /files/...)."""
+METADATA_ATTRS = re.compile(rb'\s+data-(?:core|dist-info)-metadata="[^"]*"')
+
+
+def rewrite_page(
+    body: bytes, content_type: str, page_url: str, strip_metadata: bool = False
+) -> bytes:
+    """Point every file URL of a page at the relay (absolute upstream URLs become /files/...);
+    with strip_metadata, drop PEP 658 metadata, like an index that serves none."""
     if "json" in content_type:
         page = json.loads(body)
         for entry in page.get("files", []):
             entry["url"] = _relayed(urljoin(page_url, entry["url"]))
+            if strip_metadata:
+                entry.pop("core-metadata", None)
+                entry.pop("data-dist-info-metadata", None)
         return json.dumps(page).encode()
+    if strip_metadata:
+        body = METADATA_ATTRS.sub(b"", body)
     return HREF.sub(
         lambda m: b'href="' + _relayed(urljoin(page_url, m.group(1).decode())).encode() + b'"',
         body,
@@ -103,8 +114,14 @@ def rewrite_page(body: bytes, content_type: str, page_url: str) -> bytes:
 
 class Relay:
     def __init__(
-        self, upstream: str, latency: float, mbps: float, store: Path | None = None
+        self,
+        upstream: str,
+        latency: float,
+        mbps: float,
+        store: Path | None = None,
+        strip_metadata: bool = False,
     ) -> None:
+        self.strip_metadata = strip_metadata
         self.upstream = upstream.rstrip("/") + "/"
         self.latency = latency
         self.link = Link(mbps)
@@ -165,7 +182,7 @@ class Relay:
                 body = await upstream.read()
                 content_type = upstream.headers.get("Content-Type", "text/html")
                 if upstream.status == 200:
-                    body = rewrite_page(body, content_type, str(upstream.url))
+                    body = rewrite_page(body, content_type, str(upstream.url), self.strip_metadata)
                 self.pages[key] = (upstream.status, content_type, body)
         status, content_type, body = self.pages[key]
         if "gzip" in request.headers.get("Accept-Encoding", ""):
@@ -192,6 +209,8 @@ class Relay:
         # <file>.metadata and <file>.provenance sit beside the file they describe.
         suffix = request.match_info["name"][len(original.rsplit("/", 1)[-1]) :]
         url = original + suffix
+        if self.strip_metadata and suffix == ".metadata":
+            return web.Response(status=404, text="this index serves no metadata")
         headers = {k: v for k in ("Range",) if (v := request.headers.get(k))}
         cached = self._stored(url)
         if cached is not None and cached.exists() and not headers:
@@ -250,11 +269,12 @@ async def start_relay(
     store: Path | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    strip_metadata: bool = False,
 ) -> tuple[web.AppRunner, str, Relay]:
     """Start a relay in this event loop; returns (runner, index URL ending in /simple/, relay)."""
     if store is not None:
         await asyncio.to_thread(store.mkdir, parents=True, exist_ok=True)
-    relay = Relay(upstream, latency_ms / 1000, mbps, store)
+    relay = Relay(upstream, latency_ms / 1000, mbps, store, strip_metadata)
     runner = web.AppRunner(relay.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -271,6 +291,7 @@ async def _serve(args: argparse.Namespace) -> None:
         store=args.store,
         host=args.host,
         port=args.port,
+        strip_metadata=args.strip_metadata,
     )
     print(f"relay: {url} ({args.latency_ms:g} ms per request, {args.mbps:g} Mbit/s)", flush=True)
     try:
@@ -287,6 +308,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="keep fetched files here between runs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--strip-metadata", action="store_true", help="serve no PEP 658 metadata")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(parser.parse_args()))
 

@@ -96,11 +96,14 @@ def uv_bin() -> str:
 class RelayProcess:
     """benchmarks/relay.py as its own process, so its event loop shares nothing with ours."""
 
-    def __init__(self, upstream: str, latency_ms: float, mbps: float, store: Path) -> None:
+    def __init__(
+        self, upstream: str, latency_ms: float, mbps: float, store: Path, *extra: str
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable, str(REPO / "benchmarks" / "relay.py"), "--upstream", upstream,
                 "--latency-ms", str(latency_ms), "--mbps", str(mbps), "--store", str(store),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -208,10 +208,13 @@ async def test_cache_commands_work_on_a_named_index(make_proxy, local_wheels, tm
 
     stats = await asyncio.to_thread(cli, "stats", "--index", "vendor")
     assert stats.returncode == 0, stats.stderr
-    assert "1 files" in stats.stdout and "tinyalpha" in stats.stdout
+    assert "files: 1 wheels and sdists" in stats.stdout and "tinyalpha" in stats.stdout
     purged = await asyncio.to_thread(cli, "purge", "tinyalpha", "--index", "vendor")
     assert "removed 3 entries of tinyalpha" in purged.stdout  # page, file, file facts
-    assert "0 files" in (await asyncio.to_thread(cli, "stats", "--index", "vendor")).stdout
+    assert (
+        "files: 0 wheels and sdists"
+        in (await asyncio.to_thread(cli, "stats", "--index", "vendor")).stdout
+    )
     unknown = await asyncio.to_thread(cli, "stats", "--index", "nobody")
     assert unknown.returncode == 2
     assert unknown.stderr == "cacheproxy: error: no index named 'nobody' (vendor)\n"

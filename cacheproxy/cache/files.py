@@ -16,6 +16,7 @@ from cacheproxy.cache.answers import (
     NotFound,
     Streamed,
 )
+from cacheproxy.cache.coldfile import ColdFiles
 from cacheproxy.cache.disk import DiskSpace
 from cacheproxy.cache.downloads import Download, DownloadReader, Downloads
 from cacheproxy.cache.errors import DiskFull
@@ -23,6 +24,7 @@ from cacheproxy.cache.extracted import extract_and_store
 from cacheproxy.cache.pages import PageService
 from cacheproxy.cache.ranges import Decision, Outcome, Validators, evaluate
 from cacheproxy.cache.relay import fetch_range, open_relay
+from cacheproxy.cache.tailmeta import TailMetadata
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.simple.page import METADATA_SUFFIX, FileSource
 from cacheproxy.store.local import Store, StoredFile
@@ -58,6 +60,9 @@ class FileService:
         self.upstream = upstream
         self.disk = disk
         self.offline = offline
+        # Cold files: HEAD and small ranges without a download, metadata from wheel tails.
+        self.cold = ColdFiles(upstream, SHARED_RANGE_LIMIT)
+        self.tail_metadata = TailMetadata(store, upstream, self.cold)
 
     async def answer(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         refused = await self.pages.refusal(project, filename)
@@ -79,6 +84,9 @@ class FileService:
         if stored is not None:  # committed while this request was looking things up
             return await self._from_store(stored, filename, request)
         coalesced = self.downloads.is_running(project, filename)
+        early = None if coalesced else await self.cold.answer(source, filename, request)
+        if early is not None:
+            return early
         if not coalesced and not await self.disk.has_room(source.size or 0):
             log.warning("disk full: %s is served without being cached", filename)
             return await self._relay(source, filename, request)
@@ -181,15 +189,21 @@ class FileService:
         if source is None or not source.extract_metadata:
             return NotFound(f"{project} has no file {filename}")
         stored = await self.store.find_file(project, wheel)
+        data = None
         if stored is None:
+            data = await self.tail_metadata.read(project, wheel, source)
+        if stored is None and data is None:
             reader = self.downloads.join(project, wheel, source)
             await reader.aclose()
             await reader.download.finished()
             if reader.download.error is not None:
                 raise reader.download.error
             stored = await self.store.find_file(project, wheel)
-        data = stored and await extract_and_store(self.store, project, wheel, stored.path)
         if data is None:
+            data = stored and await extract_and_store(self.store, project, wheel, stored.path)
+        if data is None:
+            # Not advertised again: a client told it exists would fail on it.
+            await self.store.learn(project, wheel, **{"metadata-unreadable": True})
             return NotFound(f"no metadata can be read from {wheel}")
         validators = Validators(None, None)
         decision = evaluate(request.method, request.headers, validators, len(data))

@@ -21,3 +21,7 @@ class SingleFlight(Generic[T]):
             self._running[key] = future
             future.add_done_callback(lambda _: self._running.pop(key, None))
         return await asyncio.shield(future)
+
+    def is_running(self, key: Hashable) -> bool:
+        """Whether a call for key is under way: a caller now would share its result."""
+        return key in self._running

@@ -129,14 +129,14 @@ class Upstream:
         return self.base_url.join(URL(f"{project}/"))
 
     async def _request(
-        self, kind: str, url: URL, headers: dict[str, str], **kwargs
+        self, kind: str, url: URL, headers: dict[str, str], method: str = "GET", **kwargs
     ) -> aiohttp.ClientResponse:
-        """GET with retries: connection failures, timeouts and transient statuses are tried
-        again with backoff, as long as nothing of the body has been read."""
+        """GET (or HEAD) with retries: connection failures, timeouts and transient statuses are
+        tried again with backoff, as long as nothing of the body has been read."""
         for attempt in range(self._retries + 1):
             started = time.perf_counter()
             try:
-                resp = await self.session.get(url, headers=headers, **kwargs)
+                resp = await self.session.request(method, url, headers=headers, **kwargs)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 failure = describe_failure(exc)
                 self.metrics.upstream_requests.labels(kind, "error").inc()
@@ -209,7 +209,7 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def open_file(
-        self, url: str, headers: dict[str, str] | None = None
+        self, url: str, headers: dict[str, str] | None = None, method: str = "GET"
     ) -> AsyncIterator[UpstreamBody]:
         """The upstream response for a file, its body undecoded (hashes cover exact bytes)."""
         target = URL(url)
@@ -219,7 +219,7 @@ class Upstream:
             **self._auth_for(target),
         }
         try:
-            async with await self._request("file", target, request_headers) as resp:
+            async with await self._request("file", target, request_headers, method) as resp:
                 yield UpstreamBody(
                     resp.status,
                     resp.headers,

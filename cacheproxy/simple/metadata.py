@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import struct
 import zipfile
+import zlib
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from cacheproxy.simple.dist_info import NotOwnMetadata, pick_metadata
 
 _MAX_METADATA = 16 * 1024 * 1024
+# What zipfile raises on a damaged or hostile archive, besides BadZipFile.
+_BROKEN_ZIP = (
+    zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError, NotImplementedError,
+    RuntimeError, zlib.error, struct.error,
+)  # fmt: skip
 
 
 class NoMetadata(ValueError):
@@ -21,22 +30,16 @@ def extract_metadata(wheel_path: str, filename: str) -> bytes:
         raise NoMetadata(str(exc)) from None
     try:
         with zipfile.ZipFile(wheel_path) as archive:
-            candidates = [
-                info
-                for info in archive.infolist()
-                if info.filename.count("/") == 1
-                and info.filename.endswith(".dist-info/METADATA")
-                and _dist_info_matches(info.filename.split("/")[0], name)
-            ]
-            if len(candidates) != 1:
-                raise NoMetadata(f"{filename} has {len(candidates)} METADATA files")
-            if candidates[0].file_size > _MAX_METADATA:
+            infos = archive.infolist()
+            try:
+                chosen = pick_metadata((info.filename for info in infos), name, version)
+            except NotOwnMetadata as exc:
+                raise NoMetadata(f"{filename}: {exc}") from None
+            info = next(info for info in infos if info.filename == chosen)
+            if info.file_size > _MAX_METADATA:
                 raise NoMetadata(f"{filename} has an oversized METADATA")
-            return archive.read(candidates[0])
-    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+            return archive.read(info)
+    except NoMetadata:
+        raise
+    except _BROKEN_ZIP as exc:
         raise NoMetadata(f"{filename} is not a readable wheel: {exc}") from None
-
-
-def _dist_info_matches(directory: str, name: str) -> bool:
-    project = directory.removesuffix(".dist-info").rsplit("-", 1)[0]
-    return canonicalize_name(project) == name

@@ -101,24 +101,34 @@ def find_source(page: ProjectPage, filename: str) -> FileSource | None:
 
 def with_file_facts(page: ProjectPage, facts: dict[str, dict[str, Any]]) -> ProjectPage:
     """The page completed with what the proxy learned from files it cached: the size and
-    upload time an HTML index does not state, and metadata extracted from wheels the index
-    gives none for (so clients resolve without downloading or range-reading them)."""
-    if not facts:
-        return page
+    upload time an HTML index does not state, and metadata for every wheel the index gives
+    none for (PEP 658/714): its sha256 once the proxy has read it, `true` until then (the
+    proxy reads it on request), so clients never download or range-read a wheel to resolve.
+    A wheel whose metadata proved unreadable is left without."""
     files = []
     for entry in page.data["files"]:
-        known = facts.get(entry["filename"])
-        if known:
+        known = facts.get(entry["filename"]) or {}
+        own = _own_metadata(entry, known)
+        if known or own is not None:
             entry = dict(entry)
             if "size" not in entry and "size" in known:
                 entry["size"] = known["size"]
             if "upload-time" not in entry and "upload-time" in known:
                 entry["upload-time"] = known["upload-time"]
-            digest = known.get("metadata-sha256")
-            if digest and not entry.get("core-metadata"):
-                entry["core-metadata"] = entry["data-dist-info-metadata"] = {"sha256": digest}
+            if own is not None:
+                entry["core-metadata"] = entry["data-dist-info-metadata"] = own
         files.append(entry)
     return ProjectPage({**page.data, "files": files}, page.origins)
+
+
+def _own_metadata(entry: dict[str, Any], known: dict[str, Any]) -> dict[str, str] | bool | None:
+    """What to advertise for a file the upstream gives no metadata for; None: nothing."""
+    if entry.get("core-metadata") or not entry["filename"].endswith(".whl"):
+        return None
+    digest = known.get("metadata-sha256")
+    if digest:
+        return {"sha256": digest}
+    return None if known.get("metadata-unreadable") else True
 
 
 def parse_json_page(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> ProjectPage:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from cacheproxy.simple.dist_info import NotOwnMetadata, pick_metadata
 from cacheproxy.simple.zipinfo import (
     END_SEARCH,
     LOCAL_HEADER,
@@ -166,34 +166,13 @@ class TailMetadataReader:
         return self._decompress(entry, raw)
 
     def _choose(self, entries: Iterable[Entry]) -> Entry:
-        """The wheel's own METADATA: the dist-info directory named after the wheel's name and
-        version; else the only top-level one of the same project. Never a guess among several."""
-        exact: list[Entry] = []
-        same_project: list[Entry] = []
-        top_level = 0
-        for entry in entries:
-            directory, _, member = entry.name.partition("/")
-            if member != "METADATA" or not directory.endswith(".dist-info"):
-                continue
-            top_level += 1
-            project, _, version = directory.removesuffix(".dist-info").rpartition("-")
-            if canonicalize_name(project) != self._name:
-                continue
-            same_project.append(entry)
-            try:
-                if Version(version) == self._version:
-                    exact.append(entry)
-            except InvalidVersion:
-                pass
-        if len(exact) == 1:
-            return exact[0]
-        if not exact and len(same_project) == 1:
-            return same_project[0]
-        found = len(exact) or len(same_project)
-        raise UnreadableZip(
-            f"{found} METADATA files for {self._name} {self._version} "
-            f"({top_level} top-level dist-info METADATA in all)"
-        )
+        """The wheel's own METADATA, by the rule every reader of the proxy shares."""
+        listed = list(entries)
+        try:
+            chosen = pick_metadata((e.name for e in listed), self._name, self._version)
+        except NotOwnMetadata as exc:
+            raise UnreadableZip(str(exc)) from None
+        return next(e for e in listed if e.name == chosen)
 
     def _check_entry(self, entry: Entry) -> None:
         if entry.encrypted:

@@ -68,6 +68,10 @@ class UpstreamIndex:
     # Files the JSON page lists with neither hash nor size, like a bare HTML index.
     hashless: set[str] = field(default_factory=set)
     json_api: bool = True  # serve /pypi/PROJECT[/VERSION]/json (False: 404, as many do)
+    # Body bytes sent per file name, ranged and whole GETs alike.
+    bytes_sent: collections.Counter = field(default_factory=collections.Counter)
+    # Like many plain file servers: Range ignored (200 with the whole body), no Accept-Ranges.
+    refuse_ranges: bool = False
 
     def add_wheel(
         self,
@@ -104,6 +108,7 @@ class UpstreamIndex:
 
     def reset_counts(self) -> None:
         self.requests.clear()
+        self.bytes_sent.clear()
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -309,7 +314,7 @@ def make_app(index: UpstreamIndex) -> web.Application:
             middle = len(data) // 2
             data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
         status, start, end = 200, 0, len(data)
-        spec = request.headers.get("Range", "")
+        spec = "" if index.refuse_ranges else request.headers.get("Range", "")
         if spec.startswith("bytes="):
             first, _, last = spec[6:].partition("-")
             if first:
@@ -323,6 +328,8 @@ def make_app(index: UpstreamIndex) -> web.Application:
             entry.upload_time, "%Y-%m-%dT%H:%M:%S.%fZ"
         ).replace(tzinfo=timezone.utc)
         response.content_length = end - start
+        if not index.refuse_ranges:
+            response.headers["Accept-Ranges"] = "bytes"
         if status == 206:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         await response.prepare(request)
@@ -332,7 +339,9 @@ def make_app(index: UpstreamIndex) -> web.Application:
         if name in index.truncate and status == 200:
             body = body[: len(body) // 2]
         for offset in range(0, len(body), index.chunk_size):
-            await response.write(body[offset : offset + index.chunk_size])
+            chunk = body[offset : offset + index.chunk_size]
+            index.bytes_sent[name] += len(chunk)
+            await response.write(chunk)
             if index.chunk_delay:
                 await asyncio.sleep(index.chunk_delay)
         if name in index.truncate and status == 200:

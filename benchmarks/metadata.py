@@ -1,0 +1,193 @@
+"""Resolving against an index that serves no PEP 658 metadata (issue 16), direct and through a
+cold proxy, on a throttled link (benchmarks/relay.py --strip-metadata: 50 ms per request,
+4 MB/s shared). Run by hand, never as a timed test:
+
+    .venv/bin/python benchmarks/metadata.py --workload ../shared/workloads/django-app.txt
+
+For `uv pip compile`, `pip install --dry-run` and `uv lock` of the workload: seconds and the
+bytes that crossed the link, straight from the relay and through a fresh proxy with an empty
+cache (each client with an empty cache of its own). Then a cold `.metadata` of the largest
+wheel the proxy saw (--big-project, default numpy): seconds and bytes. The relay keeps the
+files it fetched (WORKDIR/relay-store), and one untimed run of each client primes it, so the
+measured runs cost the simulated link, not the real upstream's variance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.suite import TARGET_ROOT, RelayProcess, client_env, log, uv_bin  # noqa: E402
+from cacheproxy.config import default_upstream  # noqa: E402
+from tests.fakes.process import ProxyProcess  # noqa: E402
+
+JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+
+
+def client_args(
+    client: str, requirements: Path, work: Path, index: str, pip: str = sys.executable
+) -> list[str]:
+    if client == "uv pip compile":
+        return [uv_bin(), "pip", "compile", "--no-cache", "--quiet", "--python", sys.executable,
+                "--index-url", index, str(requirements)]  # fmt: skip
+    if client == "pip install --dry-run":
+        return [pip, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                "--no-cache-dir", "-q", "--index-url", index, "-r", str(requirements)]  # fmt: skip
+    project = work / "app"
+    project.mkdir()
+    wanted = [line.strip() for line in requirements.read_text().splitlines()]
+    dependencies = ", ".join(json.dumps(w) for w in wanted if w and not w.startswith("#"))
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "app"\nversion = "0"\nrequires-python = ">=3.11"\n'
+        f"dependencies = [{dependencies}]\n"
+    )
+    return [uv_bin(), "lock", "--no-cache", "--quiet", "--directory", str(project),
+            "--default-index", index]  # fmt: skip
+
+
+async def resolve(client: str, requirements: Path, index: str, pip: str = sys.executable) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-meta-", dir=TARGET_ROOT) as tmp:
+        work = Path(tmp)
+        env = {**client_env(), "UV_CACHE_DIR": str(work / "uv-cache"), "HOME": str(work)}
+        args = client_args(client, requirements, work, index, pip)
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await proc.communicate()
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"{client} failed:\n{stderr.decode()[-3000:]}")
+        return elapsed
+
+
+def megabytes(count: int) -> float:
+    return round(count / 1e6, 2)
+
+
+def largest_wheel(proxy_url: str, project: str) -> str:
+    request = Request(proxy_url + f"{project}/", headers={"Accept": JSON_ACCEPT})
+    with urlopen(request) as resp:
+        files = json.load(resp)["files"]
+    wheels = [f for f in files if f["filename"].endswith(".whl") and f.get("size")]
+    return max(wheels, key=lambda f: f["size"])["filename"]
+
+
+def cold_metadata(relay: RelayProcess, work: Path, project: str) -> dict:
+    proxy = ProxyProcess(work / "cache-big", relay.url)
+    try:
+        wheel = largest_wheel(proxy.url, project)
+        relay.reset()
+        started = time.perf_counter()
+        with urlopen(proxy.url + f"{project}/{wheel}.metadata") as resp:
+            body = resp.read()
+        elapsed = time.perf_counter() - started
+        return {"wheel": wheel, "seconds": round(elapsed, 3), "metadata bytes": len(body),
+                "upstream MB": megabytes(relay.stats()["body_bytes"])}  # fmt: skip
+    finally:
+        proxy.stop()
+
+
+def through_proxy(relay: RelayProcess, args: argparse.Namespace, client: str) -> tuple:
+    """Seconds and upstream MB of one resolution through a fresh proxy with an empty cache."""
+    with tempfile.TemporaryDirectory(dir=args.workdir) as cache:
+        proxy = ProxyProcess(Path(cache), relay.url)
+        try:
+            relay.reset()
+            seconds = asyncio.run(resolve(client, args.workload, proxy.url, args.pip))
+            return round(seconds, 2), megabytes(relay.stats()["body_bytes"])
+        finally:
+            proxy.stop()
+
+
+def run(args: argparse.Namespace) -> dict:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    relay = RelayProcess(
+        args.upstream, args.latency_ms, args.mbps, args.workdir / "relay-store", "--strip-metadata"
+    )
+    results: dict = {"resolutions": {}, "link": f"{args.latency_ms:g} ms, {args.mbps:g} Mbit/s"}
+    results["pip"] = subprocess.run(
+        [args.pip, "-m", "pip", "--version"], capture_output=True, text=True
+    ).stdout.split(" from ")[0]
+    try:
+        for client in ("uv pip compile", "pip install --dry-run", "uv lock"):
+            log(f"{client}: priming the relay")
+            asyncio.run(resolve(client, args.workload, relay.url))
+            row = {}
+            relay.reset()
+            row["direct s"] = round(asyncio.run(resolve(client, args.workload, relay.url)), 2)
+            row["direct MB"] = megabytes(relay.stats()["body_bytes"])
+            with tempfile.TemporaryDirectory(dir=args.workdir) as cache:
+                proxy = ProxyProcess(Path(cache), relay.url)
+                try:
+                    relay.reset()
+                    row["proxy s"] = round(
+                        asyncio.run(resolve(client, args.workload, proxy.url)), 2
+                    )
+                    row["proxy MB"] = megabytes(relay.stats()["body_bytes"])
+                finally:
+                    proxy.stop()
+            row["proxy/direct s"] = round(row["proxy s"] / row["direct s"], 2)
+            log(f"{client}: {row}")
+            results["resolutions"][client] = row
+        with tempfile.TemporaryDirectory(dir=args.workdir) as work:
+            results["cold .metadata"] = cold_metadata(relay, Path(work), args.big_project)
+    finally:
+        relay.stop()
+    return results
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"link: {results['link']}, upstream serving no metadata; {results['pip']}",
+        "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for client, row in results["resolutions"].items():
+        lines.append(
+            f"| {client} | {row['direct s']} | {row['direct MB']} | {row['proxy s']} | "
+            f"{row['proxy MB']} | {row['proxy/direct s']} |"
+        )
+    big = results["cold .metadata"]
+    lines.append(
+        f"cold .metadata of {big['wheel']}: {big['seconds']} s, {big['upstream MB']} MB upstream"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", type=Path, required=True, help="a requirements file")
+    parser.add_argument("--upstream", default=None, help="index URL (default: the default one)")
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--mbps", type=float, default=32, help="32 Mbit/s is 4 MB/s")
+    parser.add_argument("--big-project", default="numpy")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-meta")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--pip",
+        default=sys.executable,
+        help="the Python whose pip is measured (pip before the fix for its issue 12603 "
+        "downloads the wheels it picked even with --dry-run)",
+    )
+    args = parser.parse_args()
+    args.upstream = args.upstream or default_upstream()
+    args.workload = args.workload.resolve()
+    results = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""PEP 658 metadata of a wheel not cached yet, read from byte ranges of the upstream's copy.
+
+A resolver asks for `<wheel>.metadata` of many wheels it will never install; reading each
+wheel's tail (end records and central directory, then the METADATA member) costs a few tens of
+kilobytes instead of the whole file. The member is picked by the same rule as a full
+extraction (`simple/dist_info.py`) and checked against its CRC-32 and sizes, stored for good
+(files are immutable) and shared by concurrent requests. None means "read the whole wheel":
+an upstream that will not give ranges, or a zip that cannot be read this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+
+from cacheproxy.cache.coldfile import ColdFiles
+from cacheproxy.cache.errors import UpstreamError
+from cacheproxy.cache.singleflight import SingleFlight
+from cacheproxy.cache.upstream import Upstream
+from cacheproxy.simple.page import FileSource
+from cacheproxy.simple.wheel_tail import TailMetadataReader, UnreadableZip
+from cacheproxy.store.local import Store
+
+log = logging.getLogger(__name__)
+
+# An upstream that ignores Range answers 200 with the whole file: a small wheel is read whole
+# here (it is no more than a few ranges would have been), a larger one is left to the full
+# download, which stores it as well.
+WHOLE_BODY_LIMIT = 2 * 1024 * 1024
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class _RangesRefused(Exception):
+    pass
+
+
+class TailMetadata:
+    def __init__(self, store: Store, upstream: Upstream, cold: ColdFiles) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.cold = cold
+        self._flights: SingleFlight[bytes | None] = SingleFlight()
+        # Metadata read but not yet in the store: a resolver is waiting for it, and a store
+        # write (fsync, index update) should not stand between it and the answer.
+        self._unstored: dict[tuple[str, str], bytes] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        # Upstream bytes spent on tail reads, for the status page and benchmarks.
+        self.bytes_read = 0
+
+    async def read(self, project: str, wheel: str, source: FileSource) -> bytes | None:
+        """The wheel's METADATA, read from ranges (and stored right after); one read per wheel
+        however many ask at once. None: read the whole wheel instead."""
+        unstored = self._unstored.get((project, wheel))
+        if unstored is not None:
+            return unstored
+        return await self._flights.run(
+            (project, wheel), lambda: self._read_and_store(project, wheel, source)
+        )
+
+    async def _read_and_store(self, project: str, wheel: str, source: FileSource) -> bytes | None:
+        data = await self._read(wheel, source)
+        if data is not None:
+            self._unstored[(project, wheel)] = data
+            task = asyncio.create_task(self._store(project, wheel, data))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        return data
+
+    async def _store(self, project: str, wheel: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            await self.store.put_extracted_metadata(project, wheel, data, digest)
+            log.info("metadata of %s read from its tail (sha256 %s)", wheel, digest)
+        except Exception as exc:  # served all the same; read again next time
+            log.warning("metadata of %s not stored: %s", wheel, exc)
+        finally:
+            self._unstored.pop((project, wheel), None)
+
+    async def flush(self) -> None:
+        """Until the metadata read so far is stored (tests, shutdown)."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def _read(self, wheel: str, source: FileSource) -> bytes | None:
+        probe = await self.cold.probe(source)
+        if probe is None:
+            log.info("metadata of %s: the upstream states no length, reading it whole", wheel)
+            return None
+        try:
+            reader = TailMetadataReader(wheel, probe.total)
+            while (want := reader.next_range()) is not None:
+                start, data = await self._fetch(source.url, *want)
+                reader.feed(start, data)
+            return reader.result()
+        except UnreadableZip as exc:
+            log.warning(
+                "metadata of %s cannot be read from ranges (%s): reading it whole", wheel, exc
+            )
+        except _RangesRefused as exc:
+            log.info("metadata of %s: %s, reading it whole", wheel, exc)
+        except UpstreamError as exc:
+            log.warning("metadata of %s: range read failed (%s), reading it whole", wheel, exc)
+        return None
+
+    async def _fetch(self, url: str, start: int, end: int) -> tuple[int, bytes]:
+        """Bytes from `start` covering [start, end), and where they really start."""
+        async with self.upstream.open_file(url, {"Range": f"bytes={start}-{end - 1}"}) as body:
+            if body.status == 206:
+                match = _CONTENT_RANGE.match(body.headers.get("Content-Range", ""))
+                first = int(match[1]) if match else start
+                data = await body.read(end - first)
+                self.bytes_read += len(data)
+                return first, data
+            if body.status == 200:
+                length = body.content_length
+                if length is None or length > WHOLE_BODY_LIMIT:
+                    raise _RangesRefused("the upstream ignores Range on a large file")
+                data = await body.read(WHOLE_BODY_LIMIT)
+                self.bytes_read += len(data)
+                return 0, data
+            raise _RangesRefused(f"the upstream answered {body.status} to a Range")
