@@ -242,3 +242,15 @@ async def test_purge_forgets_the_documents(proxy, upstream):
     status, headers, _ = await get_json(proxy, DOC)
     assert status == 200 and headers["X-Cache"] == "miss"
     assert api_hits(upstream) == 2
+
+
+async def test_install_rules_apply_to_the_json_api(make_proxy, upstream):
+    upstream.index.files[WHEEL].upload_time = "2030-01-01T00:00:00.000000Z"
+    snapshot = await make_proxy(exclude_newer=1893456000.0)  # 2030-01-01: 2.0 comes after it
+    status, _, doc = await get_json(snapshot, DOC)
+    assert status == 200
+    assert doc["urls"] == [] and doc["releases"]["2.0"] == []
+    assert [f["filename"] for f in doc["releases"]["1.0"]] == ["tinyalpha-1.0-py3-none-any.whl"]
+    denied = await make_proxy(deny=("tinyalpha",))
+    status, _, body = await get_json(denied, DOC)
+    assert status == 403 and "denied" in body and "tinyalpha" in body

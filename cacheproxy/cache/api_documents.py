@@ -40,7 +40,9 @@ def parse_document(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _files(value: Any, file_url: Callable[[str], str]) -> list[dict[str, Any]]:
+def _files(
+    value: Any, file_url: Callable[[str], str], hidden: frozenset[str]
+) -> list[dict[str, Any]]:
     kept = []
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
@@ -48,6 +50,8 @@ def _files(value: Any, file_url: Callable[[str], str]) -> list[dict[str, Any]]:
         try:
             filename = check_filename(item["filename"])
         except InvalidName:
+            continue
+        if filename in hidden:  # held back by the install rules, as on the project's page
             continue
         kept.append({**_scrubbed(item), "url": file_url(filename)})
     return kept
@@ -65,20 +69,26 @@ def _scrubbed(value: Any) -> Any:
     return value
 
 
-def rewritten(data: dict[str, Any], file_url: Callable[[str], str]) -> dict[str, Any]:
-    """The document with its file URLs made by file_url(filename), credentials scrubbed."""
+def rewritten(
+    data: dict[str, Any], file_url: Callable[[str], str], hidden: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The document with its file URLs made by file_url(filename), credentials scrubbed, and
+    the files in hidden left out."""
     out = {key: _scrubbed(value) for key, value in data.items() if key not in ("urls", "releases")}
     if "urls" in data:
-        out["urls"] = _files(data["urls"], file_url)
+        out["urls"] = _files(data["urls"], file_url, hidden)
     if isinstance(data.get("releases"), dict):
         out["releases"] = {
-            str(release): _files(files, file_url) for release, files in data["releases"].items()
+            str(release): _files(files, file_url, hidden)
+            for release, files in data["releases"].items()
         }
     return out
 
 
-def render_document(data: dict[str, Any], file_url: Callable[[str], str]) -> bytes:
-    body = json.dumps(rewritten(data, file_url), separators=(",", ":"), ensure_ascii=False)
+def render_document(
+    data: dict[str, Any], file_url: Callable[[str], str], hidden: frozenset[str] = frozenset()
+) -> bytes:
+    body = json.dumps(rewritten(data, file_url, hidden), separators=(",", ":"), ensure_ascii=False)
     return body.encode()
 
 

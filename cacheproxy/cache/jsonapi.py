@@ -54,6 +54,7 @@ class DocumentAnswer:
     rendered: Rendered | None  # None: no such document (or not cached while offline)
     max_age: int
     warning: str | None = None
+    refused: str | None = None  # why the install rules refuse the whole project
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class JsonApiService:
     async def answer(self, project: str, release: str, files_base: str) -> DocumentAnswer:
         """The document rendered for a client. Raises UpstreamError (UpstreamRefused) when
         there is nothing to serve."""
+        refused = self.pages.rules.refusal(project) if self.pages.rules.active else None
+        if refused is not None:
+            return DocumentAnswer("refused", None, 0, refused=refused)
         if self.base is None:
             # No JSON API upstream: "none" at once, for as long as a missing project.
             return DocumentAnswer("absent", None, int(self.config.negative_ttl))
@@ -127,7 +131,9 @@ class JsonApiService:
     ) -> Rendered:
         key = (project, release, files_base)
         version = await self.store.page_version(project)
-        hot = self._hot.get(key, version)
+        # What the rules hide changes with the clock: such documents are rendered each time.
+        hidden = await self.pages.hidden_files(project)
+        hot = None if hidden else self._hot.get(key, version)
         if hot is not None and hot.source is entry:
             return hot.rendered
 
@@ -137,8 +143,11 @@ class JsonApiService:
         assert entry.data is not None
         data = entry.data
         # A large document (thousands of files) takes a while to rewrite and compress.
-        rendered = await asyncio.to_thread(lambda: with_variants(render_body(data, file_url)))
-        self._hot.put(key, version, _HotDocument(entry, rendered))
+        rendered = await asyncio.to_thread(
+            lambda: with_variants(render_body(data, file_url, hidden))
+        )
+        if not hidden:
+            self._hot.put(key, version, _HotDocument(entry, rendered))
         return rendered
 
     async def _stored(self, project: str, release: str) -> CachedDocument | None:

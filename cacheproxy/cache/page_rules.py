@@ -53,6 +53,13 @@ class PageRules:
         self.upstream.metrics.policy_hidden.labels(hidden.rule, "file").inc()
         return Refused(hidden.reason)
 
+    async def hidden_files(self, project: str) -> frozenset[str]:
+        """The files of a project the rules hide now (for other views of it: the JSON API)."""
+        if not self.rules.active:
+            return frozenset()
+        visible = await self._visible_page(project)
+        return frozenset(visible.hidden) if visible is not None else frozenset()
+
     async def _visible_page(self, project: str) -> Visible | None:
         version = await self.store.page_version(project)
         visible = self._visible.get(project, version)

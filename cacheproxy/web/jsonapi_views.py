@@ -14,6 +14,7 @@ from cacheproxy.cache.api_documents import check_release
 from cacheproxy.cache.errors import UpstreamError
 from cacheproxy.cache.jsonapi import JsonApiService
 from cacheproxy.simple.names import InvalidName, normalize_project
+from cacheproxy.web.file_responses import refusal
 from cacheproxy.web.keys import CACHE_OUTCOME, CONFIG, INDEX_PREFIX, JSON_API
 from cacheproxy.web.views import _upstream_failure, page_response
 
@@ -42,6 +43,8 @@ async def document(request: web.Request) -> web.StreamResponse:
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
     request[CACHE_OUTCOME] = answer.outcome
+    if answer.refused is not None:
+        raise refusal(403, answer.refused)
     what = f"{project} {release}" if release else project
     if answer.outcome == "offline":
         raise web.HTTPNotFound(text=f"{what} is not cached and the proxy is offline\n")
