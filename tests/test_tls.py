@@ -210,3 +210,19 @@ def test_env_prints_https_urls_when_serve_would_use_tls(certs, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "PIP_INDEX_URL=https://127.0.0.1:3145/simple/" in result.stdout
+
+
+async def test_poetry_locks_and_installs_over_https_trusting_the_ca(https_proxy, certs, tmp_path):
+    from tests.test_client_matrix import client, poetry_env, poetry_install, project
+
+    poetry = client("poetry", "poetry")
+    root = project(
+        tmp_path,
+        "[tool.poetry]\npackage-mode = false\n\n"
+        f'[[tool.poetry.source]]\nname = "proxy"\nurl = "{https_proxy.url}"\n'
+        'priority = "primary"\n',
+    )
+    env = poetry_env(tmp_path)
+    env["POETRY_CERTIFICATES_PROXY_CERT"] = str(certs.ca_file)  # the source named "proxy"
+    await poetry_install(poetry, root, env, "lock")
+    assert "tinyalpha" in (root / "poetry.lock").read_text()
