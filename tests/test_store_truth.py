@@ -87,14 +87,3 @@ def _damage_stored_file(cache_dir, size: int) -> None:
     )
     with open(stored, "r+b") as fh:
         fh.write(b"\0\0\0\0")
-
-
-def _damage_stored_file(cache_dir, size: int) -> None:
-    stored = next(
-        os.path.join(root, name)
-        for root, _, names in os.walk(cache_dir / "store")
-        for name in names
-        if name.endswith(".val") and os.path.getsize(os.path.join(root, name)) == size
-    )
-    with open(stored, "r+b") as fh:
-        fh.write(b"\0\0\0\0")
