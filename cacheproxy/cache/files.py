@@ -18,7 +18,8 @@ from cacheproxy.cache.answers import (
 )
 from cacheproxy.cache.coldfile import ColdFiles
 from cacheproxy.cache.disk import DiskSpace
-from cacheproxy.cache.downloads import Download, DownloadReader, Downloads
+from cacheproxy.cache.download import Download, DownloadReader
+from cacheproxy.cache.downloads import Downloads
 from cacheproxy.cache.errors import DiskFull
 from cacheproxy.cache.extracted import extract_and_store
 from cacheproxy.cache.pages import PageService

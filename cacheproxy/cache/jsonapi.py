@@ -204,10 +204,7 @@ class JsonApiService:
             confirmed = dataclasses.replace(entry, fetched_at=self.clock())
             stored = await self._keep(project, release, confirmed)
             return confirmed, "revalidated" if stored else "uncached", None
-        if response.status in (401, 403):
-            raise UpstreamRefused(response.status)
-        if not policy.is_cacheable_page_status(response.status):
-            raise UpstreamError(f"upstream JSON API answered {response.status} for {project}")
+        policy.check_page_status(response.status, f"{project}'s JSON document")
         data = None
         if response.status == 200:
             try:

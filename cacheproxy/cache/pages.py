@@ -246,10 +246,7 @@ class PageService(PageRules):
             confirmed = dataclasses.replace(entry, fetched_at=self.clock())
             stored = await self._store_page(project, confirmed)
             return PageResult(confirmed, "revalidated" if stored else "uncached")
-        if response.status in (401, 403):
-            raise UpstreamRefused(response.status)
-        if not policy.is_cacheable_page_status(response.status):
-            raise UpstreamError(f"upstream answered {response.status} for {project}")
+        policy.check_page_status(response.status, project)
         page = None
         if response.status == 200:
             # A large page (thousands of files) takes a tenth of a second to parse: not on

@@ -9,6 +9,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
+from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
 from cacheproxy.simple.page import ProjectPage
 
 
@@ -80,6 +81,15 @@ UPSTREAM_REST_SECONDS = 10.0
 
 def upstream_resting(unreachable_at: float | None, now: float) -> bool:
     return unreachable_at is not None and 0 <= now - unreachable_at < UPSTREAM_REST_SECONDS
+
+
+def check_page_status(status: int, what: str) -> None:
+    """Raise for an upstream answer that is neither a page nor 'no such project': 401/403 are
+    passed on to the client (UpstreamRefused), anything else is a failure (UpstreamError)."""
+    if status in (401, 403):
+        raise UpstreamRefused(status)
+    if not is_cacheable_page_status(status):
+        raise UpstreamError(f"upstream answered {status} for {what}")
 
 
 def is_cacheable_page_status(status: int) -> bool:
