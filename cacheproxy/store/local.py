@@ -27,7 +27,8 @@ from pathlib import Path
 import diskcache
 
 from cacheproxy.cache.policy import CachedPage
-from cacheproxy.store.maintenance import FILE, GENERATION, PAGE, VERSION, Maintenance
+from cacheproxy.store.maintenance import FILE, PAGE, Maintenance
+from cacheproxy.store.versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ _FACTS = "file-facts"
 API_DOCUMENT = "pypi-json"
 
 ACCESS_FLUSH_SECONDS = 5.0
-# How long a look at data_version holds: a hot page served at thousands of requests a second
-# asks SQLite once per interval, and a purge from another process is seen this soon.
-DATA_VERSION_SECONDS = 0.02
 _SELECT = (
     "SELECT rowid, tag, mode, filename, value FROM Cache"
     " WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)"
@@ -73,17 +71,14 @@ class StoredFile:
     mtime: float | None = None  # when it was stored: its Last-Modified
 
 
-class Store(Maintenance):
+class Store(Versions, Maintenance):
     """Blocking store operations run in a worker thread; the public methods are async."""
 
     def __init__(self, cache_dir: Path, size_limit: int) -> None:
         self.cache_dir = Path(cache_dir)
         self.staging_dir = self.cache_dir / "tmp"
         self._size_limit = size_limit
-        self._versions: dict[str, int] = {}  # what this process knows of the counters
-        self._generation: int | None = None
-        self._data_version: int | None = None
-        self._looked_at = -1.0  # time.monotonic() of the last data_version read
+        self._init_versions()
         self.evictions = 0  # entries removed to stay under the size limit, by this process
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
@@ -197,35 +192,6 @@ class Store(Maintenance):
     async def put_api_document(self, project: str, release: str, entry: object) -> None:
         key = (API_DOCUMENT, project, release)
         await asyncio.to_thread(self.cache.set, key, entry, tag=API_DOCUMENT, retry=True)
-
-    def _forget_versions(self) -> None:
-        self._looked_at = -1.0
-
-    def _changed_elsewhere(self) -> bool:
-        """Whether another connection (a thread here, or another process) wrote to the store
-        since the last look: SQLite's data_version, read from shared memory, no disk I/O."""
-        now = time.monotonic()
-        if now - self._looked_at < DATA_VERSION_SECONDS:
-            return False
-        self._looked_at = now
-        current = self.cache._con.execute("PRAGMA data_version").fetchone()[0]
-        changed, self._data_version = current != self._data_version, current
-        return changed
-
-    def _read_versions(self, project: str) -> tuple[int, int]:
-        return self._value(GENERATION, 0), self._value((VERSION, project), 0)
-
-    async def page_version(self, project: str) -> tuple[int, int]:
-        """The version of a project's page and file facts, as every process sees it: a value
-        derived from the page at one version is current while the version is unchanged."""
-        if self._changed_elsewhere():
-            self._versions.clear()
-            self._generation = None
-        version = self._versions.get(project)
-        if version is None or self._generation is None:
-            self._generation, version = await asyncio.to_thread(self._read_versions, project)
-            self._versions[project] = version
-        return self._generation, version
 
     async def projects(self) -> list[str]:
         """Projects the upstream has a page for, read without a write or an unpickled page."""

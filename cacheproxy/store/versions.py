@@ -1,0 +1,62 @@
+"""The versions of pages as every process sees them.
+
+A counter per project (bumped by writes to its page or facts, and by a purge) and a store-wide
+generation (bumped by prune and verify) live in the store. A process keeps what it read of
+them and reads again when SQLite's data_version says another connection wrote, so a value
+derived from a page at one version is current while the version is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import diskcache
+
+from cacheproxy.store.maintenance import GENERATION, VERSION
+
+# How long a look at data_version holds: a hot page served at thousands of requests a second
+# asks SQLite once per interval, and a purge from another process is seen this soon.
+DATA_VERSION_SECONDS = 0.02
+
+
+class Versions:
+    cache: diskcache.Cache
+
+    def _init_versions(self) -> None:
+        self._versions: dict[str, int] = {}  # what this process knows of the counters
+        self._generation: int | None = None
+        self._data_version: int | None = None
+        self._looked_at = -1.0  # time.monotonic() of the last data_version read
+
+    def _value(self, key: tuple, default=None):  # the store's own: a read without a write
+        raise NotImplementedError
+
+    def _forget_versions(self) -> None:
+        self._looked_at = -1.0
+
+    def _changed_elsewhere(self) -> bool:
+        """Whether another connection (a thread here, or another process) wrote to the store
+        since the last look: SQLite's data_version, read from shared memory, no disk I/O."""
+        now = time.monotonic()
+        if now - self._looked_at < DATA_VERSION_SECONDS:
+            return False
+        self._looked_at = now
+        current = self.cache._con.execute("PRAGMA data_version").fetchone()[0]
+        changed, self._data_version = current != self._data_version, current
+        return changed
+
+    def _read_versions(self, project: str) -> tuple[int, int]:
+        return self._value(GENERATION, 0), self._value((VERSION, project), 0)
+
+    async def page_version(self, project: str) -> tuple[int, int]:
+        """The version of a project's page and file facts, as every process sees it: a value
+        derived from the page at one version is current while the version is unchanged."""
+        if self._changed_elsewhere():
+            self._versions.clear()
+            self._generation = None
+        version = self._versions.get(project)
+        if version is None or self._generation is None:
+            self._generation, version = await asyncio.to_thread(self._read_versions, project)
+            self._versions[project] = version
+        return self._generation, version
