@@ -141,6 +141,19 @@ async def test_sighup_renews_the_certificate_and_a_bad_one_is_kept_out(
     assert https_proxy.proc.poll() is None
 
 
+async def test_sighup_without_tls_keeps_the_proxy_serving(upstream, tmp_path, wheel_bytes):
+    proxy = ProxyProcess(tmp_path / "cache", upstream.simple_url)
+    try:
+        proxy.proc.send_signal(signal.SIGHUP)
+        await wait_for_log(proxy, "nothing to reload")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(proxy.url + f"tinyalpha/{ALPHA}") as resp:
+                assert (resp.status, await resp.read()) == (200, wheel_bytes(ALPHA))
+        assert proxy.proc.poll() is None
+    finally:
+        proxy.stop()
+
+
 def serve_once(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cacheproxy", "serve", "--port", "0", *args],

@@ -105,6 +105,10 @@ def _serving_line(config: Config, url: str) -> str:
     )
 
 
+def _nothing_to_reload() -> None:
+    log.info("SIGHUP: nothing to reload without a TLS certificate; still serving")
+
+
 async def serve(
     config: Config,
     inherited: list[socket.socket] | None = None,
@@ -135,6 +139,9 @@ async def serve(
         # On the loop, not in a thread: two small files, and the context is not changed
         # while a handshake elsewhere reads it.
         loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, files)
+    else:
+        # A service manager's "reload" sends SIGHUP; its default action would stop the proxy.
+        loop.add_signal_handler(signal.SIGHUP, _nothing_to_reload)
     try:
         host, port = await _start_sites(runner, config, inherited, tls)
         started = time.monotonic()
