@@ -10,6 +10,7 @@ ARG PIP_INDEX_URL
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY cacheproxy ./cacheproxy
+# doctor: ignore=pip-not-uv: one project into a venv, once per image; the image has pip already.
 RUN python3 -m venv /opt/cacheproxy \
  && /opt/cacheproxy/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
       ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} . \

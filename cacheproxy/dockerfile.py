@@ -29,6 +29,8 @@ class Instruction:
     args: frozenset[str] = frozenset()  # ARG names declared in this stage so far
     # ENV names set so far in this stage or in the earlier stage it builds on (FROM that-stage).
     envs: frozenset[str] = frozenset()
+    # Rules the comments right above it switch off: `# doctor: ignore=pip-not-uv,no-cache-dir`.
+    ignored: frozenset[str] = frozenset()
 
     def words(self) -> list[str]:
         """The body split as a shell would (exec form: the JSON list)."""
@@ -50,12 +52,23 @@ class Stage:
     name: str | None
     line: int
     instructions: tuple[Instruction, ...] = field(default=())
+    ignored: frozenset[str] = frozenset()  # from the comments above its FROM line
 
 
 @dataclass(frozen=True)
 class Dockerfile:
     stages: tuple[Stage, ...]
     global_args: frozenset[str]  # ARGs before the first FROM: seen by FROM lines only
+
+    def ignored_at(self, line: int) -> frozenset[str]:
+        """The rules switched off for the instruction or FROM that starts at this line."""
+        for stage in self.stages:
+            if stage.line == line:
+                return stage.ignored
+            for instruction in stage.instructions:
+                if instruction.start == line:
+                    return instruction.ignored
+        return frozenset()
 
     @property
     def final(self) -> Stage | None:
@@ -86,6 +99,15 @@ def _heredoc_end(lines: list[str], after: int, value: str) -> int:
     return min(end, len(lines) - 1)
 
 
+# The rule names may be followed by the reason: `# doctor: ignore=pip-not-uv: built once`.
+_IGNORE = re.compile(r"^doctor:\s*ignore=([\w-]+(?:\s*,\s*[\w-]+)*)")
+
+
+def _ignored_rules(comment: str) -> set[str]:
+    match = _IGNORE.match(comment.strip())
+    return {rule.strip() for rule in match[1].split(",")} if match else set()
+
+
 def parse_dockerfile(text: str) -> Dockerfile:
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
     lines = text.splitlines(keepends=True)
@@ -93,10 +115,15 @@ def parse_dockerfile(text: str) -> Dockerfile:
     global_args: set[str] = set()
     stage_env: dict[str, frozenset[str]] = {}  # stage name -> ENV names it leaves behind
     skip_until = -1
+    ignored: set[str] = set()
     for item, context in zip(parser.structure, parser.context_structure, strict=True):
         keyword = item["instruction"].upper()
-        if item["startline"] <= skip_until or keyword == "COMMENT":
+        if item["startline"] <= skip_until:
             continue
+        if keyword == "COMMENT":
+            ignored.update(_ignored_rules(item["value"]))
+            continue
+        for_this, ignored = frozenset(ignored), set()
         flags, body = _split_flags(item["value"])
         end = _heredoc_end(lines, item["endline"], item["value"])
         if end > item["endline"]:
@@ -108,7 +135,13 @@ def parse_dockerfile(text: str) -> Dockerfile:
             name = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else None
             inherited = stage_env.get(base.lower(), frozenset())
             stages.append(
-                {"base": base, "name": name, "line": item["startline"] + 1, "env": inherited}
+                {
+                    "base": base,
+                    "name": name,
+                    "line": item["startline"] + 1,
+                    "env": inherited,
+                    "ignored": for_this,
+                }
             )
             stages[-1]["instructions"] = []
             continue
@@ -120,7 +153,14 @@ def parse_dockerfile(text: str) -> Dockerfile:
         envs = stage["env"] | set(context.envs)
         stage["instructions"].append(
             Instruction(
-                keyword, flags, body, item["startline"] + 1, end + 1, frozenset(context.args), envs
+                keyword,
+                flags,
+                body,
+                item["startline"] + 1,
+                end + 1,
+                frozenset(context.args),
+                envs,
+                for_this,
             )
         )
         if stage["name"]:
@@ -134,6 +174,7 @@ def parse_dockerfile(text: str) -> Dockerfile:
                 name=s["name"],
                 line=s["line"],
                 instructions=tuple(s["instructions"]),
+                ignored=s["ignored"],
             )
             for i, s in enumerate(stages)
         ),

@@ -268,5 +268,10 @@ RULES: tuple[Callable[[Dockerfile], list[Finding]], ...] = (
 
 
 def diagnose(df: Dockerfile) -> list[Finding]:
-    findings = [finding for rule in RULES for finding in rule(df)]
+    findings = [
+        finding
+        for rule in RULES
+        for finding in rule(df)
+        if not any(finding.rule in df.ignored_at(line) for line in finding.lines)
+    ]
     return sorted(findings, key=lambda f: (f.lines, f.rule))
