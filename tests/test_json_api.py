@@ -10,6 +10,7 @@ from aiohttp import ClientSession
 from cacheproxy.config import Config, NamedIndex
 from cacheproxy.web.keys import STORE
 from tests.fakes.clock import FakeClock
+from tests.test_ops import metric
 
 WHEEL = "tinyalpha-2.0-py3-none-any.whl"
 DOC = "/pypi/tinyalpha/json"
@@ -68,6 +69,20 @@ async def test_cached_within_the_ttl_and_names_normalised(proxy, upstream):
         assert status == 200
     assert headers["X-Cache"] == "hit"
     assert api_hits(upstream) == 1
+
+
+async def test_outcomes_are_counted_in_the_metrics_as_json_api(proxy, upstream):
+    for path in (DOC, DOC, "/pypi/tinyalpha/1.0/json"):
+        await get_json(proxy, path)
+    async with ClientSession() as session:
+        async with session.get(proxy.url.removesuffix("/simple/") + "/metrics") as resp:
+            text = await resp.text()
+    outcomes = {
+        o: metric(text, "cacheproxy_cache_outcomes_total", kind="json-api", outcome=o)
+        for o in ("miss", "hit")
+    }
+    assert outcomes == {"miss": 2, "hit": 1}  # the release document is fetched on its own
+    assert metric(text, "cacheproxy_cache_outcomes_total", kind="page") == 0
 
 
 async def test_revalidated_after_the_ttl(make_proxy, upstream):

@@ -24,6 +24,7 @@ from cacheproxy.web.urls import absolute_index_url
 
 _FILE_ROUTE = "/simple/{project}/{filename}"
 _PAGE_ROUTE = "/simple/{project}/"
+_JSON_API_ROUTE = "/json"  # /pypi/{project}/json, /pypi/{project}/{release}/json and the rest
 # Not traffic: the charts count what clients of the index ask.
 _OPS_ROUTES = frozenset({"/", "/metrics", "/health", "/ready"})
 
@@ -57,6 +58,10 @@ def _count_outcome(
     if not response.prepared:
         # Streamed answers have sent their headers already; the access log has every outcome.
         response.headers["X-Cache"] = outcome
+    if route.endswith(_JSON_API_ROUTE):
+        # Not a page nor a file: kept out of the file history and the top projects.
+        metrics.outcomes.labels("json-api", outcome).inc()
+        return
     # Named indexes mount the same routes under /index/<name>: counted alike.
     if not route.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
         return
