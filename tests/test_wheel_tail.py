@@ -87,7 +87,8 @@ def test_more_than_65535_entries_uses_the_zip64_end_record():
     blob = zip_bytes(members, method=zipfile.ZIP_STORED)
     metadata, reader = read_ranges(blob, tail_guess=4096)
     assert metadata == METADATA
-    assert reader.requests == 3  # the tail, the rest of the directory, then METADATA
+    # The tail, then the rest of the directory with METADATA just before it.
+    assert reader.requests == 2
 
 
 def test_data_descriptors_take_sizes_from_the_directory():
@@ -104,9 +105,17 @@ def test_comments_even_ones_that_hold_a_fake_end_record(tail_guess):
     assert read_ranges(blob, tail_guess=tail_guess)[0] == METADATA
 
 
-def test_a_tail_smaller_than_the_directory_asks_for_the_directory():
-    members = {f"demo/module_{i}.py": b"pass\n" for i in range(2000)} | wheel_members()
-    blob = zip_bytes(members)
+def test_a_tail_smaller_than_the_directory_asks_for_it_with_the_dist_info_before_it():
+    modules = {f"demo/module_{i}.py": b"pass\n" for i in range(2000)}
+    blob = zip_bytes(modules | wheel_members())
+    metadata, reader = read_ranges(blob, tail_guess=1024)
+    assert metadata == METADATA
+    assert reader.requests == 2
+
+    # METADATA far from the directory (written first): one more request, still right.
+    blob = zip_bytes(
+        {MEMBER: METADATA, "demo/payload": random.Random(1).randbytes(300_000)} | modules
+    )
     metadata, reader = read_ranges(blob, tail_guess=1024)
     assert metadata == METADATA
     assert reader.requests == 3

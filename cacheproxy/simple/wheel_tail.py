@@ -7,9 +7,10 @@ Sans-I/O: the reader says which range it wants next and the caller fetches it.
         reader.feed(want[0], await fetch(*want))
     metadata = reader.result()
 
-Usually two ranges: the tail (end records and central directory, often METADATA too) and then
-METADATA's local header and data. Everything the file declares is checked against bounds, so a
-hostile zip costs at most `max_requested_bytes` and never inflates past `max_metadata`.
+Usually one range, the tail (end records, central directory and METADATA); a big wheel takes
+two: its directory and the .dist-info members before it, asked for together. Everything the
+file declares is checked against bounds, so a hostile zip costs at most `max_requested_bytes`
+and never inflates past `max_metadata`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ _DEFLATED = 8
 # Local headers usually carry a few more extra bytes than the directory says (Zip64 sizes,
 # timestamps): asking for this much more saves a round trip in the common case.
 _LOCAL_SLACK = 1024
+# A wheel's .dist-info members come last, right before the directory: METADATA, then RECORD,
+# which lists every file as the directory does and so is about its size. When the directory was
+# not all in the tail, the request for it reaches back this far (directory size + slack, at
+# most the cap) to take METADATA along, saving a round trip on big wheels.
+_DIST_INFO_SLACK = 32 * 1024
+_DIST_INFO_REACH_MAX = 1024 * 1024
 # Requests a well-formed wheel can need: tail, wider end search, Zip64 record, directory,
 # METADATA, a local extra field longer than the slack. More means the file is playing games.
 _MAX_REQUESTS = 8
@@ -74,7 +81,12 @@ class TailMetadataReader:
         # Deflate can grow incompressible data a little; more than this is not METADATA.
         self._max_compressed = max_metadata + max_metadata // 64 + 1024
         self.max_requested_bytes = (
-            self._tail_guess + END_SEARCH + max_directory + self._max_compressed + 4 * 0x10000
+            self._tail_guess
+            + END_SEARCH
+            + max_directory
+            + _DIST_INFO_REACH_MAX
+            + self._max_compressed
+            + 4 * 0x10000
         )
         self.requested_bytes = 0
         self.requests = 0
@@ -153,7 +165,14 @@ class TailMetadataReader:
             )
         directory = self._directory
         if self._entry is None:
-            self._read(directory.start, directory.end)  # all of it in one request
+            try:
+                self._read(directory.start, directory.end)  # all of it in one request
+            except _NeedBytes as need:
+                size = directory.end - directory.start
+                reach = min(size + _DIST_INFO_SLACK, _DIST_INFO_REACH_MAX)
+                raise _NeedBytes(
+                    max(0, min(need.start, directory.start - reach)), need.end
+                ) from None
             self._entry = self._choose(iter_entries(self._read, directory))
             self.member = self._entry.name
         entry = self._entry
