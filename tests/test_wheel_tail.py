@@ -51,6 +51,7 @@ def test_small_deflated_wheel_is_read_from_the_tail_alone(tmp_path):
     metadata, reader = read_ranges(wheel.read_bytes(), wheel.name)
     assert metadata == metadata_of(wheel)
     assert reader.requests == 1
+    assert reader.requested_bytes <= 16 * 1024  # a small wheel's tail, not 64 KiB of it
     assert reader.member == "demo_pkg-1.0.dist-info/METADATA"
 
 

@@ -50,6 +50,13 @@ _DIST_INFO_REACH_MAX = 1024 * 1024
 _MAX_REQUESTS = 8
 
 
+def default_tail_guess(total_size: int) -> int:
+    """How much of the end to ask for first: an eighth of the wheel, 16 to 64 KiB. The end
+    records, directory and METADATA of a small wheel are a few KiB, so a fixed 64 KiB would be
+    most of it; measured on real wheels, an eighth needs no more requests than 64 KiB."""
+    return min(64 * 1024, max(16 * 1024, total_size // 8))
+
+
 class _NeedBytes(Exception):
     def __init__(self, start: int, end: int) -> None:
         super().__init__(start, end)
@@ -64,7 +71,7 @@ class TailMetadataReader:
         filename: str,
         total_size: int,
         *,
-        tail_guess: int = 64 * 1024,
+        tail_guess: int | None = None,
         max_directory: int = 16 * 1024 * 1024,
         max_metadata: int = 8 * 1024 * 1024,
     ) -> None:
@@ -75,7 +82,7 @@ class TailMetadataReader:
         if total_size < 0:
             raise UnreadableZip(f"negative size {total_size}")
         self._total = total_size
-        self._tail_guess = max(tail_guess, 1)
+        self._tail_guess = max(tail_guess or default_tail_guess(total_size), 1)
         self._max_directory = max_directory
         self._max_metadata = max_metadata
         # Deflate can grow incompressible data a little; more than this is not METADATA.
