@@ -149,7 +149,11 @@ class Lookahead:
             if answer.page is None:
                 return None
         page = await self.pages.visible_page(project)
-        wheel = page and likely_wheel(page.data["files"], visit.specifier, visit.platform)
+        if page is None:
+            return None
+        # Thousands of files on a large page: not on the event loop.
+        files, specifier, platform = page.data["files"], visit.specifier, visit.platform
+        wheel = await asyncio.to_thread(likely_wheel, files, specifier, platform)
         if not wheel:
             return None
         stored = await self.store.find_file(project, wheel + METADATA_SUFFIX)

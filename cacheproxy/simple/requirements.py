@@ -11,13 +11,8 @@ from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvir
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import (
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_wheel_filename,
-)
-from packaging.version import Version
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from cacheproxy.simple.client_platform import ClientPlatform
 
@@ -35,21 +30,24 @@ def likely_wheel(
 ) -> str | None:
     """The wheel a resolver most likely asks about: of the newest final release that the
     specifier admits and that has a wheel for this platform (not yanked, its requires-python
-    met), the best wheel. None when no release has one."""
+    met), the best wheel. None when no release has one. A page can list thousands of files:
+    each version and requires-python string is judged once."""
+    admitted: dict[str, Version | None] = {}
+    fits: dict[str, bool] = {}
     by_version: dict[Version, list[str]] = {}
     for entry in files:
         filename = entry.get("filename", "")
-        if not filename.endswith(".whl") or entry.get("yanked"):
+        parts = filename.split("-")
+        if not filename.endswith(".whl") or len(parts) not in (5, 6) or entry.get("yanked"):
             continue
-        if not _python_fits(entry.get("requires-python"), platform.python_version):
-            continue
-        try:
-            version = parse_wheel_filename(filename)[1]
-        except InvalidWheelFilename:
-            continue
-        if version.is_prerelease or not specifier.contains(version, prereleases=False):
-            continue
-        by_version.setdefault(version, []).append(filename)
+        if parts[1] not in admitted:
+            admitted[parts[1]] = _admitted(parts[1], specifier)
+        version = admitted[parts[1]]
+        requires_python = str(entry.get("requires-python") or "")
+        if requires_python not in fits:
+            fits[requires_python] = _python_fits(requires_python, platform.python_version)
+        if version is not None and fits[requires_python]:
+            by_version.setdefault(version, []).append(filename)
     for version in sorted(by_version, reverse=True):
         best = platform.best_wheel(by_version[version])
         if best is not None:
@@ -57,11 +55,21 @@ def likely_wheel(
     return None
 
 
-def _python_fits(requires_python: Any, python: str | None) -> bool:
+def _admitted(text: str, specifier: SpecifierSet) -> Version | None:
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        return None
+    if version.is_prerelease or not specifier.contains(version, prereleases=False):
+        return None
+    return version
+
+
+def _python_fits(requires_python: str, python: str | None) -> bool:
     if not requires_python or python is None:
         return True
     try:
-        return SpecifierSet(str(requires_python)).contains(python, prereleases=True)
+        return SpecifierSet(requires_python).contains(python, prereleases=True)
     except InvalidSpecifier:
         return True  # a resolver that cannot read it does not hold it against the file
 
