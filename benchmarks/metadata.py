@@ -6,12 +6,13 @@ cold proxy, on a throttled link (benchmarks/relay.py --strip-metadata: 50 ms per
 
 For `uv pip compile`, `pip install --dry-run`, `uv lock` and `uv pip install` (into a fresh
 --target) of the workload: seconds and the bytes that crossed the link, straight from the relay
-and through a fresh proxy with an empty cache (each client with an empty cache of its own).
-Then a cold `.metadata` of the largest wheel the proxy saw (--big-project, default numpy):
-seconds and bytes. pip is the newest release, installed through the relay into a throwaway
-venv under --workdir (--pip names another Python whose pip to measure instead). The relay keeps the
-files it fetched (WORKDIR/relay-store), and one untimed run of each client primes it, so the
-measured runs cost the simulated link, not the real upstream's variance.
+and through a fresh proxy with an empty cache (each client with an empty cache of its own),
+with the resolution lookahead on (the default) and off. Then a cold `.metadata` of the
+largest wheel the proxy saw (--big-project, default numpy): seconds and bytes. pip is the
+newest release, installed through the relay into a throwaway venv under --workdir (--pip
+names another Python whose pip to measure instead). The relay keeps the files it fetched
+(WORKDIR/relay-store), and one untimed run of each client primes it, so the measured runs
+cost the simulated link, not the real upstream's variance.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def run(args: argparse.Namespace) -> dict:
             row["direct s"] = round(direct, 2)
             row["direct MB"] = megabytes(relay.stats()["body_bytes"])
             row["proxy s"], row["proxy MB"] = through_proxy(relay, args, client)
+            row["no lookahead s"], row["no lookahead MB"] = through_proxy(
+                relay, args, client, "--no-lookahead"
+            )
             row["proxy/direct s"] = round(row["proxy s"] / row["direct s"], 2)
+            row["no lookahead/direct s"] = round(row["no lookahead s"] / row["direct s"], 2)
             log(f"{client}: {row}")
             results["resolutions"][client] = row
         with tempfile.TemporaryDirectory(dir=args.workdir) as work:
@@ -169,13 +174,15 @@ def run(args: argparse.Namespace) -> dict:
 def table(results: dict) -> str:
     lines = [
         f"link: {results['link']}, upstream serving no metadata; {results['pip']}",
-        "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct "
+        "| no lookahead s | no lookahead MB | no lookahead/direct |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for client, row in results["resolutions"].items():
         lines.append(
             f"| {client} | {row['direct s']} | {row['direct MB']} | {row['proxy s']} | "
-            f"{row['proxy MB']} | {row['proxy/direct s']} |"
+            f"{row['proxy MB']} | {row['proxy/direct s']} | {row['no lookahead s']} | "
+            f"{row['no lookahead MB']} | {row['no lookahead/direct s']} |"
         )
     big = results["cold .metadata"]
     lines.append(

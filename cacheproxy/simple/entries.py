@@ -49,9 +49,15 @@ def _filename(entry: dict[str, Any], number: int) -> str:
 def _absolute(raw: str, page_url: str) -> str:
     """urldefrag(urljoin(page_url, raw)), without their cost for the usual absolute URL (a
     page can list thousands of files, and this runs for each while the GIL is held)."""
-    if "#" not in raw and "/." not in raw and raw.startswith(("https://", "http://")):
+    if "#" in raw or "/." in raw:
+        return urldefrag(urljoin(page_url, raw))[0]
+    if raw.startswith(("https://", "http://")):
         return raw
-    return urldefrag(urljoin(page_url, raw))[0]
+    if raw.startswith("/") and not raw.startswith("//"):  # from the page's own origin
+        end = page_url.find("/", page_url.find("://") + 3)
+        if end > 0:
+            return page_url[:end] + raw
+    return urljoin(page_url, raw)
 
 
 def _upstream_url(raw: Any, page_url: str, hosts: FileHosts) -> str:
