@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,8 @@ def run(args: argparse.Namespace) -> dict:
         args.upstream, args.latency_ms, args.mbps, args.workdir / "relay-store", "--strip-metadata"
     )
     results: dict = {"resolutions": {}, "link": f"{args.latency_ms:g} ms, {args.mbps:g} Mbit/s"}
+    # Other work on the machine skews wall times: say how much there was.
+    results["load average"] = {"start": round(os.getloadavg()[0], 1)}
     try:
         args.pip = args.pip or current_pip(relay, args.workdir)
         results["pip"] = pip_version(args.pip)
@@ -168,12 +171,15 @@ def run(args: argparse.Namespace) -> dict:
             results["cold .metadata"] = cold_metadata(relay, Path(work), args.big_project)
     finally:
         relay.stop()
+    results["load average"]["end"] = round(os.getloadavg()[0], 1)
     return results
 
 
 def table(results: dict) -> str:
     lines = [
-        f"link: {results['link']}, upstream serving no metadata; {results['pip']}",
+        f"link: {results['link']}, upstream serving no metadata; {results['pip']}; "
+        f"load average {results['load average']['start']} at the start, "
+        f"{results['load average']['end']} at the end",
         "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct "
         "| no lookahead s | no lookahead MB | no lookahead/direct |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

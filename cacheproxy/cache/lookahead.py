@@ -42,6 +42,9 @@ MAX_DEPTH = 2
 CONCURRENCY = 6
 # Projects remembered as looked ahead; beyond that the oldest may be visited again.
 REMEMBERED = 10_000
+# Pages served without being stored (a full disk, an unreachable upstream): reading the page
+# again to look ahead would cost another upstream fetch, or fail.
+_NOT_STORED = frozenset({"uncached", "stale"})
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,12 @@ class Lookahead:
         self._expanded = _Recent(REMEMBERED)  # a visit started that may go on to dependencies
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def page_served(self, project: str, content_type: str, user_agent: str | None) -> None:
-        """A client was served the project's page: look ahead from it, in the background."""
-        if self.enabled and project not in self._expanded:
+    def page_served(
+        self, project: str, content_type: str, user_agent: str | None, outcome: str
+    ) -> None:
+        """A client was served the project's page (answered with outcome): look ahead from
+        it, in the background."""
+        if self.enabled and outcome not in _NOT_STORED and project not in self._expanded:
             platform = client_platform(user_agent)
             self._start(_Visit(project, ANY_VERSION, 0, content_type, platform))
 
@@ -146,7 +152,7 @@ class Lookahead:
             answer = await self.pages.answer(project, visit.content_type)
             if answer.outcome == "miss":
                 self._fetches.labels("page").inc()
-            if answer.page is None:
+            if answer.page is None or answer.outcome in _NOT_STORED:
                 return None
         page = await self.pages.visible_page(project)
         if page is None:

@@ -95,7 +95,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
             text=f"no project named {project}\n",
             headers={"Cache-Control": f"max-age={answer.max_age}, public"},
         )
-    request.app[LOOKAHEAD].page_served(project, content_type, request.headers.get("User-Agent"))
+    user_agent = request.headers.get("User-Agent")
+    request.app[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
     extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
     return page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
 
