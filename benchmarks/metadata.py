@@ -4,12 +4,15 @@ cold proxy, on a throttled link (benchmarks/relay.py --strip-metadata: 50 ms per
 
     .venv/bin/python benchmarks/metadata.py --workload ../shared/workloads/django-app.txt
 
-For `uv pip compile`, `pip install --dry-run` and `uv lock` of the workload: seconds and the
-bytes that crossed the link, straight from the relay and through a fresh proxy with an empty
-cache (each client with an empty cache of its own). Then a cold `.metadata` of the largest
-wheel the proxy saw (--big-project, default numpy): seconds and bytes. The relay keeps the
-files it fetched (WORKDIR/relay-store), and one untimed run of each client primes it, so the
-measured runs cost the simulated link, not the real upstream's variance.
+For `uv pip compile`, `pip install --dry-run`, `uv lock` and `uv pip install` (into a fresh
+--target) of the workload: seconds and the bytes that crossed the link, straight from the relay
+and through a fresh proxy with an empty cache (each client with an empty cache of its own),
+with the resolution lookahead on (the default) and off. Then a cold `.metadata` of the
+largest wheel the proxy saw (--big-project, default numpy): seconds and bytes. pip is the
+newest release, installed through the relay into a throwaway venv under --workdir (--pip
+names another Python whose pip to measure instead). The relay keeps the files it fetched
+(WORKDIR/relay-store), and one untimed run of each client primes it, so the measured runs
+cost the simulated link, not the real upstream's variance.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from cacheproxy.config import default_upstream  # noqa: E402
 from tests.fakes.process import ProxyProcess  # noqa: E402
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+CLIENTS = ("uv pip compile", "pip install --dry-run", "uv lock", "uv pip install")
 
 
 def client_args(
@@ -40,6 +45,10 @@ def client_args(
     if client == "uv pip compile":
         return [uv_bin(), "pip", "compile", "--no-cache", "--quiet", "--python", sys.executable,
                 "--index-url", index, str(requirements)]  # fmt: skip
+    if client == "uv pip install":
+        return [uv_bin(), "pip", "install", "--no-cache", "--quiet", "--python", sys.executable,
+                "--target", str(work / "target"), "--index-url", index,
+                "-r", str(requirements)]  # fmt: skip
     if client == "pip install --dry-run":
         return [pip, "-m", "pip", "install", "--dry-run", "--ignore-installed",
                 "--no-cache-dir", "-q", "--index-url", index, "-r", str(requirements)]  # fmt: skip
@@ -98,10 +107,12 @@ def cold_metadata(relay: RelayProcess, work: Path, project: str) -> dict:
         proxy.stop()
 
 
-def through_proxy(relay: RelayProcess, args: argparse.Namespace, client: str) -> tuple:
+def through_proxy(
+    relay: RelayProcess, args: argparse.Namespace, client: str, *proxy_args: str
+) -> tuple:
     """Seconds and upstream MB of one resolution through a fresh proxy with an empty cache."""
     with tempfile.TemporaryDirectory(dir=args.workdir) as cache:
-        proxy = ProxyProcess(Path(cache), relay.url)
+        proxy = ProxyProcess(Path(cache), relay.url, *proxy_args)
         try:
             relay.reset()
             seconds = asyncio.run(resolve(client, args.workload, proxy.url, args.pip))
@@ -110,53 +121,74 @@ def through_proxy(relay: RelayProcess, args: argparse.Namespace, client: str) ->
             proxy.stop()
 
 
+def current_pip(relay: RelayProcess, workdir: Path) -> str:
+    """A throwaway venv with the newest pip, installed through the relay: the pip a user
+    installs today, not whichever one this venv happens to carry."""
+    venv = workdir / "current-pip"
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-cache-dir", "--upgrade", "pip",
+         "--index-url", relay.url],
+        check=True, env=client_env(),
+    )  # fmt: skip
+    return python
+
+
+def pip_version(python: str) -> str:
+    done = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True)
+    return done.stdout.split(" from ")[0]
+
+
 def run(args: argparse.Namespace) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     relay = RelayProcess(
         args.upstream, args.latency_ms, args.mbps, args.workdir / "relay-store", "--strip-metadata"
     )
     results: dict = {"resolutions": {}, "link": f"{args.latency_ms:g} ms, {args.mbps:g} Mbit/s"}
-    results["pip"] = subprocess.run(
-        [args.pip, "-m", "pip", "--version"], capture_output=True, text=True
-    ).stdout.split(" from ")[0]
+    # Other work on the machine skews wall times: say how much there was.
+    results["load average"] = {"start": round(os.getloadavg()[0], 1)}
     try:
-        for client in ("uv pip compile", "pip install --dry-run", "uv lock"):
+        args.pip = args.pip or current_pip(relay, args.workdir)
+        results["pip"] = pip_version(args.pip)
+        for client in CLIENTS:
             log(f"{client}: priming the relay")
-            asyncio.run(resolve(client, args.workload, relay.url))
+            asyncio.run(resolve(client, args.workload, relay.url, args.pip))
             row = {}
             relay.reset()
-            row["direct s"] = round(asyncio.run(resolve(client, args.workload, relay.url)), 2)
+            direct = asyncio.run(resolve(client, args.workload, relay.url, args.pip))
+            row["direct s"] = round(direct, 2)
             row["direct MB"] = megabytes(relay.stats()["body_bytes"])
-            with tempfile.TemporaryDirectory(dir=args.workdir) as cache:
-                proxy = ProxyProcess(Path(cache), relay.url)
-                try:
-                    relay.reset()
-                    row["proxy s"] = round(
-                        asyncio.run(resolve(client, args.workload, proxy.url)), 2
-                    )
-                    row["proxy MB"] = megabytes(relay.stats()["body_bytes"])
-                finally:
-                    proxy.stop()
+            row["proxy s"], row["proxy MB"] = through_proxy(relay, args, client)
+            row["no lookahead s"], row["no lookahead MB"] = through_proxy(
+                relay, args, client, "--no-lookahead"
+            )
             row["proxy/direct s"] = round(row["proxy s"] / row["direct s"], 2)
+            row["no lookahead/direct s"] = round(row["no lookahead s"] / row["direct s"], 2)
             log(f"{client}: {row}")
             results["resolutions"][client] = row
         with tempfile.TemporaryDirectory(dir=args.workdir) as work:
             results["cold .metadata"] = cold_metadata(relay, Path(work), args.big_project)
     finally:
         relay.stop()
+    results["load average"]["end"] = round(os.getloadavg()[0], 1)
     return results
 
 
 def table(results: dict) -> str:
     lines = [
-        f"link: {results['link']}, upstream serving no metadata; {results['pip']}",
-        "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"link: {results['link']}, upstream serving no metadata; {results['pip']}; "
+        f"load average {results['load average']['start']} at the start, "
+        f"{results['load average']['end']} at the end",
+        "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct "
+        "| no lookahead s | no lookahead MB | no lookahead/direct |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for client, row in results["resolutions"].items():
         lines.append(
             f"| {client} | {row['direct s']} | {row['direct MB']} | {row['proxy s']} | "
-            f"{row['proxy MB']} | {row['proxy/direct s']} |"
+            f"{row['proxy MB']} | {row['proxy/direct s']} | {row['no lookahead s']} | "
+            f"{row['no lookahead MB']} | {row['no lookahead/direct s']} |"
         )
     big = results["cold .metadata"]
     lines.append(
@@ -176,9 +208,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--pip",
-        default=sys.executable,
-        help="the Python whose pip is measured (pip before the fix for its issue 12603 "
-        "downloads the wheels it picked even with --dry-run)",
+        default=None,
+        help="the Python whose pip is measured (default: the newest pip in a throwaway venv; "
+        "pip before the fix for its issue 12603 downloads the wheels it picked even with "
+        "--dry-run)",
     )
     args = parser.parse_args()
     args.upstream = args.upstream or default_upstream()

@@ -71,6 +71,14 @@ def main() -> None:
     help="Serve only what is cached, never contact the upstream; --online undoes an offline "
     f"setting from the environment or file (default online) [env: {env_name('offline')}]",
 )
+@click.option(
+    "--lookahead/--no-lookahead",
+    "lookahead",
+    default=None,  # not given: the environment and the file still count
+    help="Fetch ahead what a resolver will ask for next (the likely wheel's metadata, its "
+    f"dependencies' pages) when the upstream serves no metadata (default on) "
+    f"[env: {env_name('lookahead')}]",
+)
 @setting("log_level", "debug, info, warning or error (default info).")
 @setting("log_format", "text, or json for one JSON object per line (default text).")
 @setting(

@@ -121,6 +121,8 @@ class Config:
     # Files whose upload time is not known while a cooldown or snapshot is on: hidden, since
     # a file that cannot be dated cannot be shown to be old enough.
     unknown_upload_time: str = "hide"
+    # Resolution lookahead (cache/lookahead.py): read ahead what a resolver will ask for next.
+    lookahead: bool = True
 
     def shared_cache_settings(self, environ: Mapping[str, str]) -> SharedCacheSettings | None:
         """Where the shared tier is, or None without one; raises SharedCacheError (one line)."""
@@ -239,6 +241,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "shared_cache": parse_shared_cache,
     "tls_cert": _parse_path,
     "tls_key": _parse_path,
+    "lookahead": parse_bool,
     **RULE_PARSERS,
 }
 

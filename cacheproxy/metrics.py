@@ -108,6 +108,12 @@ class Metrics:
             ["rule", "kind"],
             registry=r,
         )
+        self.lookahead_fetches = Counter(
+            "cacheproxy_lookahead_fetches",
+            "Pages and wheel metadata fetched ahead of clients by the resolution lookahead",
+            ["kind"],
+            registry=r,
+        )
 
     def record_evictions(self, total: int) -> None:
         """The stores count evictions; the counter follows their running total."""

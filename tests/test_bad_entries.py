@@ -56,8 +56,11 @@ def html_page(*files) -> bytes:
 
 @pytest.mark.parametrize("form", ["json", "html"])
 async def test_one_bad_entry_does_not_take_the_project_down(
-    proxy, upstream, wheel_bytes, caplog, form
+    make_proxy, upstream, wheel_bytes, caplog, form
 ):
+    # No lookahead: the fake upstream serves this one body for any project it is asked for,
+    # so a dependency's page would count its bad entries again.
+    proxy = await make_proxy(lookahead=False)
     files = [BAD[0], entry(upstream, WHEEL), *BAD[1:]]
     if form == "json":
         upstream.index.page_body = json_page(*files)

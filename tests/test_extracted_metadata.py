@@ -31,8 +31,10 @@ def strip_metadata(upstream):
 
 
 async def test_metadata_hash_is_advertised_once_the_wheel_is_cached(
-    proxy, upstream, wheel_metadata
+    make_proxy, upstream, wheel_metadata
 ):
+    # No lookahead: every upstream request is counted below, and it would read ahead.
+    proxy = await make_proxy(lookahead=False)
     strip_metadata(upstream)
     # Advertised before the proxy has read it (PEP 714 allows true), its hash once it has.
     assert (await wheel_entry(proxy, "tinyalpha", ALPHA))["core-metadata"] is True

@@ -60,6 +60,11 @@ class PageRules:
         visible = await self._visible_page(project)
         return frozenset(visible.hidden) if visible is not None else frozenset()
 
+    async def visible_page(self, project: str) -> ProjectPage | None:
+        """The project's page as a client is served it now: file facts added, rules applied."""
+        visible = await self._visible_page(project)
+        return visible.page if visible is not None else None
+
     async def _visible_page(self, project: str) -> Visible | None:
         version = await self.store.page_version(project)
         visible = self._visible.get(project, version)

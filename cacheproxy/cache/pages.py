@@ -134,8 +134,9 @@ class PageService(PageRules):
             return PageAnswer(result.outcome, None, self._max_age(result.entry))
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
-        page = with_file_facts(result.entry.page, await self.store.file_facts(project))
-        visible = self._apply_rules(page)
+        facts, stored = await self.store.file_facts(project), result.entry.page
+        # Thousands of entries on a large page: completed off the event loop.
+        visible = await asyncio.to_thread(lambda: self._apply_rules(with_file_facts(stored, facts)))
         for hidden in visible.hidden.values():
             self.upstream.metrics.policy_hidden.labels(hidden.rule, "page").inc()
         page = visible.page

@@ -89,7 +89,9 @@ class TailMetadata:
             return None
         try:
             reader = TailMetadataReader(wheel, probe.total)
-            while (want := reader.next_range()) is not None:
+            # Each step parses the central directory held so far (thousands of entries in a
+            # large wheel): off the event loop.
+            while (want := await asyncio.to_thread(reader.next_range)) is not None:
                 start, data = await self._fetch(source.url, *want)
                 reader.feed(start, data)
             return reader.result()

@@ -46,10 +46,24 @@ def _filename(entry: dict[str, Any], number: int) -> str:
         raise _Unusable(f"entry {number}: {exc}") from None
 
 
+def _absolute(raw: str, page_url: str) -> str:
+    """urldefrag(urljoin(page_url, raw)), without their cost for the usual absolute URL (a
+    page can list thousands of files, and this runs for each while the GIL is held)."""
+    if "#" in raw or "/." in raw:
+        return urldefrag(urljoin(page_url, raw))[0]
+    if raw.startswith(("https://", "http://")):
+        return raw
+    if raw.startswith("/") and not raw.startswith("//"):  # from the page's own origin
+        end = page_url.find("/", page_url.find("://") + 3)
+        if end > 0:
+            return page_url[:end] + raw
+    return urljoin(page_url, raw)
+
+
 def _upstream_url(raw: Any, page_url: str, hosts: FileHosts) -> str:
     if not isinstance(raw, str) or not raw:
         raise _Unusable("no url")
-    absolute, _ = urldefrag(urljoin(page_url, raw))
+    absolute = _absolute(raw, page_url)
     refusal = hosts.refusal(absolute)
     if refusal:
         raise _Unusable(refusal)

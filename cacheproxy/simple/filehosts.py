@@ -3,7 +3,7 @@ host patterns are configured, only hosts that match one (the upstream's own orig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
 from urllib.parse import SplitResult, urlsplit
@@ -12,6 +12,15 @@ from cacheproxy.redact import redact_url
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SHOWN_URL_CHARS = 100
+_KNOWN_HEADS = 64
+
+
+def _head(url: str) -> str:
+    """The URL up to the first slash after its scheme's, which holds its whole origin; ""
+    for a URL that is not http(s)."""
+    start = 8 if url.startswith("https://") else 7 if url.startswith("http://") else 0
+    end = url.find("/", start) if start else -1
+    return url[: end + 1] if end > 0 else ""
 
 
 def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
@@ -32,8 +41,21 @@ class FileHosts:
     patterns: tuple[str, ...] = ()
     upstream: str | None = None
 
+    # scheme://netloc/ of URLs found fine: a page lists thousands of files from one or two
+    # hosts, and the origin (all that is judged but the printable check) is the same for all.
+    _allowed_heads: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
     def refusal(self, url: str) -> str | None:
         """Why a file may not be fetched from this absolute URL, or None when it may."""
+        head = _head(url)
+        if head in self._allowed_heads and url.isprintable():
+            return None
+        refused = self._refusal(url)
+        if refused is None and head and len(self._allowed_heads) < _KNOWN_HEADS:
+            self._allowed_heads[head] = True
+        return refused
+
+    def _refusal(self, url: str) -> str | None:
         try:
             parts = urlsplit(url)
             origin = _origin(parts)

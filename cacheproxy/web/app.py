@@ -12,6 +12,7 @@ from cacheproxy.cache.disk import DISK_RESERVE, DiskSpace
 from cacheproxy.cache.downloads import Downloads
 from cacheproxy.cache.files import FileService
 from cacheproxy.cache.jsonapi import JsonApiService
+from cacheproxy.cache.lookahead import Lookahead
 from cacheproxy.cache.pages import PageService
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config, NamedIndex
@@ -27,6 +28,7 @@ from cacheproxy.web.keys import (
     FILES,
     INDEX_PREFIX,
     JSON_API,
+    LOOKAHEAD,
     METRICS,
     NAMED_INDEXES,
     PAGES,
@@ -57,9 +59,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PAGES] = pages
     app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
     app[JSON_API] = JsonApiService(pages)
+    enabled = config.lookahead and not config.offline
+    app[LOOKAHEAD] = Lookahead(pages, app[FILES].tail_metadata, store, enabled=enabled)
     try:
         yield
     finally:
+        await app[LOOKAHEAD].close()
         await downloads.close()
         await close_shared(app)  # drains the upload backlog first, with a timeout
         await upstream.close()

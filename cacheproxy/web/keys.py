@@ -9,6 +9,7 @@ from aiohttp import web
 from cacheproxy.cache.disk import DiskSpace
 from cacheproxy.cache.files import FileService
 from cacheproxy.cache.jsonapi import JsonApiService
+from cacheproxy.cache.lookahead import Lookahead
 from cacheproxy.cache.pages import PageService
 from cacheproxy.config import Config
 from cacheproxy.metrics import Metrics
@@ -24,6 +25,7 @@ DISK_RESERVE_BYTES = web.AppKey("disk_reserve", int)
 PAGES = web.AppKey("pages", PageService)
 FILES = web.AppKey("files", FileService)
 JSON_API = web.AppKey("json_api", JsonApiService)
+LOOKAHEAD = web.AppKey("lookahead", Lookahead)
 METRICS = web.AppKey("metrics", Metrics)
 STARTED_AT = web.AppKey("started_at", float)
 # Where this app's /simple/ tree is mounted: "" for the main index, /index/<name> otherwise.

@@ -12,7 +12,7 @@ from cacheproxy.simple.names import InvalidName, check_filename, normalize_proje
 from cacheproxy.simple.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.simple.render import Rendered, render_project_list, with_variants
 from cacheproxy.web.file_responses import refusal, respond
-from cacheproxy.web.keys import CACHE_OUTCOME, FILES, PAGES, STORE
+from cacheproxy.web.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
 from cacheproxy.web.urls import project_url, simple_url
 
 PAGE_VARY = "Accept, Accept-Encoding"
@@ -95,6 +95,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
             text=f"no project named {project}\n",
             headers={"Cache-Control": f"max-age={answer.max_age}, public"},
         )
+    user_agent = request.headers.get("User-Agent")
+    request.app[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
     extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
     return page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
 

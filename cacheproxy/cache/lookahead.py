@@ -1,0 +1,175 @@
+"""Resolution lookahead: fetch what a resolver will ask for next before it asks.
+
+Against an upstream that serves no PEP 658 metadata, a resolver's walk is a chain of round
+trips: a project's page, then the metadata of the wheel it picks, then the pages of that
+wheel's dependencies, and so on. When a client is served a page, the proxy guesses the wheel
+it will pick (the newest release the rules let it see, the best wheel for the platform its
+User-Agent names), reads that wheel's metadata from its tail, and fetches the pages of its
+dependencies, and so on down to a few levels, in the background. The client's own requests
+then join the reads under way or find them stored: the same single-flights serve both, so
+nothing is fetched twice.
+
+Bounded: a few visits at a time, a depth limit, each project visited once per process (a
+bounded memory of them), failures logged at debug level only, and never a wait for a client.
+Wheels whose metadata the upstream serves are left alone: the client's own fetch of it is as
+quick as the proxy's would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+from cacheproxy.cache.pages import PageService
+from cacheproxy.cache.tailmeta import TailMetadata
+from cacheproxy.simple.client_platform import ClientPlatform, client_platform
+from cacheproxy.simple.page import METADATA_SUFFIX
+from cacheproxy.simple.requirements import ANY_VERSION, dependencies, likely_wheel
+from cacheproxy.store.local import Store
+
+log = logging.getLogger(__name__)
+
+# Levels of dependencies looked ahead below a page a client asked for: each page the client
+# then asks for starts its own lookahead, so the proxy stays this far ahead of it.
+MAX_DEPTH = 2
+# Visits at a time: each is a page fetch and two or three small range reads.
+CONCURRENCY = 6
+# Projects remembered as looked ahead; beyond that the oldest may be visited again.
+REMEMBERED = 10_000
+# Pages served without being stored (a full disk, an unreachable upstream): reading the page
+# again to look ahead would cost another upstream fetch, or fail.
+_NOT_STORED = frozenset({"uncached", "stale"})
+
+
+@dataclass(frozen=True)
+class _Visit:
+    project: str
+    specifier: SpecifierSet  # the releases the requirement that led here admits
+    depth: int  # 0: the page a client asked for
+    content_type: str  # the client's, so the pages fetched ahead are rendered as it asks
+    platform: ClientPlatform
+
+
+class _Recent:
+    """A bounded set, oldest out first."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._items
+
+    def add(self, item: str) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class Lookahead:
+    def __init__(
+        self,
+        pages: PageService,
+        tail: TailMetadata,
+        store: Store,
+        *,
+        enabled: bool = True,
+        max_depth: int = MAX_DEPTH,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self.pages = pages
+        self.tail = tail
+        self.store = store
+        self.enabled = enabled
+        self.max_depth = max_depth
+        self._fetches = pages.upstream.metrics.lookahead_fetches
+        self._slots = asyncio.Semaphore(concurrency)
+        self._visited = _Recent(REMEMBERED)  # a visit started, at any depth
+        self._expanded = _Recent(REMEMBERED)  # a visit started that may go on to dependencies
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def page_served(
+        self, project: str, content_type: str, user_agent: str | None, outcome: str
+    ) -> None:
+        """A client was served the project's page (answered with outcome): look ahead from
+        it, in the background."""
+        if self.enabled and outcome not in _NOT_STORED and project not in self._expanded:
+            platform = client_platform(user_agent)
+            self._start(_Visit(project, ANY_VERSION, 0, content_type, platform))
+
+    async def settled(self) -> None:
+        """Until every visit started so far (and those they started) is done: tests."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start(self, visit: _Visit) -> None:
+        self._visited.add(visit.project)
+        if visit.depth < self.max_depth:
+            self._expanded.add(visit.project)
+        task = asyncio.create_task(self._visit(visit))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _visit(self, visit: _Visit) -> None:
+        try:
+            async with self._slots:
+                metadata = await self._metadata(visit)
+            if metadata is None or visit.depth >= self.max_depth:
+                return
+            found = await asyncio.to_thread(dependencies, metadata, visit.platform)
+        except Exception as exc:  # a guess that failed costs nothing but the guess
+            log.debug("lookahead of %s stopped: %s", visit.project, exc)
+            return
+        depth = visit.depth + 1
+        for dependency in found:
+            name = dependency.project
+            if name in self._expanded or (depth >= self.max_depth and name in self._visited):
+                continue
+            self._start(
+                dataclasses.replace(
+                    visit, project=name, specifier=dependency.specifier, depth=depth
+                )
+            )
+
+    async def _metadata(self, visit: _Visit) -> bytes | None:
+        """The METADATA of the wheel the client will likely pick, read if need be; None when
+        there is no such wheel or the proxy does not read it (the upstream serves it)."""
+        project = visit.project
+        if visit.depth > 0:  # the page a client was served is there already
+            # Rendered as the client will ask for it, so its request is a hit.
+            answer = await self.pages.answer(project, visit.content_type)
+            if answer.outcome == "miss":
+                self._fetches.labels("page").inc()
+            if answer.page is None or answer.outcome in _NOT_STORED:
+                return None
+        page = await self.pages.visible_page(project)
+        if page is None:
+            return None
+        # Thousands of files on a large page: not on the event loop.
+        files, specifier, platform = page.data["files"], visit.specifier, visit.platform
+        wheel = await asyncio.to_thread(likely_wheel, files, specifier, platform)
+        if not wheel:
+            return None
+        stored = await self.store.find_file(project, wheel + METADATA_SUFFIX)
+        if stored is not None:
+            return await asyncio.to_thread(Path(stored.path).read_bytes)
+        source = await self.pages.find_file(project, wheel)
+        if source is None or not source.extract_metadata:
+            return None
+        if await self.store.find_file(project, wheel) is not None:
+            return None  # cached whole: the client's request extracts it from there
+        self._fetches.labels("metadata").inc()
+        log.debug("lookahead: metadata of %s", wheel)
+        return await self.tail.read(project, wheel, source)

@@ -1,0 +1,102 @@
+"""What a resolver will look at next: the release it picks from a page, the dependencies a
+wheel's METADATA declares. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.metadata import parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from cacheproxy.simple.client_platform import ClientPlatform
+
+ANY_VERSION = SpecifierSet()
+
+
+@dataclass(frozen=True)
+class Dependency:
+    project: NormalizedName
+    specifier: SpecifierSet
+
+
+def likely_wheel(
+    files: Iterable[dict[str, Any]], specifier: SpecifierSet, platform: ClientPlatform
+) -> str | None:
+    """The wheel a resolver most likely asks about: of the newest final release that the
+    specifier admits and that has a wheel for this platform (not yanked, its requires-python
+    met), the best wheel. None when no release has one. A page can list thousands of files:
+    each version and requires-python string is judged once."""
+    admitted: dict[str, Version | None] = {}
+    fits: dict[str, bool] = {}
+    by_version: dict[Version, list[str]] = {}
+    for entry in files:
+        filename = entry.get("filename", "")
+        parts = filename.split("-")
+        if not filename.endswith(".whl") or len(parts) not in (5, 6) or entry.get("yanked"):
+            continue
+        if parts[1] not in admitted:
+            admitted[parts[1]] = _admitted(parts[1], specifier)
+        version = admitted[parts[1]]
+        requires_python = str(entry.get("requires-python") or "")
+        if requires_python not in fits:
+            fits[requires_python] = _python_fits(requires_python, platform.python_version)
+        if version is not None and fits[requires_python]:
+            by_version.setdefault(version, []).append(filename)
+    for version in sorted(by_version, reverse=True):
+        best = platform.best_wheel(by_version[version])
+        if best is not None:
+            return best
+    return None
+
+
+def _admitted(text: str, specifier: SpecifierSet) -> Version | None:
+    try:
+        version = Version(text)
+    except InvalidVersion:
+        return None
+    if version.is_prerelease or not specifier.contains(version, prereleases=False):
+        return None
+    return version
+
+
+def _python_fits(requires_python: str, python: str | None) -> bool:
+    if not requires_python or python is None:
+        return True
+    try:
+        return SpecifierSet(requires_python).contains(python, prereleases=True)
+    except InvalidSpecifier:
+        return True  # a resolver that cannot read it does not hold it against the file
+
+
+def dependencies(metadata: bytes, platform: ClientPlatform) -> list[Dependency]:
+    """The Requires-Dist of a METADATA file that apply on this platform with no extras asked
+    for; requirements with markers are left out when the platform is not known."""
+    raw, _ = parse_email(metadata)
+    found: dict[NormalizedName, Dependency] = {}
+    for line in raw.get("requires_dist", []):
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.url or not _applies(requirement, platform):
+            continue
+        name = canonicalize_name(requirement.name)
+        found.setdefault(name, Dependency(name, requirement.specifier))
+    return list(found.values())
+
+
+def _applies(requirement: Requirement, platform: ClientPlatform) -> bool:
+    if requirement.marker is None:
+        return True
+    if platform.environment is None:
+        return False
+    try:
+        return requirement.marker.evaluate({**platform.environment, "extra": ""})
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+        return False
