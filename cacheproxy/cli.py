@@ -49,7 +49,7 @@ def main() -> None:
 @setting("max_size", "Cache size limit; least recently used goes first (default 20GiB).")
 @setting(
     "memory_budget",
-    "Memory for the parsed and rendered page caches together, e.g. 64MiB (default 64MiB).",
+    "Memory for the parsed and rendered page caches together, e.g. 64MiB (default 32MiB).",
 )
 @setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
 @setting("read_timeout", "Upstream read timeout between bytes (default 60s).")

@@ -19,7 +19,7 @@ JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
 def test_the_budget_comes_from_flag_env_or_file(tmp_path):
-    assert Config().memory_budget == 64 * 1024 * 1024
+    assert Config().memory_budget == 32 * 1024 * 1024
     file = tmp_path / "cacheproxy.toml"
     file.write_text('memory-budget = "32MiB"\n')
     assert load_config({}, {}, file).memory_budget == 32 * 1024 * 1024
@@ -48,7 +48,7 @@ async def test_cache_sizes_are_metrics_and_on_the_status_page(proxy, upstream):
     _, _, page = await get(root)
     shown = re.search(r'id="memory-rendered" data-bytes="(\d+)"', page)
     assert shown and int(shown.group(1)) == rendered
-    assert 'id="memory-budget">64.0 MiB<' in page
+    assert 'id="memory-budget">32.0 MiB<' in page
 
 
 def test_arenas_are_capped_unless_the_environment_says(monkeypatch):

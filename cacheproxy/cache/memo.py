@@ -30,7 +30,7 @@ Version = tuple[int, int]
 # The pages as the install rules let clients see them, and the JSON API's documents.
 MAX_PARSED_FILES = 20_000
 MAX_RENDERED_BYTES = 32 * 1024 * 1024
-DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
 # Of the budget, for the compact pages; the rest holds rendered ones (JSON or HTML, and gzip).
 PARSED_SHARE = 3 / 8
 # What the entry around a page costs, so a page without files (a 404) still weighs something.
