@@ -66,7 +66,7 @@ async def test_a_flood_of_large_pages_stays_within_the_budget(make_proxy, upstre
             await watcher
             # And once more, warm: hot pages where the budget holds them, re-rendered where not.
             again = await asyncio.gather(*(read_all(session, url) for url in urls[:PROJECTS]))
-            async with session.get(urls[0], headers=JSON) as resp:  # sent in slices, whole
+            async with session.get(urls[0], headers=JSON) as resp:  # a large page, whole
                 page = json.loads(await resp.read())
             plain = {**JSON, "Accept-Encoding": "identity"}
             async with session.head(urls[0], headers=plain) as head:

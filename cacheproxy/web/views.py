@@ -13,7 +13,6 @@ from cacheproxy.simple.negotiation import JSON_V1, SUPPORTED, choose_content_typ
 from cacheproxy.simple.render import Rendered, render_project_list, with_variants
 from cacheproxy.web.file_responses import refusal, respond
 from cacheproxy.web.keys import CACHE_OUTCOME, FILES, PAGES, STORE
-from cacheproxy.web.shared_body import SLICE_BYTES, SharedBodyResponse
 from cacheproxy.web.urls import project_url, simple_url
 
 PAGE_VARY = "Accept, Accept-Encoding"
@@ -49,7 +48,7 @@ def _etag_matches(request: web.Request, etag: str) -> bool:
 
 def page_response(
     request: web.Request, page: Rendered, content_type: str, max_age: int, **headers: str
-) -> web.StreamResponse:
+) -> web.Response:
     """A rendered page: 304 on a matching ETag, gzip when the client takes it."""
     common = {
         "ETag": page.etag,
@@ -61,13 +60,7 @@ def page_response(
         return web.Response(status=304, headers=common)
     accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     compressed = page.gzipped is not None and accepts_gzip
-    body = page.gzipped if compressed else page.body
-    assert body is not None
-    response: web.StreamResponse
-    if len(body) > SLICE_BYTES:  # large: sent in slices, no copy per slow client
-        response = SharedBodyResponse(body, headers=common)
-    else:
-        response = web.Response(body=body, headers=common)
+    response = web.Response(body=page.gzipped if compressed else page.body, headers=common)
     response.headers["Content-Type"] = content_type
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
