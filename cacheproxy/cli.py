@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cacheproxy import __version__
+from cacheproxy import __version__, malloc, memtrace
 from cacheproxy.cache_commands import prune, purge, stats, verify
 from cacheproxy.cli_options import (
     CONFIG_OPTION,
@@ -47,6 +47,10 @@ def main() -> None:
 @setting("page_ttl", "How long a project page is fresh, e.g. 10m (default 10m).")
 @setting("negative_ttl", "How long 'no such project' is remembered (default 5m).")
 @setting("max_size", "Cache size limit; least recently used goes first (default 20GiB).")
+@setting(
+    "memory_budget",
+    "Memory for the parsed and rendered page caches together, e.g. 64MiB (default 32MiB).",
+)
 @setting("connect_timeout", "Upstream connect timeout, e.g. 10s (default 10s).")
 @setting("read_timeout", "Upstream read timeout between bytes (default 60s).")
 @setting("page_timeout", "Deadline for a whole upstream page fetch, body included (default 30s).")
@@ -168,6 +172,8 @@ def serve(config_file: str | None, **flags: str | None) -> None:
     except ActivationError as exc:
         fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
+    malloc.limit_arenas()  # before any worker thread allocates
+    memtrace.start_from_env()  # only when asked to, for benchmark runs
     try:
         asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:

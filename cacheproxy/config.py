@@ -79,6 +79,10 @@ class Config:
     page_ttl: float = 600.0
     negative_ttl: float = 300.0
     max_size: int = 20 * 1024**3
+    # Bytes the in-memory page caches of each index hold together (parsed and rendered pages);
+    # the default suits a proxy in a 256 MiB container: 64 MiB cost 9 MiB more peak RSS with
+    # 8 cold clients, for pages that fit in 32 (docs/benchmarks.md).
+    memory_budget: int = 32 * 1024**2
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     # The whole page fetch, body included: read_timeout bounds only the gap between bytes.
@@ -222,6 +226,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "page_ttl": parse_duration,
     "negative_ttl": parse_duration,
     "max_size": parse_size,
+    "memory_budget": parse_size,
     "connect_timeout": parse_duration,
     "read_timeout": parse_duration,
     "page_timeout": parse_positive_duration,

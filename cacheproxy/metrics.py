@@ -41,6 +41,7 @@ class Metrics:
     recent_errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10))
     project_hits: collections.Counter = field(default_factory=collections.Counter)
     _in_flight_sources: list[Callable[[], int]] = field(default_factory=list)
+    _memory_sources: dict[str, list[Callable[[], int]]] = field(default_factory=dict)
     # The last day minute by minute, for the status page's charts.
     history: History = field(default_factory=History)
     _shared_tiers: list = field(default_factory=list)
@@ -94,6 +95,12 @@ class Metrics:
             registry=r,
         )
         self._evictions_seen = 0
+        self.memory_cache_bytes = Gauge(
+            "cacheproxy_memory_cache_bytes",
+            "Bytes held by the in-memory page caches (parsed, rendered), within --memory-budget",
+            ["cache"],
+            registry=r,
+        )
         self.page_entries_dropped = Counter(
             "cacheproxy_page_entries_dropped",
             "File entries left out of upstream pages as unusable (bad name or URL, duplicate, "
@@ -126,6 +133,16 @@ class Metrics:
         self._in_flight_sources.append(count)
         sources = self._in_flight_sources
         self.downloads_in_flight.set_function(lambda: sum(source() for source in sources))
+
+    def track_memory(self, cache: str, held: Callable[[], int]) -> None:
+        """Add a source of a memory cache's bytes (one per index); the gauge shows their sum."""
+        sources = self._memory_sources.setdefault(cache, [])
+        sources.append(held)
+        self.memory_cache_bytes.labels(cache=cache).set_function(lambda: sum(s() for s in sources))
+
+    def memory_held(self) -> dict[str, int]:
+        """cache -> bytes held, over every index, for the status page."""
+        return {cache: sum(s() for s in sources) for cache, sources in self._memory_sources.items()}
 
     def track_shared(self, tier) -> None:
         """Export a shared tier's counters at every scrape (one collector for all tiers)."""

@@ -96,6 +96,8 @@ def _default(name: str) -> str:
         return f"`{str(value).lower()}`"
     if name == "max_size":
         return f"`{value // 1024**3}GiB`"
+    if name == "memory_budget":
+        return f"`{value // 1024**2}MiB`"
     if isinstance(value, float):
         for unit, seconds in (("h", 3600), ("m", 60)):
             if value >= seconds and value % seconds == 0:

@@ -6,6 +6,7 @@ from aiohttp import ClientSession
 
 from cacheproxy.cache.memo import parsed_pages
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.page import ProjectPage
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
@@ -13,7 +14,9 @@ ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 
 def entry(files: int) -> CachedPage:
     listed = [{"filename": f"demo-{n}.tar.gz"} for n in range(files)]
-    return CachedPage(status=200, page=ProjectPage({"name": "demo", "files": listed}), fetched_at=0)
+    origins = {f["filename"]: "https://files.example/" + f["filename"] for f in listed}
+    page = CompactPage.of(ProjectPage({"name": "demo", "files": listed}, origins))
+    return CachedPage(status=200, page=page, fetched_at=0)
 
 
 def test_lookup_needs_the_same_version():
@@ -25,16 +28,18 @@ def test_lookup_needs_the_same_version():
     assert pages.get("other", (0, 2)) is None
 
 
-def test_bounded_by_files_least_recently_used_first():
-    pages = parsed_pages(max_files=90)
+def test_bounded_by_bytes_least_recently_used_first():
+    weight = parsed_pages().weigh(entry(19))
+    pages = parsed_pages(max_bytes=weight * 4 + weight // 2)
     for name in ("a", "b", "c", "d"):
-        pages.put(name, (0, 1), entry(19))  # 20 each with the page itself
+        pages.put(name, (0, 1), entry(19))
     pages.get("a", (0, 1))
     pages.put("e", (0, 1), entry(19))
     pages.put("f", (0, 1), entry(19))
     assert pages.get("a", (0, 1)) is not None  # used recently, kept
     assert pages.get("b", (0, 1)) is None and pages.get("c", (0, 1)) is None
     assert len(pages) == 4
+    assert pages.weight == 4 * weight
     pages.put("giant", (0, 1), entry(25))  # more than a quarter of the bound
     assert pages.get("giant", (0, 1)) is None
     missing = CachedPage(status=404, page=None, fetched_at=0)

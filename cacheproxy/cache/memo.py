@@ -1,9 +1,9 @@
 """Memory caches of values derived from the store, each valid for one store version.
 
-Two are kept per index: the pages in use, parsed (a cold install asks about each wheel three or
-four times, and unpickling a large page holds the GIL for tens of milliseconds), bounded by
-the file entries they hold; and hot pages rendered, hashed and compressed, bounded by bytes,
-so a warm page costs a dictionary lookup.
+Two are kept per index: the pages in use, in their compact stored form (a cold install asks
+about each wheel three or four times); and hot pages rendered, hashed and compressed, so a warm
+page costs a dictionary lookup. Both are weighed in bytes and share one memory budget
+(`--memory-budget`), split between them.
 
 A value is returned only while the version it was made at is still current, so nothing
 derived from an older page can be served. The cache is bounded by a total weight (bytes,
@@ -20,20 +20,27 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.render import Rendered
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 Version = tuple[int, int]
 
+# The pages as the install rules let clients see them, and the JSON API's documents.
 MAX_PARSED_FILES = 20_000
 MAX_RENDERED_BYTES = 32 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+# Of the budget, for the compact pages; the rest holds rendered ones (JSON or HTML, and gzip).
+PARSED_SHARE = 3 / 8
+# What the entry around a page costs, so a page without files (a 404) still weighs something.
+_ENTRY_BYTES = 512
 
 
 class VersionedCache(Generic[K, V]):
     def __init__(self, max_weight: int, weigh: Callable[[V], int]) -> None:
         self.max_weight = max_weight
-        self._weigh = weigh
+        self.weigh = weigh
         self._values: collections.OrderedDict[K, tuple[Version, V]] = collections.OrderedDict()
         self._weight = 0
 
@@ -47,18 +54,23 @@ class VersionedCache(Generic[K, V]):
     def put(self, key: K, version: Version, value: V) -> None:
         old = self._values.pop(key, None)
         if old is not None:
-            self._weight -= self._weigh(old[1])
-        weight = self._weigh(value)
+            self._weight -= self.weigh(old[1])
+        weight = self.weigh(value)
         if weight > self.max_weight // 4:
             return
         self._values[key] = (version, value)
         self._weight += weight
         while self._weight > self.max_weight:
             _, (_, evicted) = self._values.popitem(last=False)
-            self._weight -= self._weigh(evicted)
+            self._weight -= self.weigh(evicted)
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def weight(self) -> int:
+        """The accounted weight of what is held (bytes, for the page caches)."""
+        return self._weight
 
 
 @dataclass(frozen=True)
@@ -71,16 +83,28 @@ class HotPage:
     changes_at: float = math.inf
 
 
-def parsed_pages(max_files: int = MAX_PARSED_FILES) -> VersionedCache[str, CachedPage]:
-    # A page without files (a 404, an empty project) still takes a slot.
+def parsed_pages(
+    max_bytes: int = int(DEFAULT_MEMORY_BUDGET * PARSED_SHARE),
+) -> VersionedCache[str, CachedPage]:
     def weight(entry: CachedPage) -> int:
-        return 1 + (len(entry.page.data.get("files", ())) if entry.page is not None else 0)
+        page = entry.page
+        return _ENTRY_BYTES + (page.weight if isinstance(page, CompactPage) else 0)
 
-    return VersionedCache(max_files, weight)
+    return VersionedCache(max_bytes, weight)
 
 
-def rendered_pages(max_bytes: int = MAX_RENDERED_BYTES) -> VersionedCache[tuple, HotPage]:
+def rendered_pages(
+    max_bytes: int = DEFAULT_MEMORY_BUDGET - int(DEFAULT_MEMORY_BUDGET * PARSED_SHARE),
+) -> VersionedCache[tuple, HotPage]:
     return VersionedCache(max_bytes, lambda hot: hot.rendered.size)
+
+
+def memory_caches(
+    budget: int = DEFAULT_MEMORY_BUDGET,
+) -> tuple[VersionedCache[str, CachedPage], VersionedCache[tuple, HotPage]]:
+    """The parsed and the rendered page caches of one index, together within budget bytes."""
+    parsed = int(budget * PARSED_SHARE)
+    return parsed_pages(parsed), rendered_pages(budget - parsed)
 
 
 def visible_pages(max_files: int = MAX_PARSED_FILES) -> VersionedCache[str, Any]:

@@ -14,6 +14,7 @@ from cacheproxy.cache.policy import CachedPage
 from cacheproxy.cache.rules import Rules, Visible
 from cacheproxy.cache.takedowns import base_filename, removed_files, taken_down_reason
 from cacheproxy.cache.upstream import Upstream
+from cacheproxy.simple.compact import expand
 from cacheproxy.simple.page import ProjectPage, with_file_facts
 from cacheproxy.store.local import Store
 
@@ -77,8 +78,12 @@ class PageRules:
             version = await self.store.page_version(project)
         if entry is None or entry.page is None:
             return None
-        page = with_file_facts(entry.page, await self.store.file_facts(project))
-        visible = self._apply_rules(page)
+        facts = await self.store.file_facts(project)
+        stored = entry.page
+        # The stored page is compact: expanded, completed and judged in a thread.
+        visible = await asyncio.to_thread(
+            lambda: self._apply_rules(with_file_facts(expand(stored), facts))
+        )
         self._visible.put(project, version, visible)
         return visible
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cacheproxy.cache import policy
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
-from cacheproxy.cache.memo import HotPage, parsed_pages, rendered_pages, visible_pages
+from cacheproxy.cache.memo import HotPage, memory_caches, visible_pages
 from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.rules import Rules
@@ -26,12 +26,12 @@ from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
+from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
     PageError,
-    ProjectPage,
     describe_dropped,
     find_source,
     parse_html_page,
@@ -42,6 +42,8 @@ from cacheproxy.simple.render import render_html, render_json, with_variants
 from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
+
+PAGE_WORK_AT_ONCE = 2  # page parses and renders running at once (the machine's cores)
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,20 @@ class PageService(PageRules):
         self.disk = disk
         self.clock = clock
         self._flights: SingleFlight[object] = SingleFlight()
-        self._parsed = parsed_pages()
-        self._rendered = rendered_pages()
+        self._parsed, self._rendered = memory_caches(config.memory_budget)
+        # Parsing and rendering expand a page into dictionaries for a moment (numpy's: several
+        # MB); a bound on how many run at once bounds that memory whatever the number of
+        # clients waiting.
+        self._page_work = asyncio.Semaphore(PAGE_WORK_AT_ONCE)
         self.rules = Rules.from_settings(config)
         self._visible = visible_pages()
         self._file_hosts = FileHosts(config.file_hosts, config.public_upstream)
         # When the upstream last could not be reached at all (connection refused, timeout).
         self._unreachable_at: float | None = None
+
+    def memory_held(self) -> dict[str, int]:
+        """Bytes held by this index's memory caches, by cache."""
+        return {"parsed": self._parsed.weight, "rendered": self._rendered.weight}
 
     def upstream_unreachable(self) -> bool:
         return policy.upstream_resting(self._unreachable_at, self.clock())
@@ -134,14 +143,17 @@ class PageService(PageRules):
             return PageAnswer(result.outcome, None, self._max_age(result.entry))
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
-        facts, stored = await self.store.file_facts(project), result.entry.page
-        # Thousands of entries on a large page: completed off the event loop.
-        visible = await asyncio.to_thread(lambda: self._apply_rules(with_file_facts(stored, facts)))
+        stored, facts = result.entry.page, await self.store.file_facts(project)
+        render = render_json if content_type == JSON_V1 else render_html
+
+        def visible_and_rendered():  # the stored page is compact: expanded only in here
+            visible = self._apply_rules(with_file_facts(expand(stored), facts))
+            return visible, with_variants(render(visible.page))
+
+        async with self._page_work:
+            visible, rendered = await asyncio.to_thread(visible_and_rendered)
         for hidden in visible.hidden.values():
             self.upstream.metrics.policy_hidden.labels(hidden.rule, "page").inc()
-        page = visible.page
-        render = render_json if content_type == JSON_V1 else render_html
-        rendered = await asyncio.to_thread(lambda: with_variants(render(page)))
         hot = HotPage(policy.head_of(result.entry), rendered, visible.changes_at)
         max_age = self._bounded_max_age(result.entry, visible.changes_at)
         # A stale or uncached page is not kept: the next request tries the upstream or the
@@ -192,9 +204,16 @@ class PageService(PageRules):
         version = await self.store.page_version(project)
         entry = self._parsed.get(project, version)
         if entry is None:
-            entry = await self.store.get_page(project)
-            if entry is not None:
-                self._parsed.put(project, version, entry)
+            # One read per version, whatever the number of requests: one copy in memory.
+            entry = await self._flights.run(
+                ("load", project, version), lambda: self._load_page(project, version)
+            )
+        return entry
+
+    async def _load_page(self, project: str, version: tuple[int, int]) -> CachedPage | None:
+        entry = await self.store.get_page(project)
+        if entry is not None:
+            self._parsed.put(project, version, entry)
         return entry
 
     async def _store_page(self, project: str, entry: CachedPage) -> bool:
@@ -252,7 +271,8 @@ class PageService(PageRules):
         if response.status == 200:
             # A large page (thousands of files) takes a tenth of a second to parse: not on
             # the event loop, where it would stall every other client.
-            page = await asyncio.to_thread(_parse, project, response, self._file_hosts)
+            async with self._page_work:
+                page = await asyncio.to_thread(_parse, project, response, self._file_hosts)
             if page.dropped:
                 log.warning("%s: %s", project, describe_dropped(page.dropped))
                 self.upstream.metrics.page_entries_dropped.inc(len(page.dropped))
@@ -268,12 +288,13 @@ class PageService(PageRules):
         return PageResult(fresh, "miss" if stored else "uncached")
 
 
-def _parse(project: str, response: PageResponse, hosts: FileHosts) -> ProjectPage:
+def _parse(project: str, response: PageResponse, hosts: FileHosts) -> CompactPage:
+    """The page in the compact form it is kept in (dropped entries still told)."""
     try:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            return parse_json_page(response.body, response.url, hosts)
+            return CompactPage.of(parse_json_page(response.body, response.url, hosts))
         if "html" in response.content_type:
-            return parse_html_page(response.body, response.url, project, hosts)
+            return CompactPage.of(parse_html_page(response.body, response.url, project, hosts))
     except PageError as exc:
         raise BadUpstreamPage(str(exc)) from None
     raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.page import ProjectPage
 from cacheproxy.store.shared import SharedTier
@@ -30,8 +31,9 @@ def index_label(prefix: str) -> str:
 
 def encode(entry: CachedPage) -> tuple[bytes, dict[str, Any]]:
     assert entry.page is not None
+    page = expand(entry.page)  # the snapshot's form is the expanded page's, for every node
     body = json.dumps(
-        {"data": entry.page.data, "origins": entry.page.origins},
+        {"data": page.data, "origins": page.origins},
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
@@ -61,7 +63,7 @@ def decode(body: bytes, meta: dict[str, Any], hosts: FileHosts) -> CachedPage | 
         return None
     return CachedPage(
         status=200,
-        page=ProjectPage(data, origins),
+        page=CompactPage.of(ProjectPage(data, origins)),
         fetched_at=fetched_at,
         etag=_text(meta.get("etag")),
         last_modified=_text(meta.get("last_modified")),

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.cache.rules import format_time
+from cacheproxy.simple.compact import filenames
 
 
 def _filenames(entry: CachedPage | None) -> set[str]:
     if entry is None or entry.page is None:
         return set()
-    return {file["filename"] for file in entry.page.data["files"]}
+    return filenames(entry.page)
 
 
 def removed_files(old: CachedPage | None, new: CachedPage) -> list[str]:

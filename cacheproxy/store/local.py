@@ -27,6 +27,7 @@ from pathlib import Path
 import diskcache
 
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.store import pagecodec
 from cacheproxy.store.maintenance import FILE, PAGE, Maintenance
 from cacheproxy.store.versions import Versions
 
@@ -170,12 +171,14 @@ class Store(Versions, Maintenance):
     # -- pages -----------------------------------------------------------------------------
 
     async def get_page(self, project: str) -> CachedPage | None:
-        return await asyncio.to_thread(self._value, (PAGE, project))
+        # The page in its compact form (pagecodec); entries pickled before still load.
+        return await asyncio.to_thread(lambda: pagecodec.decode(self._value((PAGE, project))))
 
     def _put_page(self, project: str, entry: CachedPage) -> int:
+        value = pagecodec.encode(entry)
         with self.cache.transact():
-            # The status as the tag, so the project list needs no page unpickled.
-            self.cache.set((PAGE, project), entry, tag=f"page-{entry.status}")
+            # The status as the tag, so the project list needs no page read.
+            self.cache.set((PAGE, project), value, tag=f"page-{entry.status}")
             return self._bump(project)
 
     async def put_page(self, project: str, entry: CachedPage) -> None:

@@ -54,6 +54,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     pages = PageService(config, store, upstream, disk, clock=app[CLOCK], shared=shared_pages)
     downloads = Downloads(store, upstream, disk, shared_files)
     app[METRICS].track_in_flight(lambda: len(downloads))
+    for cache in ("parsed", "rendered"):
+        app[METRICS].track_memory(cache, lambda cache=cache: pages.memory_held()[cache])
     app[STORE] = store
     app[DISK] = disk
     app[PAGES] = pages

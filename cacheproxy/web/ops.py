@@ -136,6 +136,8 @@ async def status_page(request: web.Request) -> web.Response:
         recent_errors=[(e.at, e.message) for e in metrics.recent_errors],
         upstream_healthy=not app[PAGES].upstream_unreachable(),
         disk_full=await _disk_full(app),
+        memory_held=metrics.memory_held(),
+        memory_budget=app[CONFIG].memory_budget,
         rules=app[PAGES].rules.describe()
         + [
             f"index {name}: {line}"

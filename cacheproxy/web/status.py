@@ -36,6 +36,8 @@ class StatusSnapshot:
     started_at: float
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     disk_full: bool = False
+    memory_held: dict[str, int] = dataclasses.field(default_factory=dict)  # cache -> bytes
+    memory_budget: int = 0  # per index
     hour: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per minute
     day: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per 10 minutes
     rules: list[str] = dataclasses.field(default_factory=list)  # install rules in force
@@ -101,8 +103,15 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
     shared = ""
     if s.shared_cache.startswith("shared cache degraded"):
         shared = f'<p id="shared-cache" class="bad">{e(s.shared_cache)}</p>\n'
+    memory = ", ".join(
+        f'{e(cache)} <span id="memory-{e(cache)}" data-bytes="{held}">{human_bytes(held)}</span>'
+        for cache, held in sorted(s.memory_held.items())
+    )
     return _TEMPLATE.substitute(
         disk_full=disk,
+        memory_total=human_bytes(sum(s.memory_held.values())),
+        memory_caches=memory or "none",
+        memory_budget=human_bytes(s.memory_budget),
         shared_cache=shared,
         time_saved=human_duration(time_saved(s.bytes_from_cache)),
         time_saved_seconds=f"{time_saved(s.bytes_from_cache):.1f}",

@@ -1,0 +1,147 @@
+"""A project page held as compact bytes, the form it is stored in, read one file at a time.
+
+A parsed page of thousands of files is thousands of dictionaries (numpy's: about 5.7 MB of
+Python objects for 1.4 MB of JSON), and every request that held its own copy held all of
+them. A CompactPage keeps the page as bytes plus an index from file name to the line that
+describes it: finding a file's source decodes one short line, and the whole page is expanded
+only to render it (briefly, in a worker thread, a bounded number at once: cache/pages.py).
+
+The bytes are lines of canonical JSON (JSON never holds a raw newline or tab):
+
+    line 0: the page data without "files"
+    line 1: origins that are not a listed file's own (provenance files), {name: url}
+    line 2: the file names, in page order
+    then one line per file: its entry, a tab, its origin
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cacheproxy.simple.page import ProjectPage
+
+# What the index costs per file beside the bytes: a dict slot, the name, an offset.
+_INDEX_BYTES_PER_FILE = 160
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class CompactPage:
+    """A page's bytes and where each file's line starts; answers what ProjectPage answers to
+    find a file's source (`name`, `file`, `origins`), and `expand()` gives the whole page."""
+
+    __slots__ = ("body", "name", "dropped", "_index", "_starts", "_extra_origins")
+
+    def __init__(self, body: bytes, dropped: tuple[str, ...] = ()) -> None:
+        self.body = body
+        self.dropped = dropped  # as ProjectPage.dropped: for the log, never stored
+        data_end = body.index(b"\n")
+        extra_end = body.index(b"\n", data_end + 1)
+        names_end = body.index(b"\n", extra_end + 1)
+        self.name: str = json.loads(body[:data_end])["name"]
+        self._extra_origins: dict[str, str] = json.loads(body[data_end + 1 : extra_end])
+        names = json.loads(body[extra_end + 1 : names_end])
+        self._index = {name: i for i, name in enumerate(names)}
+        starts = array("Q", [names_end + 1])
+        for _ in range(len(names)):
+            starts.append(body.find(b"\n", starts[-1]) + 1 or len(body) + 1)
+        self._starts = starts
+
+    @classmethod
+    def of(cls, page: ProjectPage) -> CompactPage:
+        files = page.data.get("files", [])
+        head = {key: value for key, value in page.data.items() if key != "files"}
+        listed = {entry["filename"] for entry in files}
+        extra = {name: url for name, url in page.origins.items() if name not in listed}
+        lines = [
+            _dumps(head),
+            _dumps(extra),
+            _dumps([entry["filename"] for entry in files]),
+            *(_dumps(e) + b"\t" + _dumps(page.origins[e["filename"]]) for e in files),
+        ]
+        if not files:
+            lines.append(b"")
+        return cls(b"\n".join(lines), page.dropped)
+
+    def _parts(self, i: int) -> tuple[bytes, bytes]:
+        """The entry and the origin of the i-th file, as JSON."""
+        line = self.body[self._starts[i] : self._starts[i + 1] - 1]
+        tab = line.rindex(b"\t")
+        return line[:tab], line[tab + 1 :]
+
+    def file(self, filename: str) -> dict[str, Any] | None:
+        i = self._index.get(filename)
+        return None if i is None else json.loads(self._parts(i)[0])
+
+    def origin(self, filename: str) -> str | None:
+        i = self._index.get(filename)
+        if i is None:
+            return self._extra_origins.get(filename)
+        return json.loads(self._parts(i)[1])
+
+    @property
+    def origins(self) -> Mapping[str, str]:
+        return _Origins(self)
+
+    def __len__(self) -> int:
+        """The number of files."""
+        return len(self._index)
+
+    @property
+    def weight(self) -> int:
+        """About how many bytes this page holds in memory."""
+        return len(self.body) + _INDEX_BYTES_PER_FILE * len(self._index)
+
+    def expand(self) -> ProjectPage:
+        """The whole page as dictionaries, for rendering: CPU work, run it in a thread."""
+        data = json.loads(self.body[: self.body.index(b"\n")])
+        parts = [self._parts(i) for i in range(len(self._index))]
+        data["files"] = json.loads(b"[" + b",".join(entry for entry, _ in parts) + b"]")
+        urls = json.loads(b"[" + b",".join(origin for _, origin in parts) + b"]")
+        origins = dict(self._extra_origins)
+        origins.update(zip(self._index, urls, strict=True))
+        return ProjectPage(data, origins)
+
+
+class _Origins(Mapping[str, str]):
+    """filename -> upstream URL, read from the page's lines as asked."""
+
+    def __init__(self, page: CompactPage) -> None:
+        self._page = page
+
+    def __getitem__(self, filename: str) -> str:
+        origin = self._page.origin(filename)
+        if origin is None:
+            raise KeyError(filename)
+        return origin
+
+    def __contains__(self, filename: object) -> bool:
+        page = self._page
+        return filename in page._index or filename in page._extra_origins
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._page._index
+        yield from self._page._extra_origins
+
+    def __len__(self) -> int:
+        return len(self._page._index) + len(self._page._extra_origins)
+
+
+def compact(page: ProjectPage | CompactPage) -> CompactPage:
+    return page if isinstance(page, CompactPage) else CompactPage.of(page)
+
+
+def expand(page: ProjectPage | CompactPage) -> ProjectPage:
+    return page.expand() if isinstance(page, CompactPage) else page
+
+
+def filenames(page: ProjectPage | CompactPage) -> set[str]:
+    """The names of the files a page lists, without expanding a compact one."""
+    if isinstance(page, CompactPage):
+        return set(page._index)
+    return {entry["filename"] for entry in page.data["files"]}
