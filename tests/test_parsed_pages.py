@@ -8,6 +8,8 @@ from cacheproxy.cache.memo import parsed_pages
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.page import ProjectPage
+from cacheproxy.web.keys import FILES
+from tests.test_tail_metadata import strip_metadata
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 
@@ -62,3 +64,23 @@ async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, c
             await whole.read()
     # The page miss looked in the store once; the file's requests used the parsed page.
     assert reads == ["tinyalpha"]
+
+
+async def test_facts_learned_re_render_the_page_without_reading_it_again(
+    proxy, upstream, count_page_reads
+):
+    strip_metadata(upstream)  # so the proxy reads it from the wheel, and learns its sha256
+    reads = count_page_reads(proxy)
+    async with ClientSession() as session:
+        async with session.get(proxy.url + "tinyalpha/") as page:
+            before = page.headers["ETag"]
+        async with session.get(proxy.url + f"tinyalpha/{ALPHA}.metadata") as metadata:
+            assert metadata.status == 200
+            await metadata.read()
+        await proxy.server.app[FILES].tail_metadata.flush()
+        async with session.get(proxy.url + "tinyalpha/") as page:
+            after = page.headers["ETag"]
+    # The metadata read taught the store a fact, so the page as served changed; the page as
+    # stored did not, so it was not read again.
+    assert after != before
+    assert reads.count("tinyalpha") == 1  # (the lookahead reads its dependency's page too)

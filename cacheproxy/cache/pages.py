@@ -201,7 +201,9 @@ class PageService(PageRules):
     async def _stored_page(self, project: str) -> CachedPage | None:
         # The version is read first: a write that lands while the store is read makes the
         # copy kept here look old at once, never current.
-        version = await self.store.page_version(project)
+        # The page alone: facts learned about its files (each .metadata read, each download)
+        # leave the copy read from the store current; only the rendered forms go stale.
+        version = await self.store.stored_page_version(project)
         entry = self._parsed.get(project, version)
         if entry is None:
             # One read per version, whatever the number of requests: one copy in memory.
@@ -230,7 +232,7 @@ class PageService(PageRules):
             reason = " ".join(str(exc).split()) or type(exc).__name__
             log.warning("page of %s is served without being cached: %s", project, reason)
             return False
-        self._parsed.put(project, await self.store.page_version(project), entry)
+        self._parsed.put(project, await self.store.stored_page_version(project), entry)
         return True
 
     async def _refresh(self, project: str, entry: CachedPage | None) -> PageResult:

@@ -182,8 +182,8 @@ class Store(Versions, Maintenance):
             return self._bump(project)
 
     async def put_page(self, project: str, entry: CachedPage) -> None:
-        version = await asyncio.to_thread(self._put_page, project, entry)
-        self._versions[project] = version
+        await asyncio.to_thread(self._put_page, project, entry)
+        self._versions.pop(project, None)  # this process sees its own write at once
 
     # JSON API documents (/pypi/PROJECT[/VERSION]/json), release "" for the project's. A
     # write bumps no version: no page or file fact depends on them, and a purge (which bumps)
@@ -274,12 +274,13 @@ class Store(Versions, Maintenance):
             known = self.cache.get((_FACTS, project), {})
             known[filename] = {**known.get(filename, {}), **facts}
             self.cache.set((_FACTS, project), known)
-            return self._bump(project)
+            return self._bump_facts(project)
 
     async def learn(self, project: str, filename: str, **facts: object) -> None:
         """Remember facts about a cached file (size, upload-time, metadata-sha256) that an
         index may not state, so pages can show them."""
-        self._versions[project] = await asyncio.to_thread(self._learn, project, filename, facts)
+        await asyncio.to_thread(self._learn, project, filename, facts)
+        self._versions.pop(project, None)
 
     def _put_extracted(self, project: str, wheel: str, data: bytes, sha256: str) -> int:
         self._commit_file(project, wheel + ".metadata", self._write_staged(data), sha256)
@@ -288,9 +289,8 @@ class Store(Versions, Maintenance):
     async def put_extracted_metadata(
         self, project: str, wheel: str, data: bytes, sha256: str
     ) -> None:
-        self._versions[project] = await asyncio.to_thread(
-            self._put_extracted, project, wheel, data, sha256
-        )
+        await asyncio.to_thread(self._put_extracted, project, wheel, data, sha256)
+        self._versions.pop(project, None)
 
     async def file_facts(self, project: str) -> dict[str, dict[str, object]]:
         """filename -> facts learned from the cached file."""

@@ -17,12 +17,16 @@ import diskcache
 
 PAGE = "page"
 FILE = "file"
-# Counters that make what a process keeps in memory go stale: one per project, bumped with
-# every write to its page or facts and by a purge; and one for the whole store, bumped by
-# prune and verify. They live in the store, so every process sees every other's writes.
+# Counters that make what a process keeps in memory go stale: two per project, one bumped by
+# every write to its page and by a purge, one by every fact learned about its files (a page
+# read from the store stays current while facts come in; a page as served does not); and one
+# for the whole store, bumped by prune and verify. They live in the store, so every process
+# sees every other's writes.
 VERSION = "version"
+FACTS_VERSION = "facts-version"
 GENERATION = ("generation",)
 TAKEN_DOWN = "taken-down"
+_COUNTERS = (VERSION, FACTS_VERSION)
 
 
 class Maintenance:
@@ -31,6 +35,9 @@ class Maintenance:
 
     def _bump(self, project: str) -> int:
         return self.cache.incr((VERSION, project), default=0, retry=True)
+
+    def _bump_facts(self, project: str) -> int:
+        return self.cache.incr((FACTS_VERSION, project), default=0, retry=True)
 
     def flush_access_times(self, wait: bool = True) -> None:  # the store's own
         raise NotImplementedError
@@ -80,7 +87,8 @@ class Maintenance:
         """Forget a project: its page, its files and what was learned about them."""
         removed = 0
         for key in list(self.cache.iterkeys()):
-            if isinstance(key, tuple) and len(key) > 1 and key[1] == project and key[0] != VERSION:
+            ours = isinstance(key, tuple) and len(key) > 1 and key[1] == project
+            if ours and key[0] not in _COUNTERS:
                 removed += bool(self.cache.delete(key))
         self._bump(project)
         self._forget_versions()

@@ -1,9 +1,10 @@
 """The versions of pages as every process sees them.
 
-A counter per project (bumped by writes to its page or facts, and by a purge) and a store-wide
-generation (bumped by prune and verify) live in the store. A process keeps what it read of
-them and reads again when SQLite's data_version says another connection wrote, so a value
-derived from a page at one version is current while the version is unchanged.
+Two counters per project (one bumped by writes to its page and by a purge, one by the facts
+learned about its files) and a store-wide generation (bumped by prune and verify) live in the
+store. A process keeps what it read of them and reads again when SQLite's data_version says
+another connection wrote, so a value derived from a page at one version is current while the
+version is unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import diskcache
 
-from cacheproxy.store.maintenance import GENERATION, VERSION
+from cacheproxy.store.maintenance import FACTS_VERSION, GENERATION, VERSION
 
 # How long a look at data_version holds: a hot page served at thousands of requests a second
 # asks SQLite once per interval, and a purge from another process is seen this soon.
@@ -24,7 +25,8 @@ class Versions:
     cache: diskcache.Cache
 
     def _init_versions(self) -> None:
-        self._versions: dict[str, int] = {}  # what this process knows of the counters
+        # What this process knows of each project's counters: (page, facts).
+        self._versions: dict[str, tuple[int, int]] = {}
         self._generation: int | None = None
         self._data_version: int | None = None
         self._looked_at = -1.0  # time.monotonic() of the last data_version read
@@ -46,12 +48,23 @@ class Versions:
         changed, self._data_version = current != self._data_version, current
         return changed
 
-    def _read_versions(self, project: str) -> tuple[int, int]:
-        return self._value(GENERATION, 0), self._value((VERSION, project), 0)
+    def _read_versions(self, project: str) -> tuple[int, tuple[int, int]]:
+        counters = self._value((VERSION, project), 0), self._value((FACTS_VERSION, project), 0)
+        return self._value(GENERATION, 0), counters
 
-    async def page_version(self, project: str) -> tuple[int, int]:
+    async def page_version(self, project: str) -> tuple[int, int, int]:
         """The version of a project's page and file facts, as every process sees it: a value
         derived from the page at one version is current while the version is unchanged."""
+        generation, (page, facts) = await self._counters(project)
+        return generation, page, facts
+
+    async def stored_page_version(self, project: str) -> tuple[int, int]:
+        """The version of the page alone, as stored: what is read from the store at one
+        version is current while it is unchanged, whatever facts are learned meanwhile."""
+        generation, (page, _) = await self._counters(project)
+        return generation, page
+
+    async def _counters(self, project: str) -> tuple[int, tuple[int, int]]:
         if self._changed_elsewhere():
             self._versions.clear()
             self._generation = None
