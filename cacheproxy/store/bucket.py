@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cacheproxy.store.breaker import CLOSED, CircuitBreaker, SharedCounters
@@ -78,6 +76,11 @@ class GuardedBucket:
         """Connect and check the bucket. No bucket or rejected keys: SharedCacheConfigError.
         An endpoint that does not answer is only a warning: the node serves without the tier
         and the breaker retries it."""
+        # Here, not at the top: the client's modules are 10 MiB of a process's memory, and a
+        # node without a shared tier never needs them.
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
         s = self.settings
         config = AioConfig(
             connect_timeout=s.connect_timeout,
