@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.web.keys import FILES, LOOKAHEAD, METRICS
+from cacheproxy.web.keys import FILES, LOOKAHEAD, METRICS, PAGES
 from tests.fakes.upstream import UpstreamFile
 from tests.fakes.wheels import metadata_text
 from tests.test_client_matrix import expected_pins, pip_install, uv_pip_compile
@@ -112,6 +112,14 @@ async def test_a_cold_page_leads_to_the_likely_wheel_and_its_dependencies(proxy,
     assert fetched(proxy, "page") == 2 and fetched(proxy, "metadata") == 3
     # Nothing was downloaded whole: the upstream sent only ranges and HEADs.
     assert all(index.requests[("GET", f.url_path)] <= 2 for f in index.files.values())
+
+
+async def test_pages_looked_at_are_not_kept_expanded(proxy, chain):
+    await get(proxy.url + "rootpkg/", LINUX_PIP)
+    await settle(proxy)
+    assert fetched(proxy, "page") == 2
+    # Only the compact stored pages and the rendered ones stay in memory, within the budget.
+    assert len(proxy.server.app[PAGES]._visible) == 0
 
 
 async def test_each_page_the_client_asks_for_looks_further_ahead(proxy, chain):

@@ -62,11 +62,12 @@ class PageRules:
         return frozenset(visible.hidden) if visible is not None else frozenset()
 
     async def visible_page(self, project: str) -> ProjectPage | None:
-        """The project's page as a client is served it now: file facts added, rules applied."""
-        visible = await self._visible_page(project)
+        """The project's page as a client is served it now: file facts added, rules applied.
+        Made for one look and not kept (expanded, a large page is megabytes of objects)."""
+        visible = await self._visible_page(project, keep=False)
         return visible.page if visible is not None else None
 
-    async def _visible_page(self, project: str) -> Visible | None:
+    async def _visible_page(self, project: str, keep: bool = True) -> Visible | None:
         version = await self.store.page_version(project)
         visible = self._visible.get(project, version)
         if visible is not None and self.clock() < visible.changes_at:
@@ -84,7 +85,8 @@ class PageRules:
         visible = await asyncio.to_thread(
             lambda: self._apply_rules(with_file_facts(expand(stored), facts))
         )
-        self._visible.put(project, version, visible)
+        if keep:
+            self._visible.put(project, version, visible)
         return visible
 
     async def taken_down(self, project: str, filename: str) -> Refused | None:
