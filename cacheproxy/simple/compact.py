@@ -27,8 +27,13 @@ from cacheproxy.simple.page import ProjectPage
 _INDEX_BYTES_PER_FILE = 160
 
 
+# One encoder for every line: json.dumps with options builds a new one per call, and a page
+# of thousands of files is thousands of calls.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODE(value).encode()
 
 
 class CompactPage:
