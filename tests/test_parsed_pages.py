@@ -84,24 +84,3 @@ async def test_facts_learned_re_render_the_page_without_reading_it_again(
     # stored did not, so it was not read again.
     assert after != before
     assert reads.count("tinyalpha") == 1  # (the lookahead reads its dependency's page too)
-
-
-async def test_a_cold_page_is_rendered_from_its_parse_not_expanded_again(
-    make_proxy, upstream, monkeypatch
-):
-    proxy = await make_proxy(lookahead=False)
-    expanded: list[str] = []
-    original = CompactPage.expand
-
-    def counting(page: CompactPage):
-        expanded.append(page.name)
-        return original(page)
-
-    monkeypatch.setattr(CompactPage, "expand", counting)
-    async with ClientSession() as session:
-        for accept in ("application/vnd.pypi.simple.v1+json", "text/html"):
-            async with session.get(proxy.url + "tinyalpha/", headers={"Accept": accept}) as page:
-                assert page.status == 200
-                assert ALPHA in await page.text()
-    # The miss rendered what it had just parsed; the second content type, from the store.
-    assert expanded == ["tinyalpha"]

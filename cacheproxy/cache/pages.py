@@ -17,24 +17,25 @@ from dataclasses import dataclass
 
 from cacheproxy.cache import policy
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
-from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
+from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
 from cacheproxy.cache.memo import HotPage, memory_caches, visible_pages
-from cacheproxy.cache.page_parse import parse_upstream_page
 from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.rules import Rules
 from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
-from cacheproxy.cache.upstream import Upstream
+from cacheproxy.cache.upstream import PageResponse, Upstream
 from cacheproxy.config import Config
 from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
-    ProjectPage,
+    PageError,
     describe_dropped,
     find_source,
+    parse_html_page,
+    parse_json_page,
     with_file_facts,
 )
 from cacheproxy.simple.render import render_html, render_json, with_variants
@@ -86,9 +87,6 @@ class PageService(PageRules):
         # MB); a bound on how many run at once bounds that memory whatever the number of
         # clients waiting.
         self._page_work = asyncio.Semaphore(PAGE_WORK_AT_ONCE)
-        # A page just parsed, still expanded, for the render that follows its fetch: expanding
-        # the stored form again would cost as much as the parse. Kept a moment only.
-        self._just_parsed: dict[str, tuple[CompactPage, ProjectPage]] = {}
         self.rules = Rules.from_settings(config)
         self._visible = visible_pages()
         self._file_hosts = FileHosts(config.file_hosts, config.public_upstream)
@@ -147,12 +145,9 @@ class PageService(PageRules):
         version = await self.store.page_version(project)
         stored, facts = result.entry.page, await self.store.file_facts(project)
         render = render_json if content_type == JSON_V1 else render_html
-        just = self._just_parsed.pop(project, None)
-        expanded = just[1] if just is not None and just[0] is stored else None
 
         def visible_and_rendered():  # the stored page is compact: expanded only in here
-            page = expanded if expanded is not None else expand(stored)
-            visible = self._apply_rules(with_file_facts(page, facts))
+            visible = self._apply_rules(with_file_facts(expand(stored), facts))
             return visible, with_variants(render(visible.page))
 
         async with self._page_work:
@@ -279,11 +274,7 @@ class PageService(PageRules):
             # A large page (thousands of files) takes a tenth of a second to parse: not on
             # the event loop, where it would stall every other client.
             async with self._page_work:
-                page, expanded = await asyncio.to_thread(
-                    parse_upstream_page, project, response, self._file_hosts
-                )
-            self._just_parsed[project] = (page, expanded)
-            asyncio.get_running_loop().call_later(1, self._just_parsed.pop, project, None)
+                page = await asyncio.to_thread(_parse, project, response, self._file_hosts)
             if page.dropped:
                 log.warning("%s: %s", project, describe_dropped(page.dropped))
                 self.upstream.metrics.page_entries_dropped.inc(len(page.dropped))
@@ -297,3 +288,15 @@ class PageService(PageRules):
         stored = await self._store_page(project, fresh)
         await self._forget_taken_down(project, entry, fresh)
         return PageResult(fresh, "miss" if stored else "uncached")
+
+
+def _parse(project: str, response: PageResponse, hosts: FileHosts) -> CompactPage:
+    """The page in the compact form it is kept in (dropped entries still told)."""
+    try:
+        if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
+            return CompactPage.of(parse_json_page(response.body, response.url, hosts))
+        if "html" in response.content_type:
+            return CompactPage.of(parse_html_page(response.body, response.url, project, hosts))
+    except PageError as exc:
+        raise BadUpstreamPage(str(exc)) from None
+    raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")
