@@ -31,7 +31,7 @@ from urllib.request import Request, urlopen
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.suite import TARGET_ROOT, RelayProcess, client_env, log, uv_bin  # noqa: E402
+from benchmarks.suite import TARGET_ROOT, RelayProcess, client_env, log, timed_run, uv_bin  # noqa: E402
 from cacheproxy.config import default_upstream  # noqa: E402
 from tests.fakes.process import ProxyProcess  # noqa: E402
 
@@ -69,15 +69,7 @@ async def resolve(client: str, requirements: Path, index: str, pip: str = sys.ex
         work = Path(tmp)
         env = {**client_env(), "UV_CACHE_DIR": str(work / "uv-cache"), "HOME": str(work)}
         args = client_args(client, requirements, work, index, pip)
-        started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        _, stderr = await proc.communicate()
-        elapsed = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"{client} failed:\n{stderr.decode()[-3000:]}")
-        return elapsed
+        return await timed_run(args, env, f"{client} failed")
 
 
 def megabytes(count: int) -> float:

@@ -324,15 +324,20 @@ async def install(installer: str, pinned: Path, index: str | Path) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-target-", dir=TARGET_ROOT) as tmp:
         env = {**client_env(), "UV_CACHE_DIR": str(Path(tmp) / "uv-cache")}
         args = install_args(installer, pinned, Path(tmp) / "target", index)
-        started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        _, stderr = await proc.communicate()
-        elapsed = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"{installer} failed from {index}:\n{stderr.decode()[-3000:]}")
-        return elapsed
+        return await timed_run(args, env, f"{installer} failed from {index}")
+
+
+async def timed_run(args: list[str], env: dict[str, str], failure: str) -> float:
+    """Seconds the command took; a failure stops the benchmark with its stderr's end."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await proc.communicate()
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{failure}:\n{stderr.decode()[-3000:]}")
+    return elapsed
 
 
 def profile_path(args: argparse.Namespace, name: str) -> Path | None:

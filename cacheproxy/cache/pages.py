@@ -17,25 +17,23 @@ from dataclasses import dataclass
 
 from cacheproxy.cache import policy
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
-from cacheproxy.cache.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
+from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
 from cacheproxy.cache.memo import HotPage, memory_caches, visible_pages
+from cacheproxy.cache.page_parse import parse_upstream_page
 from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.rules import Rules
 from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
-from cacheproxy.cache.upstream import PageResponse, Upstream
+from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config
-from cacheproxy.simple.compact import CompactPage, expand
+from cacheproxy.simple.compact import expand
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
-    PageError,
     describe_dropped,
     find_source,
-    parse_html_page,
-    parse_json_page,
     with_file_facts,
 )
 from cacheproxy.simple.render import render_html, render_json, with_variants
@@ -274,7 +272,9 @@ class PageService(PageRules):
             # A large page (thousands of files) takes a tenth of a second to parse: not on
             # the event loop, where it would stall every other client.
             async with self._page_work:
-                page = await asyncio.to_thread(_parse, project, response, self._file_hosts)
+                page = await asyncio.to_thread(
+                    parse_upstream_page, project, response, self._file_hosts
+                )
             if page.dropped:
                 log.warning("%s: %s", project, describe_dropped(page.dropped))
                 self.upstream.metrics.page_entries_dropped.inc(len(page.dropped))
@@ -288,15 +288,3 @@ class PageService(PageRules):
         stored = await self._store_page(project, fresh)
         await self._forget_taken_down(project, entry, fresh)
         return PageResult(fresh, "miss" if stored else "uncached")
-
-
-def _parse(project: str, response: PageResponse, hosts: FileHosts) -> CompactPage:
-    """The page in the compact form it is kept in (dropped entries still told)."""
-    try:
-        if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            return CompactPage.of(parse_json_page(response.body, response.url, hosts))
-        if "html" in response.content_type:
-            return CompactPage.of(parse_html_page(response.body, response.url, project, hosts))
-    except PageError as exc:
-        raise BadUpstreamPage(str(exc)) from None
-    raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")
