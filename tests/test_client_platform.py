@@ -52,6 +52,7 @@ def test_the_newest_final_release_the_specifier_and_python_admit():
         {"filename": "a-3.0rc1-py3-none-any.whl"},
         {"filename": "a-1.3.tar.gz"},
     ]
+    files = {entry["filename"]: entry for entry in files}
     linux = client_platform(LINUX_PIP)  # Python 3.11
     assert likely_wheel(files, ANY_VERSION, linux) == "a-1.2-py3-none-any.whl"
     assert likely_wheel(files, SpecifierSet("<1.2"), linux) == "a-1.0-py3-none-any.whl"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple.compact import CompactPage, filenames
-from cacheproxy.simple.page import ProjectPage, find_source
+from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
+from cacheproxy.simple.render import render_compact_json, render_json
 from cacheproxy.store import pagecodec
 from cacheproxy.store.local import Store
 from cacheproxy.store.maintenance import PAGE
@@ -87,3 +88,46 @@ async def test_a_page_pickled_by_an_earlier_version_still_loads(tmp_path):
 
 def test_file_names_are_read_without_expanding():
     assert filenames(CompactPage.of(page())) == filenames(page()) == {WHEEL, SDIST}
+
+
+def varied_page() -> ProjectPage:
+    """Every shape of entry the render treats apart: wheels with and without metadata, with
+    metadata keys set false or named inside a value, sdists, names beyond ASCII."""
+    files = [
+        {"filename": "a-1.0-py3-none-any.whl", "url": "a1.whl", "hashes": {"sha256": "01" * 32}},
+        {"filename": "a-1.1-py3-none-any.whl", "url": "a2.whl", "core-metadata": False},
+        {"filename": "a-1.2-py3-none-any.whl", "url": "a3.whl", "data-dist-info-metadata": True},
+        {"filename": "a-1.3-py3-none-any.whl", "url": "a4.whl", "yanked": 'no "core-metadata"'},
+        {"filename": "a-1.4-py3-none-any.whl", "url": "a5.whl", "core-metadata": {"sha256": "f"}},
+        {"filename": "a-1.0.tar.gz", "url": "a.tar.gz", "requires-python": ">=3.9"},
+        {"filename": "a-2.0-py3-none-any.whl", "url": "ä.whl", "yanked": "grüße\ttab"},
+        {"filename": "a-2.1-py3-none-any.whl", "url": "a6.whl", "size": 5},
+    ]
+    origins = {entry["filename"]: "https://files.example/" + entry["url"] for entry in files}
+    data = {"meta": {"api-version": "1.1"}, "name": "a", "files": files, "versions": ["1.0"]}
+    return ProjectPage(data, origins)
+
+
+def test_the_json_render_from_stored_lines_is_the_expanded_render():
+    parsed = varied_page()
+    compact = CompactPage.of(parsed)
+    names = [entry["filename"] for entry in parsed.data["files"]]
+    every_fact = [
+        {},
+        {"size": 7},
+        {"upload-time": "2024-01-01T00:00:00Z"},
+        {"metadata-sha256": "ee" * 32},
+        {"metadata-unreadable": True},
+        {"size": 9, "upload-time": "2020-02-02T00:00:00Z", "metadata-sha256": "aa" * 32},
+    ]
+    cases = [{}] + [{name: fact for name in names} for fact in every_fact]
+    cases.append({name: every_fact[i % len(every_fact)] for i, name in enumerate(names)})
+    for facts in cases:
+        expected = render_json(with_file_facts(compact.expand(), facts))
+        assert render_compact_json(compact, facts) == expected
+    without_files = ProjectPage({"meta": {"api-version": "1.0"}, "name": "none", "files": []})
+    empty = CompactPage.of(without_files)
+    assert render_compact_json(empty, {}) == render_json(with_file_facts(empty.expand(), {}))
+    bare_files = {"name": "b", "files": [{"filename": "b.whl", "url": "b.whl"}]}
+    bare = CompactPage.of(ProjectPage(bare_files, {"b.whl": "https://files.example/b.whl"}))
+    assert render_compact_json(bare, {}) == render_json(with_file_facts(bare.expand(), {}))

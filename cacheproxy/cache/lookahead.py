@@ -154,11 +154,11 @@ class Lookahead:
                 self._fetches.labels("page").inc()
             if answer.page is None or answer.outcome in _NOT_STORED:
                 return None
-        page = await self.pages.visible_page(project)
-        if page is None:
+        files = await self.pages.visible_files(project)
+        if files is None:
             return None
         # Thousands of files on a large page: not on the event loop.
-        files, specifier, platform = page.data["files"], visit.specifier, visit.platform
+        specifier, platform = visit.specifier, visit.platform
         wheel = await asyncio.to_thread(likely_wheel, files, specifier, platform)
         if not wheel:
             return None

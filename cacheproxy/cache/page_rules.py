@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from cacheproxy.cache.answers import Refused
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS
@@ -14,7 +15,7 @@ from cacheproxy.cache.policy import CachedPage
 from cacheproxy.cache.rules import Rules, Visible
 from cacheproxy.cache.takedowns import base_filename, removed_files, taken_down_reason
 from cacheproxy.cache.upstream import Upstream
-from cacheproxy.simple.compact import expand
+from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.page import ProjectPage, with_file_facts
 from cacheproxy.store.local import Store
 
@@ -61,11 +62,21 @@ class PageRules:
         visible = await self._visible_page(project)
         return frozenset(visible.hidden) if visible is not None else frozenset()
 
-    async def visible_page(self, project: str) -> ProjectPage | None:
-        """The project's page as a client is served it now: file facts added, rules applied.
-        Made for one look and not kept (expanded, a large page is megabytes of objects)."""
+    async def visible_files(self, project: str) -> Mapping[str, dict[str, Any]] | None:
+        """The files of the project's page that a client may have now, by name, for a look at
+        a few of them. Without rules, the stored page's own entries, each decoded as it is
+        looked up (without file facts: they never change which file a resolver picks);
+        with rules, the page as they leave it, made for this look and not kept (expanded, a
+        large page is megabytes of objects)."""
+        if not self.rules.active:
+            entry = await self._stored_page(project)
+            page = entry and entry.page
+            if isinstance(page, CompactPage):
+                return page.files
         visible = await self._visible_page(project, keep=False)
-        return visible.page if visible is not None else None
+        if visible is None:
+            return None
+        return {file["filename"]: file for file in visible.page.data["files"]}
 
     async def _visible_page(self, project: str, keep: bool = True) -> Visible | None:
         version = await self.store.page_version(project)

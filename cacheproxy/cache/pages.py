@@ -27,16 +27,18 @@ from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config
-from cacheproxy.simple.compact import expand
+from cacheproxy.simple import render
+from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
+    ProjectPage,
     describe_dropped,
     find_source,
     with_file_facts,
 )
-from cacheproxy.simple.render import render_html, render_json, with_variants
+from cacheproxy.simple.render import Rendered, with_variants
 from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
@@ -142,23 +144,31 @@ class PageService(PageRules):
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
         stored, facts = result.entry.page, await self.store.file_facts(project)
-        render = render_json if content_type == JSON_V1 else render_html
-
-        def visible_and_rendered():  # the stored page is compact: expanded only in here
-            visible = self._apply_rules(with_file_facts(expand(stored), facts))
-            return visible, with_variants(render(visible.page))
-
         async with self._page_work:
-            visible, rendered = await asyncio.to_thread(visible_and_rendered)
-        for hidden in visible.hidden.values():
-            self.upstream.metrics.policy_hidden.labels(hidden.rule, "page").inc()
-        hot = HotPage(policy.head_of(result.entry), rendered, visible.changes_at)
-        max_age = self._bounded_max_age(result.entry, visible.changes_at)
+            hidden, changes_at, rendered = await asyncio.to_thread(
+                self._render_page, stored, facts, content_type
+            )
+        for rule in hidden:
+            self.upstream.metrics.policy_hidden.labels(rule, "page").inc()
+        hot = HotPage(policy.head_of(result.entry), rendered, changes_at)
+        max_age = self._bounded_max_age(result.entry, changes_at)
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.
         if not result.warning and result.outcome != "uncached":
             self._rendered.put((project, content_type), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
+
+    def _render_page(
+        self, stored: ProjectPage | CompactPage, facts: dict, content_type: str
+    ) -> tuple[list[str], float, Rendered]:
+        """The page as clients may see it, rendered: the rules that hid files, when the clock
+        changes what is hidden, and the body. CPU work: run it in a thread."""
+        if content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage):
+            return [], math.inf, with_variants(render.render_compact_json(stored, facts))
+        visible = self._apply_rules(with_file_facts(expand(stored), facts))
+        body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
+        hidden = [hidden.rule for hidden in visible.hidden.values()]
+        return hidden, visible.changes_at, with_variants(body)
 
     def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:
         """What is left of the TTL, and no longer than until a hidden file becomes visible."""

@@ -93,6 +93,11 @@ class CompactPage:
     def origins(self) -> Mapping[str, str]:
         return _Origins(self)
 
+    @property
+    def files(self) -> Mapping[str, dict[str, Any]]:
+        """filename -> entry, each entry decoded when it is looked up."""
+        return _Files(self)
+
     def __len__(self) -> int:
         """The number of files."""
         return len(self._index)
@@ -101,6 +106,15 @@ class CompactPage:
     def weight(self) -> int:
         """About how many bytes this page holds in memory."""
         return len(self.body) + _INDEX_BYTES_PER_FILE * len(self._index)
+
+    def head_json(self) -> bytes:
+        """The page data without "files", as JSON."""
+        return self.body[: self.body.index(b"\n")]
+
+    def entries_json(self) -> Iterator[tuple[str, bytes]]:
+        """Each file's name and entry as JSON, in page order."""
+        for i, name in enumerate(self._index):
+            yield name, self._parts(i)[0]
 
     def expand(self) -> ProjectPage:
         """The whole page as dictionaries, for rendering: CPU work, run it in a thread."""
@@ -111,6 +125,23 @@ class CompactPage:
         origins = dict(self._extra_origins)
         origins.update(zip(self._index, urls, strict=True))
         return ProjectPage(data, origins)
+
+
+class _Files(Mapping[str, dict[str, Any]]):
+    def __init__(self, page: CompactPage) -> None:
+        self._page = page
+
+    def __getitem__(self, filename: str) -> dict[str, Any]:
+        entry = self._page.file(filename)
+        if entry is None:
+            raise KeyError(filename)
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._page._index)
+
+    def __len__(self) -> int:
+        return len(self._page._index)
 
 
 class _Origins(Mapping[str, str]):

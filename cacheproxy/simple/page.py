@@ -105,20 +105,24 @@ def with_file_facts(page: ProjectPage, facts: dict[str, dict[str, Any]]) -> Proj
     none for (PEP 658/714): its sha256 once the proxy has read it, `true` until then (the
     proxy reads it on request), so clients never download or range-read a wheel to resolve.
     A wheel whose metadata proved unreadable is left without."""
-    files = []
-    for entry in page.data["files"]:
-        known = facts.get(entry["filename"]) or {}
-        own = _own_metadata(entry, known)
-        if known or own is not None:
-            entry = dict(entry)
-            if "size" not in entry and "size" in known:
-                entry["size"] = known["size"]
-            if "upload-time" not in entry and "upload-time" in known:
-                entry["upload-time"] = known["upload-time"]
-            if own is not None:
-                entry["core-metadata"] = entry["data-dist-info-metadata"] = own
-        files.append(entry)
+    files = [entry_with_facts(entry, facts.get(entry["filename"])) for entry in page.data["files"]]
     return ProjectPage({**page.data, "files": files}, page.origins)
+
+
+def entry_with_facts(entry: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any]:
+    """One file's entry as with_file_facts completes it; the entry itself when unchanged."""
+    known = known or {}
+    own = _own_metadata(entry, known)
+    if not known and own is None:
+        return entry
+    entry = dict(entry)
+    if "size" not in entry and "size" in known:
+        entry["size"] = known["size"]
+    if "upload-time" not in entry and "upload-time" in known:
+        entry["upload-time"] = known["upload-time"]
+    if own is not None:
+        entry["core-metadata"] = entry["data-dist-info-metadata"] = own
+    return entry
 
 
 def _own_metadata(entry: dict[str, Any], known: dict[str, Any]) -> dict[str, str] | bool | None:

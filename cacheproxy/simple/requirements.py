@@ -3,7 +3,7 @@ wheel's METADATA declares. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,30 +26,37 @@ class Dependency:
 
 
 def likely_wheel(
-    files: Iterable[dict[str, Any]], specifier: SpecifierSet, platform: ClientPlatform
+    files: Mapping[str, dict[str, Any]], specifier: SpecifierSet, platform: ClientPlatform
 ) -> str | None:
     """The wheel a resolver most likely asks about: of the newest final release that the
     specifier admits and that has a wheel for this platform (not yanked, its requires-python
-    met), the best wheel. None when no release has one. A page can list thousands of files:
-    each version and requires-python string is judged once."""
+    met), the best wheel. None when no release has one.
+
+    files maps each file name to its entry. A page can list thousands of files: releases are
+    told apart by file name alone, and entries are looked at only for the newest releases,
+    until one has a wheel that fits; each version and requires-python is judged once."""
     admitted: dict[str, Version | None] = {}
-    fits: dict[str, bool] = {}
     by_version: dict[Version, list[str]] = {}
-    for entry in files:
-        filename = entry.get("filename", "")
+    for filename in files:
         parts = filename.split("-")
-        if not filename.endswith(".whl") or len(parts) not in (5, 6) or entry.get("yanked"):
+        if not filename.endswith(".whl") or len(parts) not in (5, 6):
             continue
         if parts[1] not in admitted:
             admitted[parts[1]] = _admitted(parts[1], specifier)
         version = admitted[parts[1]]
-        requires_python = str(entry.get("requires-python") or "")
-        if requires_python not in fits:
-            fits[requires_python] = _python_fits(requires_python, platform.python_version)
-        if version is not None and fits[requires_python]:
+        if version is not None:
             by_version.setdefault(version, []).append(filename)
+    fits: dict[str, bool] = {}
     for version in sorted(by_version, reverse=True):
-        best = platform.best_wheel(by_version[version])
+        usable = []
+        for filename in by_version[version]:
+            entry = files[filename]
+            requires_python = str(entry.get("requires-python") or "")
+            if requires_python not in fits:
+                fits[requires_python] = _python_fits(requires_python, platform.python_version)
+            if fits[requires_python] and not entry.get("yanked"):
+                usable.append(filename)
+        best = platform.best_wheel(usable)
         if best is not None:
             return best
     return None
