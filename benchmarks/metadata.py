@@ -99,6 +99,13 @@ def cold_metadata(relay: RelayProcess, work: Path, project: str, name: str = "ca
         proxy.stop()
 
 
+def timed_cold_metadata(relay: RelayProcess, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as work:
+        # The first read puts the wheel in the relay's store; the second is the one timed.
+        cold_metadata(relay, Path(work), args.big_project, "priming")
+        return cold_metadata(relay, Path(work), args.big_project)
+
+
 def through_proxy(
     relay: RelayProcess, args: argparse.Namespace, client: str, *proxy_args: str
 ) -> tuple:
@@ -141,9 +148,10 @@ def run(args: argparse.Namespace) -> dict:
     # Other work on the machine skews wall times: say how much there was.
     results["load average"] = {"start": round(os.getloadavg()[0], 1)}
     try:
-        args.pip = args.pip or current_pip(relay, args.workdir)
-        results["pip"] = pip_version(args.pip)
-        for client in CLIENTS:
+        if "pip install --dry-run" in args.clients:
+            args.pip = args.pip or current_pip(relay, args.workdir)
+            results["pip"] = pip_version(args.pip)
+        for client in args.clients:
             log(f"{client}: priming the relay")
             asyncio.run(resolve(client, args.workload, relay.url, args.pip))
             # Through a proxy too: the relay then holds every file the proxy reads ranges of.
@@ -161,10 +169,8 @@ def run(args: argparse.Namespace) -> dict:
             row["no lookahead/direct s"] = round(row["no lookahead s"] / row["direct s"], 2)
             log(f"{client}: {row}")
             results["resolutions"][client] = row
-        with tempfile.TemporaryDirectory(dir=args.workdir) as work:
-            # The first read puts the wheel in the relay's store; the second is the one timed.
-            cold_metadata(relay, Path(work), args.big_project, "priming")
-            results["cold .metadata"] = cold_metadata(relay, Path(work), args.big_project)
+        if args.big_project:
+            results["cold .metadata"] = timed_cold_metadata(relay, args)
     finally:
         relay.stop()
     results["load average"]["end"] = round(os.getloadavg()[0], 1)
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        f"link: {results['link']}, upstream serving no metadata; {results['pip']}; "
+        f"link: {results['link']}, upstream serving no metadata; {results.get('pip', '')}; "
         f"load average {results['load average']['start']} at the start, "
         f"{results['load average']['end']} at the end",
         "| client | direct s | direct MB | cold proxy s | cold proxy MB | proxy/direct "
@@ -186,10 +192,12 @@ def table(results: dict) -> str:
             f"{row['proxy MB']} | {row['proxy/direct s']} | {row['no lookahead s']} | "
             f"{row['no lookahead MB']} | {row['no lookahead/direct s']} |"
         )
-    big = results["cold .metadata"]
-    lines.append(
-        f"cold .metadata of {big['wheel']}: {big['seconds']} s, {big['upstream MB']} MB upstream"
-    )
+    big = results.get("cold .metadata")
+    if big:
+        lines.append(
+            f"cold .metadata of {big['wheel']}: {big['seconds']} s, {big['upstream MB']} MB "
+            "upstream"
+        )
     return "\n".join(lines)
 
 
@@ -199,7 +207,17 @@ def main() -> None:
     parser.add_argument("--upstream", default=None, help="index URL (default: the default one)")
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--mbps", type=float, default=32, help="32 Mbit/s is 4 MB/s")
-    parser.add_argument("--big-project", default="numpy")
+    parser.add_argument(
+        "--big-project",
+        default="numpy",
+        help="whose largest wheel's cold .metadata is timed ('' for none)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [client.strip() for client in text.split(",")],
+        default=list(CLIENTS),
+        help=f"comma-separated, of: {', '.join(CLIENTS)} (default: all)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-meta")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(

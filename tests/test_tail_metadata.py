@@ -131,6 +131,22 @@ async def test_concurrent_metadata_requests_share_one_read(
     assert upstream.index.file_hits(BIG) == ranges_needed(BIG, wheel_bytes(BIG))
 
 
+async def test_a_read_asked_for_after_the_last_one_was_stored_is_not_made_again(
+    proxy, upstream, wheel_metadata
+):
+    # What the lookahead and a client's request race into: each looks in the store, finds
+    # nothing, awaits something else, and only then asks, after the other's read was stored.
+    strip_metadata(upstream)
+    files = proxy.server.app[FILES]
+    source = await files.pages.find_file("tinyalpha", ALPHA)
+    first = await files.tail_metadata.read("tinyalpha", ALPHA, source)
+    await files.tail_metadata.flush()
+    upstream.index.reset_counts()
+    again = await files.tail_metadata.read("tinyalpha", ALPHA, source)
+    assert first == again == wheel_metadata(ALPHA)
+    assert upstream.index.file_hits(ALPHA) == 0
+
+
 @pytest.mark.parametrize("mode", ["json", "html"])
 async def test_head_on_a_cold_file_starts_no_download(proxy, upstream, wheel_bytes, mode):
     upstream.index.mode = mode  # HTML pages state no size: the proxy asks the upstream once

@@ -46,6 +46,12 @@ def zipfile_metadata(blob: bytes, member: str = MEMBER) -> bytes:
         return archive.read(member)
 
 
+def directory_size(blob: bytes) -> int:
+    """The central directory and the end records after it."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        return len(blob) - archive.start_dir
+
+
 def test_small_deflated_wheel_is_read_from_the_tail_alone(tmp_path):
     wheel = build_wheel(tmp_path, "Demo.Pkg", "1.0", requires=["a>=1"])
     metadata, reader = read_ranges(wheel.read_bytes(), wheel.name)
@@ -88,8 +94,9 @@ def test_more_than_65535_entries_uses_the_zip64_end_record():
     blob = zip_bytes(members, method=zipfile.ZIP_STORED)
     metadata, reader = read_ranges(blob, tail_guess=4096)
     assert metadata == METADATA
-    # The tail, then the rest of the directory with METADATA just before it.
-    assert reader.requests == 2
+    # The tail, the rest of the directory (megabytes: nothing reached back for), METADATA.
+    assert reader.requests == 3
+    assert reader.requested_bytes < directory_size(blob) + 4096 + 8 * 1024
 
 
 def test_data_descriptors_take_sizes_from_the_directory():
@@ -106,8 +113,8 @@ def test_comments_even_ones_that_hold_a_fake_end_record(tail_guess):
     assert read_ranges(blob, tail_guess=tail_guess)[0] == METADATA
 
 
-def test_a_tail_smaller_than_the_directory_asks_for_it_with_the_dist_info_before_it():
-    modules = {f"demo/module_{i}.py": b"pass\n" for i in range(2000)}
+def test_a_tail_smaller_than_a_small_directory_asks_for_it_with_the_dist_info_before_it():
+    modules = {f"demo/module_{i}.py": b"pass\n" for i in range(200)}
     blob = zip_bytes(modules | wheel_members())
     metadata, reader = read_ranges(blob, tail_guess=1024)
     assert metadata == METADATA
@@ -120,6 +127,19 @@ def test_a_tail_smaller_than_the_directory_asks_for_it_with_the_dist_info_before
     metadata, reader = read_ranges(blob, tail_guess=1024)
     assert metadata == METADATA
     assert reader.requests == 3
+
+
+def test_a_large_directory_is_read_without_the_record_before_it():
+    # RECORD lists every file, so reaching back for METADATA past it would cost about a
+    # second directory's worth of bytes: the rest of the directory, then METADATA alone.
+    modules = {f"demo/module_{i}.py": b"pass\n" for i in range(2000)}
+    record = "".join(f"{name},sha256={'x' * 43},5\n" for name in modules).encode()
+    members = modules | {MEMBER: METADATA, "demo_pkg-1.0.dist-info/RECORD": record}
+    blob = zip_bytes(members)
+    metadata, reader = read_ranges(blob, tail_guess=1024)
+    assert metadata == METADATA
+    assert reader.requests == 3
+    assert reader.requested_bytes < directory_size(blob) + 1024 + len(METADATA) + 4096
 
 
 def test_a_prepended_stub_shifts_every_offset():

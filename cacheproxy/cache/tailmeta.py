@@ -14,12 +14,13 @@ import asyncio
 import hashlib
 import logging
 import re
+from pathlib import Path
 
 from cacheproxy.cache.coldfile import ColdFiles
 from cacheproxy.cache.errors import UpstreamError
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import Upstream
-from cacheproxy.simple.page import FileSource
+from cacheproxy.simple.page import METADATA_SUFFIX, FileSource
 from cacheproxy.simple.wheel_tail import TailMetadataReader, UnreadableZip
 from cacheproxy.store.local import Store
 
@@ -60,6 +61,15 @@ class TailMetadata:
         )
 
     async def _read_and_store(self, project: str, wheel: str, source: FileSource) -> bytes | None:
+        # A caller looks in the store before it asks, then awaits other things: a read of
+        # the same wheel may have ended and been stored meanwhile. Looked up again in here,
+        # so that read is never made twice.
+        stored = await self.store.find_file(project, wheel + METADATA_SUFFIX)
+        if stored is not None:
+            try:
+                return await asyncio.to_thread(Path(stored.path).read_bytes)
+            except OSError:  # evicted since: read it again
+                pass
         data = await self._read(wheel, source)
         if data is not None:
             self._unstored[(project, wheel)] = data

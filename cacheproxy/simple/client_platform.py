@@ -8,6 +8,7 @@ proxy can guess which wheel of a release the client will ask about. Pure: no I/O
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,9 +39,13 @@ class ClientPlatform:
     def python_version(self) -> str | None:
         return self.environment["python_full_version"] if self.environment else None
 
+    @functools.cached_property
+    def _rank(self) -> dict[Tag, int]:
+        return {tag: index for index, tag in enumerate(self.tags)}
+
     def best_wheel(self, filenames: Iterable[str]) -> str | None:
         """The wheel the client prefers among these, None when it accepts none of them."""
-        rank = {tag: index for index, tag in enumerate(self.tags)}
+        rank = self._rank
         best: tuple[int, str] | None = None
         for filename in filenames:
             try:
@@ -67,6 +72,9 @@ def linehaul(user_agent: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+# A build runs a handful of client versions on a handful of platforms, and each page served
+# asks again: a few hundred tags, made once per User-Agent.
+@functools.lru_cache(maxsize=64)
 def client_platform(user_agent: str | None) -> ClientPlatform:
     """The client's platform as its User-Agent tells it; UNKNOWN when it does not."""
     data = linehaul(user_agent)

@@ -35,19 +35,21 @@ def likely_wheel(
     files maps each file name to its entry. A page can list thousands of files: releases are
     told apart by file name alone, and entries are looked at only for the newest releases,
     until one has a wheel that fits; each version and requires-python is judged once."""
-    admitted: dict[str, Version | None] = {}
     by_version: dict[Version, list[str]] = {}
+    parsed: dict[str, Version | None] = {}
     for filename in files:
         parts = filename.split("-")
         if not filename.endswith(".whl") or len(parts) not in (5, 6):
             continue
-        if parts[1] not in admitted:
-            admitted[parts[1]] = _admitted(parts[1], specifier)
-        version = admitted[parts[1]]
+        if parts[1] not in parsed:
+            parsed[parts[1]] = _version(parts[1])
+        version = parsed[parts[1]]
         if version is not None:
             by_version.setdefault(version, []).append(filename)
     fits: dict[str, bool] = {}
-    for version in sorted(by_version, reverse=True):
+    for version in sorted(by_version, reverse=True):  # judged newest first, until one fits
+        if version.is_prerelease or not specifier.contains(version, prereleases=False):
+            continue
         usable = []
         for filename in by_version[version]:
             entry = files[filename]
@@ -62,14 +64,11 @@ def likely_wheel(
     return None
 
 
-def _admitted(text: str, specifier: SpecifierSet) -> Version | None:
+def _version(text: str) -> Version | None:
     try:
-        version = Version(text)
+        return Version(text)
     except InvalidVersion:
         return None
-    if version.is_prerelease or not specifier.contains(version, prereleases=False):
-        return None
-    return version
 
 
 def _python_fits(requires_python: str, python: str | None) -> bool:

@@ -41,10 +41,13 @@ _DEFLATED = 8
 _LOCAL_SLACK = 1024
 # A wheel's .dist-info members come last, right before the directory: METADATA, then RECORD,
 # which lists every file as the directory does and so is about its size. When the directory was
-# not all in the tail, the request for it reaches back this far (directory size + slack, at
-# most the cap) to take METADATA along, saving a round trip on big wheels.
+# not all in the tail, the request for the rest of it reaches back (directory size + slack) to
+# take METADATA along, but only while that stays small: on a big wheel it would be a second
+# directory's worth of RECORD bytes (django: 370 KB), which cost more than one more round trip
+# on any link slower than about 40 Mbit/s at 50 ms, and are taken from every other transfer on
+# a shared link. Past the cap, METADATA is a third request of its own size.
 _DIST_INFO_SLACK = 32 * 1024
-_DIST_INFO_REACH_MAX = 1024 * 1024
+_DIST_INFO_REACH_MAX = 64 * 1024
 # Requests a well-formed wheel can need: tail, wider end search, Zip64 record, directory,
 # METADATA, a local extra field longer than the slack. More means the file is playing games.
 _MAX_REQUESTS = 8
@@ -175,8 +178,8 @@ class TailMetadataReader:
             try:
                 self._read(directory.start, directory.end)  # all of it in one request
             except _NeedBytes as need:
-                size = directory.end - directory.start
-                reach = min(size + _DIST_INFO_SLACK, _DIST_INFO_REACH_MAX)
+                reach = directory.end - directory.start + _DIST_INFO_SLACK
+                reach = reach if reach <= _DIST_INFO_REACH_MAX else 0
                 raise _NeedBytes(
                     max(0, min(need.start, directory.start - reach)), need.end
                 ) from None
