@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 
+import pytest
 from aiohttp import ClientSession
 
 from cacheproxy.cache.memo import HotPage, rendered_pages
@@ -43,8 +44,21 @@ def test_bounded_by_bytes_least_recently_used_first():
     assert pages.get(("giant", "json"), (0, 1)) is None
 
 
-async def test_warm_page_is_served_without_reading_the_store(proxy, upstream, count_page_reads):
-    upstream.index.page_extras = {"_notes": "n" * 5000}  # big enough to be compressed
+def test_a_large_body_is_held_only_gzipped():
+    body = b"".join(b'{"filename":"f-%d.whl"},' % i for i in range(10_000))
+    large = with_variants(body)
+    assert large.held_body is None and gzip.decompress(large.gzipped) == large.body == body
+    assert large.size == len(large.gzipped) < len(body) // 4
+    assert large.etag == with_variants(body).etag  # made from the body, not its gzip form
+    small = with_variants(b"y" * 2000)
+    assert small.held_body == small.body == b"y" * 2000 and small.gzipped is not None
+
+
+@pytest.mark.parametrize("notes", [5_000, 200_000], ids=["held", "gzip-only"])
+async def test_warm_page_is_served_without_reading_the_store(
+    proxy, upstream, count_page_reads, notes
+):
+    upstream.index.page_extras = {"_notes": "n" * notes}  # big enough to be compressed
     async with ClientSession() as session:
         url = proxy.url + "tinyalpha/"
         async with session.get(url, headers={**JSON, "Accept-Encoding": "gzip"}) as first:

@@ -119,6 +119,7 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
         try:
             async for chunk in answer.body.chunks():
                 await response.write(chunk)
+                del chunk  # not held while the next one is awaited (download.py)
         except ProxyError as exc:
             _abort(request, str(exc))
             return writer

@@ -55,7 +55,7 @@ async def document(request: web.Request) -> web.StreamResponse:
             headers={"Cache-Control": f"max-age={answer.max_age}, public"},
         )
     extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
-    return page_response(request, answer.rendered, JSON_TYPE, answer.max_age, **extra)
+    return await page_response(request, answer.rendered, JSON_TYPE, answer.max_age, **extra)
 
 
 def add_json_api_routes(app: web.Application) -> None:

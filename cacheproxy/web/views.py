@@ -46,7 +46,7 @@ def _etag_matches(request: web.Request, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-def page_response(
+async def page_response(
     request: web.Request, page: Rendered, content_type: str, max_age: int, **headers: str
 ) -> web.Response:
     """A rendered page: 304 on a matching ETag, gzip when the client takes it."""
@@ -60,7 +60,10 @@ def page_response(
         return web.Response(status=304, headers=common)
     accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     compressed = page.gzipped is not None and accepts_gzip
-    response = web.Response(body=page.gzipped if compressed else page.body, headers=common)
+    body = page.gzipped if compressed else page.held_body
+    if body is None:  # held only gzipped, for a client that does not take gzip
+        body = await asyncio.to_thread(lambda: page.body)
+    response = web.Response(body=body, headers=common)
     response.headers["Content-Type"] = content_type
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
@@ -98,7 +101,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     user_agent = request.headers.get("User-Agent")
     request.app[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
     extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
-    return page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
+    return await page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
 
 
 async def project_file(request: web.Request) -> web.StreamResponse:
@@ -128,7 +131,7 @@ async def simple_root(request: web.Request) -> web.StreamResponse:
     projects = await request.app[STORE].projects()
     body = render_project_list(projects, content_type == JSON_V1)
     rendered = await asyncio.to_thread(with_variants, body)
-    return page_response(request, rendered, content_type, _ROOT_MAX_AGE)
+    return await page_response(request, rendered, content_type, _ROOT_MAX_AGE)
 
 
 async def simple_without_slash(request: web.Request) -> web.StreamResponse:
