@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.simple.page import parse_html_page
+from cacheproxy.simple.parse import parse_html_page
 
 PROJECTS = ["tinyalpha", "beta-helper", "bigpkg"]
 EXTRAS = {

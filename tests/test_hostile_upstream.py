@@ -2,9 +2,12 @@
 conditional requests answered alike for a stored, a downloading and a relayed file."""
 
 import asyncio
+import gzip
+import json
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.fakes.raw_http import start_unframed_server
 
@@ -115,3 +118,69 @@ async def test_conditions_on_a_cold_file(proxy, upstream):
     assert (await fetch(proxy.url + f"bigpkg/{BIG}", **{"If-Match": '"other"'}))[0] == 412
     status, _, body = await fetch(url, **{"If-Match": f'"{sha}"'})
     assert status == 200 and len(body) == len(upstream.index.files[ALPHA].data)
+
+
+def _gzip_page_upstream(body: bytes, encoding: str = "gzip"):
+    async def page(request):
+        return web.Response(
+            body=body,
+            headers={
+                "Content-Type": "application/vnd.pypi.simple.v1+json",
+                "Content-Encoding": encoding,
+            },
+        )
+
+    app = web.Application()
+    app.router.add_get("/simple/{project}/", page)
+    return app
+
+
+def _json_page(files: int = 3) -> bytes:
+    entries = [
+        {"filename": f"gz-1.{i}-py3-none-any.whl", "url": f"/f/gz-1.{i}-py3-none-any.whl",
+         "hashes": {"sha256": "ab" * 32}}
+        for i in range(files)
+    ]  # fmt: skip
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "gz", "files": entries}).encode()
+
+
+@pytest.mark.parametrize("members", [1, 2], ids=["one-member", "two-members"])
+async def test_a_gzipped_page_is_read_whole(aiohttp_server, make_proxy, members):
+    body = _json_page(400)
+    half = len(body) // 2
+    sent = (
+        gzip.compress(body)
+        if members == 1
+        else gzip.compress(body[:half]) + gzip.compress(body[half:])
+    )
+    server = await aiohttp_server(_gzip_page_upstream(sent))
+    proxy = await make_proxy(upstream=str(server.make_url("/simple/")))
+    status, headers, page = await fetch(proxy.url + "gz/", **JSON, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert len(json.loads(gzip.decompress(page))["files"]) == 400
+
+
+@pytest.mark.parametrize(
+    "sent, encoding, reason",
+    [
+        (b"\x1f\x8b\x08\x00not gzip at all", "gzip", b"not valid gzip"),
+        (None, "gzip", b"cut short"),
+        (b"{}", "br", b"encoding not asked for"),
+        (None, "bomb", b"too large"),
+    ],
+    ids=["garbage", "cut-short", "brotli", "bomb"],
+)
+async def test_a_page_that_cannot_be_decoded_is_a_502_with_its_reason(
+    aiohttp_server, make_proxy, monkeypatch, sent, encoding, reason
+):
+    from cacheproxy.cache import upstream as upstream_module
+
+    if encoding == "bomb":
+        monkeypatch.setattr(upstream_module, "MAX_PAGE_BYTES", 1024 * 1024)
+        sent, encoding = gzip.compress(b" " * (2 * 1024 * 1024) + _json_page()), "gzip"
+    elif sent is None:
+        sent = gzip.compress(_json_page(200))[:-40]
+    server = await aiohttp_server(_gzip_page_upstream(sent, encoding))
+    proxy = await make_proxy(upstream=str(server.make_url("/simple/")))
+    status, _, body = await asyncio.wait_for(fetch(proxy.url + "gz/", **JSON), 20)
+    assert status == 502 and reason in body, body

@@ -208,7 +208,7 @@ class JsonApiService:
         data = None
         if response.status == 200:
             try:
-                data = await asyncio.to_thread(parse_document, response.body)
+                data = await asyncio.to_thread(lambda: parse_document(response.body))
             except DocumentError as exc:
                 raise BadUpstreamPage(str(exc)) from None
         fresh = CachedDocument(

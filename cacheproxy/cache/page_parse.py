@@ -8,16 +8,17 @@ from cacheproxy.cache.upstream import PageResponse
 from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.simple.page import PageError, parse_html_page, parse_json_page
+from cacheproxy.simple.page import PageError
+from cacheproxy.simple.parse import parse_html, parse_json
 
 
 def parse_upstream_page(project: str, response: PageResponse, hosts: FileHosts) -> CompactPage:
     """The page in the compact form it is kept in (dropped entries still told)."""
     try:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            return CompactPage.of(parse_json_page(response.body, response.url, hosts))
+            return parse_json(response.body, response.url, hosts)
         if "html" in response.content_type:
-            return CompactPage.of(parse_html_page(response.body, response.url, project, hosts))
+            return parse_html(response.body, response.url, project, hosts)
     except PageError as exc:
         raise BadUpstreamPage(str(exc)) from None
     raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -31,11 +32,43 @@ _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 @dataclass(frozen=True)
 class PageResponse:
     status: int
-    body: bytes
+    # The body as it came, compressed or not: pages wait here for a parse slot, and a page
+    # of thousands of files is megabytes as JSON but a fifth of that gzipped.
+    raw: bytes
     content_type: str
     url: str
     etag: str | None
     last_modified: str | None
+    encoding: str = "identity"
+
+    @property
+    def body(self) -> bytes:
+        """The body decoded, at most MAX_PAGE_BYTES: CPU work, call it in a worker thread."""
+        return decoded_page(self.raw, self.encoding)
+
+
+def decoded_page(raw: bytes, encoding: str) -> bytes:
+    """A page body undone from its Content-Encoding, refused past MAX_PAGE_BYTES."""
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UpstreamError(f"upstream sent a page in an encoding not asked for: {encoding[:40]!r}")
+    parts, size = [], 0
+    try:
+        while raw:
+            # wbits 47: a gzip or a zlib stream, whichever it is (some servers' "deflate").
+            inflater = zlib.decompressobj(47 if encoding != "deflate" else 15)
+            part = inflater.decompress(raw, MAX_PAGE_BYTES + 1 - size)
+            size += len(part)
+            if size > MAX_PAGE_BYTES:
+                raise UpstreamError("upstream page is too large")
+            if not inflater.eof:
+                raise UpstreamError(f"upstream sent a {encoding} page cut short")
+            parts.append(part)
+            raw = inflater.unused_data  # gzip allows members one after another
+    except zlib.error as exc:
+        raise UpstreamError(f"upstream sent a page that is not valid {encoding}: {exc}") from None
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -187,7 +220,7 @@ class Upstream:
         }
         try:
             async with await self._request(
-                kind, url, request_headers, auto_decompress=True
+                kind, url, request_headers, auto_decompress=False
             ) as resp:
                 body = b""
                 if resp.status == 200:
@@ -196,7 +229,8 @@ class Upstream:
                     body = await _read_limited(resp, MAX_PAGE_BYTES)
                 return PageResponse(
                     status=resp.status,
-                    body=body,
+                    raw=body,
+                    encoding=resp.headers.get("Content-Encoding", "identity").strip().lower(),
                     content_type=resp.content_type,
                     url=str(resp.url.with_user(None).with_password(None)),
                     etag=resp.headers.get("ETag"),

@@ -36,6 +36,30 @@ def _dumps(value: Any) -> bytes:
     return _ENCODE(value).encode()
 
 
+class CompactBuilder:
+    """A CompactPage written one file at a time, so whoever adds them can let go of each
+    entry as soon as it is added."""
+
+    def __init__(self) -> None:
+        self._lines = bytearray()
+        self.names: list[str] = []
+
+    def add(self, entry: dict[str, Any], origin: str) -> None:
+        self._lines += b"\n" + _dumps(entry) + b"\t" + _dumps(origin)
+        self.names.append(entry["filename"])
+
+    def page(
+        self, head: dict[str, Any], origins: Mapping[str, str], dropped: tuple[str, ...] = ()
+    ) -> CompactPage:
+        """The page with this head (its data without "files"); origins may hold more than
+        the listed files' own (provenance files), which are kept beside them."""
+        listed = set(self.names)
+        extra = {name: url for name, url in origins.items() if name not in listed}
+        lines = self._lines if self.names else b"\n"
+        body = b"\n".join([_dumps(head), _dumps(extra), _dumps(self.names)]) + lines
+        return CompactPage(body, dropped)
+
+
 class CompactPage:
     """A page's bytes and where each file's line starts; answers what ProjectPage answers to
     find a file's source (`name`, `file`, `origins`), and `expand()` gives the whole page."""
@@ -59,19 +83,11 @@ class CompactPage:
 
     @classmethod
     def of(cls, page: ProjectPage) -> CompactPage:
-        files = page.data.get("files", [])
+        builder = CompactBuilder()
+        for entry in page.data.get("files", []):
+            builder.add(entry, page.origins[entry["filename"]])
         head = {key: value for key, value in page.data.items() if key != "files"}
-        listed = {entry["filename"] for entry in files}
-        extra = {name: url for name, url in page.origins.items() if name not in listed}
-        lines = [
-            _dumps(head),
-            _dumps(extra),
-            _dumps([entry["filename"] for entry in files]),
-            *(_dumps(e) + b"\t" + _dumps(page.origins[e["filename"]]) for e in files),
-        ]
-        if not files:
-            lines.append(b"")
-        return cls(b"\n".join(lines), page.dropped)
+        return builder.page(head, page.origins, page.dropped)
 
     def _parts(self, i: int) -> tuple[bytes, bytes]:
         """The entry and the origin of the i-th file, as JSON."""

@@ -4,8 +4,6 @@ so one bad entry never costs the rest of the page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin
 
@@ -19,11 +17,61 @@ class _Unusable(Exception):
     """An entry the proxy cannot serve; the message is the reason, safe to log."""
 
 
-@dataclass
-class AdoptedFiles:
-    files: list[dict[str, Any]] = field(default_factory=list)
-    origins: dict[str, str] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
+class Adopter:
+    """Adopts a page's entries one at a time, so each raw entry can be let go of as soon as
+    its line is written (a page of thousands of files is megabytes of dictionaries). What is
+    left out is told in `dropped`; provenance URLs are kept in `extra_origins`."""
+
+    def __init__(self, page_url: str, hosts: FileHosts) -> None:
+        self.page_url = page_url
+        self.hosts = hosts
+        self.dropped: list[str] = []
+        self.extra_origins: dict[str, str] = {}
+        self._seen: set[str] = set()
+
+    def adopt(self, entry: Any, number: int) -> tuple[dict[str, Any], str] | None:
+        """The entry rewritten for clients (the dictionary itself, changed in place) and its
+        upstream URL; None when it cannot be used, with the reason in dropped."""
+        try:
+            return self._adopt(entry, number)
+        except _Unusable as exc:
+            self.dropped.append(str(exc))
+            return None
+
+    def _adopt(self, entry: Any, number: int) -> tuple[dict[str, Any], str]:
+        if not isinstance(entry, dict):
+            raise _Unusable(f"entry {number} is not an object")
+        filename = _filename(entry, number)
+        if filename in self._seen:
+            # An index never changes a file once published, so the first listing is the file;
+            # keeping its URL with its own hash is what matters (clients see one entry per
+            # name).
+            raise _Unusable(f"{filename!r} is listed again; the first listing is kept")
+        try:
+            origin = _upstream_url(entry.get("url"), self.page_url, self.hosts)
+        except _Unusable as exc:
+            raise _Unusable(f"{filename!r}: {exc}") from None
+        entry["url"] = client_url(filename)
+        provenance = entry.get("provenance")
+        if isinstance(provenance, str) and provenance:
+            # PEP 740: the attestations come through the proxy like any file.
+            try:
+                url = _upstream_url(provenance, self.page_url, self.hosts)
+                self.extra_origins[filename + PROVENANCE_SUFFIX] = url
+                entry["provenance"] = client_url(filename + PROVENANCE_SUFFIX)
+            except _Unusable as exc:
+                entry["provenance"] = None
+                self.dropped.append(f"{filename!r}: provenance left out: {exc}")
+        entry.setdefault("hashes", {})
+        # PEP 714 renamed the key; serve both so old and new clients see the metadata.
+        metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
+        if metadata:
+            entry["core-metadata"] = entry["data-dist-info-metadata"] = _metadata_field(metadata)
+        else:
+            entry.pop("core-metadata", None)
+            entry.pop("data-dist-info-metadata", None)
+        self._seen.add(filename)
+        return entry, origin
 
 
 def client_url(filename: str) -> str:
@@ -68,50 +116,3 @@ def _upstream_url(raw: Any, page_url: str, hosts: FileHosts) -> str:
     if refusal:
         raise _Unusable(refusal)
     return absolute
-
-
-def _adopt(entry: Any, number: int, page_url: str, hosts: FileHosts, into: AdoptedFiles) -> None:
-    """Rewrite one file entry for clients and record its upstream URL (and its provenance's)."""
-    if not isinstance(entry, dict):
-        raise _Unusable(f"entry {number} is not an object")
-    filename = _filename(entry, number)
-    if filename in into.origins:
-        # An index never changes a file once published, so the first listing is the file;
-        # keeping its URL with its own hash is what matters (clients see one entry per name).
-        raise _Unusable(f"{filename!r} is listed again; the first listing is kept")
-    try:
-        origin = _upstream_url(entry.get("url"), page_url, hosts)
-    except _Unusable as exc:
-        raise _Unusable(f"{filename!r}: {exc}") from None
-    adopted = dict(entry)
-    adopted["url"] = client_url(filename)
-    provenance = entry.get("provenance")
-    if isinstance(provenance, str) and provenance:
-        # PEP 740: the attestations come through the proxy like any file.
-        try:
-            into.origins[filename + PROVENANCE_SUFFIX] = _upstream_url(provenance, page_url, hosts)
-            adopted["provenance"] = client_url(filename + PROVENANCE_SUFFIX)
-        except _Unusable as exc:
-            adopted["provenance"] = None
-            into.dropped.append(f"{filename!r}: provenance left out: {exc}")
-    adopted.setdefault("hashes", {})
-    # PEP 714 renamed the key; serve both so old and new clients see the metadata.
-    metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
-    if metadata:
-        adopted["core-metadata"] = adopted["data-dist-info-metadata"] = _metadata_field(metadata)
-    else:
-        adopted.pop("core-metadata", None)
-        adopted.pop("data-dist-info-metadata", None)
-    into.origins[filename] = origin
-    into.files.append(adopted)
-
-
-def adopt_files(entries: Iterable[Any], page_url: str, hosts: FileHosts) -> AdoptedFiles:
-    """Every usable entry, rewritten; the others as reasons in dropped."""
-    adopted = AdoptedFiles()
-    for number, entry in enumerate(entries, 1):
-        try:
-            _adopt(entry, number, page_url, hosts, adopted)
-        except _Unusable as exc:
-            adopted.dropped.append(str(exc))
-    return adopted

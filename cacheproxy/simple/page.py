@@ -7,7 +7,6 @@ URL of each file is kept beside the page, never shown to clients.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +18,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from cacheproxy.simple.anchors import html_entries
-from cacheproxy.simple.entries import PROVENANCE_SUFFIX, adopt_files
-from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
+from cacheproxy.simple.entries import PROVENANCE_SUFFIX
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"
@@ -133,52 +130,6 @@ def _own_metadata(entry: dict[str, Any], known: dict[str, Any]) -> dict[str, str
     if digest:
         return {"sha256": digest}
     return None if known.get("metadata-unreadable") else True
-
-
-def parse_json_page(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> ProjectPage:
-    """A PEP 691 page; entries that cannot be used are left out, their reasons in dropped."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PageError(f"upstream sent invalid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        raise PageError("upstream JSON page has no file list")
-    if not isinstance(data.get("name"), str):
-        raise PageError("upstream JSON page has no project name")
-    adopted = adopt_files(data["files"], page_url, hosts)
-    page = dict(data)
-    page["files"] = adopted.files
-    page.setdefault("meta", {"api-version": API_VERSION})
-    return ProjectPage(page, adopted.origins, tuple(adopted.dropped))
-
-
-def parse_html_page(
-    body: bytes, page_url: str, project: str, hosts: FileHosts = ANY_HOST
-) -> ProjectPage:
-    """A PEP 503 page turned into the PEP 691 JSON form, keeping every field JSON can hold;
-    anchors that cannot be used are left out, their reasons in dropped."""
-    try:
-        entries, meta = html_entries(body)
-    except Exception as exc:  # html.parser raises assorted errors on garbage
-        raise PageError(f"upstream sent unreadable HTML: {exc}") from None
-    adopted = adopt_files(entries, page_url, hosts)
-    files = adopted.files
-    data: dict[str, Any] = {
-        "meta": {"api-version": meta.get("pypi:repository-version", ["1.0"])[0]},
-        "name": project,
-        "files": files,
-        "versions": versions_of(f["filename"] for f in files),
-    }
-    if "pypi:project-status" in meta:  # PEP 792
-        status = {"status": meta["pypi:project-status"][0]}
-        if "pypi:project-status-reason" in meta:
-            status["reason"] = meta["pypi:project-status-reason"][0]
-        data["project-status"] = status
-    if "pypi:tracks" in meta:  # PEP 708
-        data["tracks"] = meta["pypi:tracks"]
-    if "pypi:alternate-locations" in meta:
-        data["alternate-locations"] = meta["pypi:alternate-locations"]
-    return ProjectPage(data, adopted.origins, tuple(adopted.dropped))
 
 
 def describe_dropped(dropped: tuple[str, ...], shown: int = 3) -> str:

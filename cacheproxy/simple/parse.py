@@ -1,0 +1,88 @@
+"""Upstream pages read into the compact form they are kept in: PEP 691 JSON as it is, PEP 503
+HTML turned into the JSON form. Every entry is checked and rewritten (simple/entries.py) and
+its line written as soon as it is read, so a page of thousands of files is never held twice
+as dictionaries. Pure: no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from cacheproxy.simple.anchors import html_entries
+from cacheproxy.simple.compact import CompactBuilder, CompactPage
+from cacheproxy.simple.entries import Adopter
+from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
+from cacheproxy.simple.page import API_VERSION, PageError, ProjectPage, versions_of
+
+
+def _adopted(entries: list[Any], adopter: Adopter) -> CompactBuilder:
+    builder = CompactBuilder()
+    for number in range(len(entries)):
+        entry, entries[number] = entries[number], None  # let go of it once its line is out
+        adopted = adopter.adopt(entry, number + 1)
+        if adopted is not None:
+            builder.add(*adopted)
+    return builder
+
+
+def parse_json(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> CompactPage:
+    """A PEP 691 page; entries that cannot be used are left out, their reasons in dropped."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PageError(f"upstream sent invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise PageError("upstream JSON page has no file list")
+    if not isinstance(data.get("name"), str):
+        raise PageError("upstream JSON page has no project name")
+    entries = data.pop("files")
+    data.setdefault("meta", {"api-version": API_VERSION})
+    adopter = Adopter(page_url, hosts)
+    builder = _adopted(entries, adopter)
+    return builder.page(data, adopter.extra_origins, tuple(adopter.dropped))
+
+
+def parse_html(
+    body: bytes, page_url: str, project: str, hosts: FileHosts = ANY_HOST
+) -> CompactPage:
+    """A PEP 503 page turned into the PEP 691 JSON form, keeping every field JSON can hold;
+    anchors that cannot be used are left out, their reasons in dropped."""
+    try:
+        entries, meta = html_entries(body)
+    except Exception as exc:  # html.parser raises assorted errors on garbage
+        raise PageError(f"upstream sent unreadable HTML: {exc}") from None
+    adopter = Adopter(page_url, hosts)
+    builder = _adopted(entries, adopter)
+    head: dict[str, Any] = {
+        "meta": {"api-version": meta.get("pypi:repository-version", ["1.0"])[0]},
+        "name": project,
+        "versions": versions_of(builder.names),
+    }
+    if "pypi:project-status" in meta:  # PEP 792
+        status = {"status": meta["pypi:project-status"][0]}
+        if "pypi:project-status-reason" in meta:
+            status["reason"] = meta["pypi:project-status-reason"][0]
+        head["project-status"] = status
+    if "pypi:tracks" in meta:  # PEP 708
+        head["tracks"] = meta["pypi:tracks"]
+    if "pypi:alternate-locations" in meta:
+        head["alternate-locations"] = meta["pypi:alternate-locations"]
+    return builder.page(head, adopter.extra_origins, tuple(adopter.dropped))
+
+
+def expanded(page: CompactPage) -> ProjectPage:
+    """A parsed page as dictionaries, with what was left out of it."""
+    return dataclasses.replace(page.expand(), dropped=page.dropped)
+
+
+def parse_json_page(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> ProjectPage:
+    """parse_json, expanded."""
+    return expanded(parse_json(body, page_url, hosts))
+
+
+def parse_html_page(
+    body: bytes, page_url: str, project: str, hosts: FileHosts = ANY_HOST
+) -> ProjectPage:
+    """parse_html, expanded."""
+    return expanded(parse_html(body, page_url, project, hosts))
