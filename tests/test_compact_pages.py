@@ -4,6 +4,7 @@ expand to the same page, and entries pickled by earlier versions still load."""
 from __future__ import annotations
 
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple import compact as compact_module
 from cacheproxy.simple.compact import CompactPage, filenames
 from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
 from cacheproxy.simple.render import render_compact_json, render_json
@@ -131,3 +132,16 @@ def test_the_json_render_from_stored_lines_is_the_expanded_render():
     bare_files = {"name": "b", "files": [{"filename": "b.whl", "url": "b.whl"}]}
     bare = CompactPage.of(ProjectPage(bare_files, {"b.whl": "https://files.example/b.whl"}))
     assert render_compact_json(bare, {}) == render_json(with_file_facts(bare.expand(), {}))
+
+
+def test_files_whose_names_share_a_hash_are_told_apart(monkeypatch):
+    # As if every name hashed alike: each lookup must tell them apart by the entries.
+    monkeypatch.setattr(compact_module, "hash", lambda name: 7, raising=False)
+    parsed = varied_page()
+    compact = CompactPage.of(parsed)
+    for entry in parsed.data["files"]:
+        assert compact.file(entry["filename"]) == entry
+        assert compact.origin(entry["filename"]) == parsed.origins[entry["filename"]]
+        assert entry["filename"] in compact.origins
+    assert compact.file("absent-1.0.tar.gz") is None and "absent" not in compact.origins
+    assert compact.expand() == parsed

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cacheproxy.simple.page import ProjectPage
 
-# What the index costs per file beside the bytes: a dict slot, the name, an offset.
-_INDEX_BYTES_PER_FILE = 160
+# What the index costs per file beside the bytes: a hash, a position, a line start.
+_INDEX_BYTES_PER_FILE = 20
 
 
 # One encoder for every line: json.dumps with options builds a new one per call, and a page
@@ -64,7 +65,10 @@ class CompactPage:
     """A page's bytes and where each file's line starts; answers what ProjectPage answers to
     find a file's source (`name`, `file`, `origins`), and `expand()` gives the whole page."""
 
-    __slots__ = ("body", "name", "dropped", "_index", "_starts", "_extra_origins")
+    __slots__ = (
+        "body", "name", "dropped", "_count", "_hashes", "_positions", "_names", "_starts",
+        "_extra_origins",
+    )  # fmt: skip
 
     def __init__(self, body: bytes, dropped: tuple[str, ...] = ()) -> None:
         self.body = body
@@ -74,12 +78,38 @@ class CompactPage:
         names_end = body.index(b"\n", extra_end + 1)
         self.name: str = json.loads(body[:data_end])["name"]
         self._extra_origins: dict[str, str] = json.loads(body[data_end + 1 : extra_end])
+        self._names = (extra_end + 1, names_end)
         names = json.loads(body[extra_end + 1 : names_end])
-        self._index = {name: i for i, name in enumerate(names)}
+        self._count = len(names)
+        # The index is the names' hashes, sorted, and where each name's line is: 20 bytes a
+        # file. A dictionary of the names themselves was 150 bytes a file, and its thousands
+        # of small strings, made amid a parse's short-lived objects, kept the heap from
+        # shrinking after it.
+        hashes = [hash(name) for name in names]
+        order = sorted(range(len(names)), key=hashes.__getitem__)
+        self._hashes = array("q", [hashes[i] for i in order])
+        self._positions = array("I", order)
         starts = array("Q", [names_end + 1])
         for _ in range(len(names)):
             starts.append(body.find(b"\n", starts[-1]) + 1 or len(body) + 1)
         self._starts = starts
+
+    def _find(self, filename: str) -> tuple[int, dict[str, Any]] | None:
+        """The position and entry of a listed file; names of one hash are told apart by the
+        name in their entry."""
+        digest = hash(filename)
+        k = bisect_left(self._hashes, digest)
+        while k < self._count and self._hashes[k] == digest:
+            i = self._positions[k]
+            entry = json.loads(self._parts(i)[0])
+            if entry.get("filename") == filename:
+                return i, entry
+            k += 1
+        return None
+
+    def names(self) -> list[str]:
+        """The file names, in page order."""
+        return json.loads(self.body[self._names[0] : self._names[1]])
 
     @classmethod
     def of(cls, page: ProjectPage) -> CompactPage:
@@ -96,14 +126,17 @@ class CompactPage:
         return line[:tab], line[tab + 1 :]
 
     def file(self, filename: str) -> dict[str, Any] | None:
-        i = self._index.get(filename)
-        return None if i is None else json.loads(self._parts(i)[0])
+        found = self._find(filename)
+        return None if found is None else found[1]
 
     def origin(self, filename: str) -> str | None:
-        i = self._index.get(filename)
-        if i is None:
+        found = self._find(filename)
+        if found is None:
             return self._extra_origins.get(filename)
-        return json.loads(self._parts(i)[1])
+        return json.loads(self._parts(found[0])[1])
+
+    def lists(self, filename: str) -> bool:
+        return self._find(filename) is not None
 
     @property
     def origins(self) -> Mapping[str, str]:
@@ -116,12 +149,12 @@ class CompactPage:
 
     def __len__(self) -> int:
         """The number of files."""
-        return len(self._index)
+        return self._count
 
     @property
     def weight(self) -> int:
         """About how many bytes this page holds in memory."""
-        return len(self.body) + _INDEX_BYTES_PER_FILE * len(self._index)
+        return len(self.body) + _INDEX_BYTES_PER_FILE * self._count
 
     def head_json(self) -> bytes:
         """The page data without "files", as JSON."""
@@ -129,17 +162,17 @@ class CompactPage:
 
     def entries_json(self) -> Iterator[tuple[str, bytes]]:
         """Each file's name and entry as JSON, in page order."""
-        for i, name in enumerate(self._index):
+        for i, name in enumerate(self.names()):
             yield name, self._parts(i)[0]
 
     def expand(self) -> ProjectPage:
         """The whole page as dictionaries, for rendering: CPU work, run it in a thread."""
         data = json.loads(self.body[: self.body.index(b"\n")])
-        parts = [self._parts(i) for i in range(len(self._index))]
+        parts = [self._parts(i) for i in range(self._count)]
         data["files"] = json.loads(b"[" + b",".join(entry for entry, _ in parts) + b"]")
         urls = json.loads(b"[" + b",".join(origin for _, origin in parts) + b"]")
         origins = dict(self._extra_origins)
-        origins.update(zip(self._index, urls, strict=True))
+        origins.update(zip(self.names(), urls, strict=True))
         return ProjectPage(data, origins)
 
 
@@ -154,10 +187,10 @@ class _Files(Mapping[str, dict[str, Any]]):
         return entry
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._page._index)
+        return iter(self._page.names())
 
     def __len__(self) -> int:
-        return len(self._page._index)
+        return len(self._page)
 
 
 class _Origins(Mapping[str, str]):
@@ -174,14 +207,16 @@ class _Origins(Mapping[str, str]):
 
     def __contains__(self, filename: object) -> bool:
         page = self._page
-        return filename in page._index or filename in page._extra_origins
+        if not isinstance(filename, str):
+            return False
+        return filename in page._extra_origins or page.lists(filename)
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._page._index
+        yield from self._page.names()
         yield from self._page._extra_origins
 
     def __len__(self) -> int:
-        return len(self._page._index) + len(self._page._extra_origins)
+        return len(self._page) + len(self._page._extra_origins)
 
 
 def compact(page: ProjectPage | CompactPage) -> CompactPage:
@@ -195,5 +230,5 @@ def expand(page: ProjectPage | CompactPage) -> ProjectPage:
 def filenames(page: ProjectPage | CompactPage) -> set[str]:
     """The names of the files a page lists, without expanding a compact one."""
     if isinstance(page, CompactPage):
-        return set(page._index)
+        return set(page.names())
     return {entry["filename"] for entry in page.data["files"]}
