@@ -2,9 +2,13 @@
 
 import asyncio
 import hashlib
+import os
+import types
 
 import aiohttp
 import pytest
+
+from cacheproxy.cache import download as download_module
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -165,3 +169,27 @@ async def test_upstream_file_error_is_502(proxy, upstream):
     status, _, body = await fetch(proxy.url + f"tinyalpha/{ALPHA}")
     assert status == 502
     assert b"cannot connect" in body
+
+
+async def test_clients_of_a_running_download_get_it_by_sendfile(
+    proxy, upstream, wheel_bytes, monkeypatch
+):
+    # No read into memory on a plain connection: the bytes go from the staging file to the
+    # socket as they land, for every client at once.
+    reads = []
+    real_pread = download_module.os.pread
+    fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
+    fake_os.pread = lambda *args: reads.append(args) or real_pread(*args)
+    monkeypatch.setattr(download_module, "os", fake_os)
+    upstream.index.chunk_delay = 0.01  # clients join while it runs
+    url = proxy.url + f"bigpkg/{BIG}"
+    async with aiohttp.ClientSession() as session:
+
+        async def get():
+            async with session.get(url) as resp:
+                return resp.headers["X-Cache"], await resp.read()
+
+        answers = await asyncio.gather(*(get() for _ in range(5)))
+    assert {body for _, body in answers} == {wheel_bytes(BIG)}
+    assert {"miss", "coalesced"} >= {outcome for outcome, _ in answers}
+    assert reads == []

@@ -123,29 +123,44 @@ class DownloadReader:
         self.download = download
         self._fd: int | None = fd
 
-    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes start..end (exclusive; None for all), raising DownloadFailed if the download
-        fails before they are all there."""
+    @property
+    def fd(self) -> int | None:
+        """The reader's own descriptor of the staging file (for sendfile), None once closed."""
+        return self._fd
+
+    async def spans(self, start: int, end: int | None) -> AsyncIterator[tuple[int, int]]:
+        """(offset, count) of the bytes start..end (exclusive; None for all) as each part
+        lands, for whoever sends them from fd; raises DownloadFailed if the download fails
+        before they are all there."""
         download, position = self.download, start
         while end is None or position < end:
             limit = download.releasable() if end is None else min(download.releasable(), end)
             if position < limit and self._fd is not None:
-                size = min(limit - position, READ_CHUNK)
-                data = await asyncio.to_thread(os.pread, self._fd, size, position)
-                if not data:
-                    break
-                position += len(data)
-                yield data
-                # Let go of it before waiting for more: hundreds of clients wait on slow
-                # downloads at once, and each held its last read until the next (15 MiB
-                # with 8 cold uv clients).
-                del data
+                yield position, limit - position
+                position = limit
                 continue
             if download.error is not None:
                 raise download.error
             if download.committed and (end is None or position >= download.written):
                 break
             await download.wait_changed()
+
+    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """The bytes of spans(), read READ_CHUNK at a time: for transports without sendfile
+        (TLS)."""
+        async for offset, count in self.spans(start, end):
+            position, stop = offset, offset + count
+            while position < stop and self._fd is not None:
+                size = min(stop - position, READ_CHUNK)
+                data = await asyncio.to_thread(os.pread, self._fd, size, position)
+                if not data:
+                    return
+                position += len(data)
+                yield data
+                # Let go of it before waiting for more: hundreds of clients wait on slow
+                # downloads at once, and each held its last read until the next (15 MiB
+                # with 8 cold uv clients).
+                del data
 
     async def aclose(self) -> None:
         if self._fd is not None:

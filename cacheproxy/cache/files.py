@@ -227,5 +227,13 @@ class _DownloadBody:
     def chunks(self):
         return self._reader.chunks(self._decision.start, self._decision.end)
 
+    def spans(self):
+        """(offset, count) in `fd` as the bytes land: sent by sendfile, no copy in memory."""
+        return self._reader.spans(self._decision.start, self._decision.end)
+
+    @property
+    def fd(self) -> int | None:
+        return self._reader.fd
+
     async def aclose(self) -> None:
         await self._reader.aclose()

@@ -117,9 +117,10 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
         if request.method == "HEAD":
             return writer
         try:
-            async for chunk in answer.body.chunks():
-                await response.write(chunk)
-                del chunk  # not held while the next one is awaited (download.py)
+            if not await _sent_by_sendfile(request, answer):
+                async for chunk in answer.body.chunks():
+                    await response.write(chunk)
+                    del chunk  # not held while the next one is awaited (download.py)
         except ProxyError as exc:
             _abort(request, str(exc))
             return writer
@@ -127,6 +128,25 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
         return writer
     finally:
         await answer.body.aclose()
+
+
+async def _sent_by_sendfile(request: web.BaseRequest, answer: Streamed) -> bool:
+    """A running download's bytes sent from its staging file as they land, by sendfile:
+    hundreds of clients waiting on slow downloads then hold no copies of them in memory.
+    False when this cannot be (a body of unknown length is sent chunked; TLS), with nothing
+    sent yet."""
+    spans, fd = getattr(answer.body, "spans", None), getattr(answer.body, "fd", None)
+    transport = request.transport
+    if spans is None or fd is None or answer.length is None or transport is None:
+        return False
+    if transport.get_extra_info("sslcontext") is not None:
+        return False
+    loop = asyncio.get_running_loop()
+    with os.fdopen(os.dup(fd), "rb") as fobj:
+        async for offset, count in spans():
+            # Waits for what the transport holds (the headers, the last part) to go first.
+            await loop.sendfile(transport, fobj, offset, count)
+    return True
 
 
 async def _send_stored(request: web.BaseRequest, response: _AnswerResponse, answer: FromStore):
