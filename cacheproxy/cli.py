@@ -173,6 +173,7 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
     malloc.limit_arenas()  # before any worker thread allocates
+    malloc.fix_thresholds()
     memtrace.start_from_env()  # only when asked to, for benchmark runs
     try:
         asyncio.run(run_server(config, inherited, tls))

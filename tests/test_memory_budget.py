@@ -59,5 +59,15 @@ def test_arenas_are_capped_unless_the_environment_says(monkeypatch):
     assert malloc.limit_arenas() is (sys.platform.startswith("linux") and _glibc())
 
 
+def test_malloc_thresholds_are_fixed_unless_the_environment_says(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
+    assert malloc.fix_thresholds() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+    assert malloc.fix_thresholds() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert malloc.fix_thresholds() is (sys.platform.startswith("linux") and _glibc())
+
+
 def _glibc() -> bool:
     return platform.libc_ver()[0] == "glibc"
