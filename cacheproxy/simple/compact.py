@@ -33,7 +33,8 @@ _INDEX_BYTES_PER_FILE = 20
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _dumps(value: Any) -> bytes:
+def encode_json(value: Any) -> bytes:
+    """A value as one line of the canonical JSON pages are stored and served in."""
     return _ENCODE(value).encode()
 
 
@@ -46,7 +47,7 @@ class CompactBuilder:
         self.names: list[str] = []
 
     def add(self, entry: dict[str, Any], origin: str) -> None:
-        self._lines += b"\n" + _dumps(entry) + b"\t" + _dumps(origin)
+        self._lines += b"\n" + encode_json(entry) + b"\t" + encode_json(origin)
         self.names.append(entry["filename"])
 
     def page(
@@ -57,7 +58,7 @@ class CompactBuilder:
         listed = set(self.names)
         extra = {name: url for name, url in origins.items() if name not in listed}
         lines = self._lines if self.names else b"\n"
-        body = b"\n".join([_dumps(head), _dumps(extra), _dumps(self.names)]) + lines
+        body = b"\n".join([encode_json(head), encode_json(extra), encode_json(self.names)]) + lines
         return CompactPage(body, dropped)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from cacheproxy.simple.compact import CompactPage
+from cacheproxy.simple.compact import CompactPage, encode_json
 from cacheproxy.simple.page import API_VERSION, ProjectPage, best_hash, entry_with_facts
 
 GZIP_MIN_BYTES = 1024
@@ -64,7 +64,6 @@ def render_json(page: ProjectPage) -> bytes:
 # What a wheel without upstream metadata and without facts gets: metadata `true` (PEP 714's
 # name and the legacy one), appended as with_file_facts appends it.
 _METADATA_TRUE = b',"core-metadata":true,"data-dist-info-metadata":true}'
-_ENCODE_ENTRY = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def render_compact_json(page: CompactPage, facts: dict[str, dict[str, Any]]) -> bytes:
@@ -79,7 +78,7 @@ def render_compact_json(page: CompactPage, facts: dict[str, dict[str, Any]]) -> 
         elif known is None and b'"core-metadata"' not in entry and b'"data-dist-info' not in entry:
             parts.append(entry[:-1] + _METADATA_TRUE)
         else:  # facts, or metadata keys the upstream sent: as with_file_facts does it
-            parts.append(_ENCODE_ENTRY(entry_with_facts(json.loads(entry), known)).encode())
+            parts.append(encode_json(entry_with_facts(json.loads(entry), known)))
     head = page.head_json()  # never empty: a page has a name
     return head[:-1] + b',"files":[' + b",".join(parts) + b"]}"
 
