@@ -11,19 +11,33 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cacheproxy.cache.errors import DownloadFailed
 from cacheproxy.simple.page import FileSource
+
+if TYPE_CHECKING:
+    from cacheproxy.cache.kept_tails import KeptTail
 
 
 class Download:
     """One upstream transfer in progress, observed by any number of readers."""
 
-    def __init__(self, project: str, filename: str, source: FileSource, staging: Path) -> None:
+    def __init__(
+        self,
+        project: str,
+        filename: str,
+        source: FileSource,
+        staging: Path,
+        tail: KeptTail | None = None,
+    ) -> None:
         self.project = project
         self.filename = filename
         self.source = source
-        self.staging = staging
+        # The file's tail already in a staging file of its own (kept_tails.py): adopted, so
+        # only the bytes before it are fetched.
+        self.tail = tail
+        self.staging = tail.path if tail is not None else staging
         self.total: int | None = None
         self.last_modified: str | None = None
         self.written = 0
@@ -33,7 +47,8 @@ class Download:
         self._started = asyncio.Event()
         self._changed = asyncio.Event()
         # Created before anyone can read, so every reader's dup() has something to copy.
-        self._fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        flags = os.O_RDWR if tail is not None else os.O_RDWR | os.O_CREAT | os.O_EXCL
+        self._fd = os.open(self.staging, flags, 0o644)
         self.task: asyncio.Task[None] | None = None
         # Byte ranges fetched from the upstream ahead of this download, by (first, last):
         # every client of a cold wheel asks for the same tail, and one fetch answers them all.
@@ -166,6 +181,15 @@ class DownloadReader:
         if self._fd is not None:
             close_quietly(self._fd)
             self._fd = None
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of `data` at `offset`, however many writes that takes."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def close_quietly(fd: int) -> None:

@@ -15,13 +15,15 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from cacheproxy.cache.disk import NO_SPACE, DiskSpace
-from cacheproxy.cache.download import Download, DownloadReader
+from cacheproxy.cache.download import Download, DownloadReader, write_at
 from cacheproxy.cache.errors import DiskFull, DownloadFailed, UpstreamError
 from cacheproxy.cache.extracted import extract_and_store
+from cacheproxy.cache.kept_tails import KeptTail, KeptTails, discard_quietly
 from cacheproxy.cache.shared_files import SharedFiles, expected_sha256
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.simple.archives import check_archive
@@ -31,6 +33,7 @@ from cacheproxy.store.local import Store, StoredFile
 log = logging.getLogger(__name__)
 
 _RECENT_SECONDS = 10
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class Downloads:
@@ -47,6 +50,7 @@ class Downloads:
         # Files committed moments ago: a request that missed the store just before the commit
         # finds them here instead of starting a second download.
         self._recent: dict[tuple[str, str], StoredFile] = {}
+        self.kept_tails = KeptTails(store.new_staging_path)
 
     def __len__(self) -> int:
         return len(self._running)
@@ -63,21 +67,40 @@ class Downloads:
         self._recent[key] = stored
         asyncio.get_running_loop().call_later(_RECENT_SECONDS, self._recent.pop, key, None)
 
+    async def keep_tail(self, project: str, filename: str, start: int, data: bytes) -> None:
+        """Keep the bytes of a file from `start` to its end for its download, unless that
+        already runs or has ended."""
+        key = (project, filename)
+        if key not in self._running and key not in self._recent:
+            await self.kept_tails.keep(key, start, data)
+
     def join(self, project: str, filename: str, source: FileSource) -> DownloadReader:
         """A reader of the running download of a file, started if none runs."""
         key = (project, filename)
         download = self._running.get(key)
         if download is None:
-            download = Download(project, filename, source, self.store.new_staging_path())
+            download = self._new_download(project, filename, source)
             self._running[key] = download
             download.task = asyncio.create_task(self._run(download))
         return download.reader()
+
+    def _new_download(self, project: str, filename: str, source: FileSource) -> Download:
+        tail = self.kept_tails.take((project, filename))
+        if tail is not None and tail.total == (source.size or tail.total):
+            try:
+                return Download(project, filename, source, tail.path, tail)
+            except OSError:  # gone since: fetched whole
+                pass
+        if tail is not None:
+            discard_quietly(tail.path)
+        return Download(project, filename, source, self.store.new_staging_path())
 
     async def close(self) -> None:
         tasks = [d.task for d in self._running.values() if d.task]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.kept_tails.close()
 
     async def _run(self, download: Download) -> None:
         key = (download.project, download.filename)
@@ -115,6 +138,7 @@ class Downloads:
         """Commit a verified file to the store, with what was learned about it."""
         project, filename = download.project, download.filename
         stored = await self.store.commit_file(project, filename, download.staging, sha256)
+        self.kept_tails.drop((project, filename))  # one kept while this download ran
         if stored is None:
             log.info("%s was served but not kept: it exceeds the cache size", filename)
             return
@@ -143,33 +167,15 @@ class Downloads:
 
     async def _transfer(self, download: Download) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
-        source = download.source
+        source, tail = download.source, download.tail
         digests = _Digests(source.hash_name)
-        async with self.upstream.open_file(source.url) as body:
-            if body.status != 200:
-                raise DownloadFailed(
-                    f"upstream answered {body.status} for {download.filename}", status=body.status
-                )
-            if body.headers.get("Content-Encoding", "identity") != "identity":
-                raise DownloadFailed("upstream sent an encoded file body")
-            total = body.content_length if body.content_length is not None else source.size
-            if not await self.disk.has_room(total or 0):
-                raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
-            download._begin(total, body.headers.get("Last-Modified"))
-            async for chunk in body.chunks:
-                try:
-                    # Hashing in the same thread as the write: sha256 releases the GIL.
-                    await asyncio.to_thread(digests.write, download._fd, chunk, download.written)
-                except OSError as exc:
-                    if exc.errno in NO_SPACE:
-                        self.disk.note_full()
-                        raise DiskFull("no space left while writing") from None
-                    raise
-                download._advance(len(chunk))
-        if total is not None and download.written != total:
-            raise DownloadFailed(
-                f"upstream sent {download.written} bytes of {total} for {download.filename}"
-            )
+        if tail is not None and tail.start == 0:  # the tail read took the whole file
+            download._begin(tail.total, None)
+        else:
+            await self._receive(download, digests)
+        if download.tail is not None:
+            await asyncio.to_thread(digests.add_from, download._fd, tail.start, tail.total)
+            download._advance(tail.total - tail.start)
         if source.hash_value is not None and digests.checked() != source.hash_value:
             raise DownloadFailed(
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
@@ -182,6 +188,57 @@ class Downloads:
                 raise DownloadFailed(f"{download.filename} is not whole: {reason}")
         return digests.sha256.hexdigest()
 
+    async def _receive(self, download: Download, digests: _Digests) -> None:
+        """The upstream's body into the staging file: the whole file, or with a kept tail
+        only the bytes before it."""
+        source, tail = download.source, download.tail
+        headers = {"Range": f"bytes=0-{tail.start - 1}"} if tail is not None else None
+        async with self.upstream.open_file(source.url, headers) as body:
+            if tail is not None and body.status == 206:
+                total, expected = _ranged_total(body.headers, tail), tail.start
+            elif body.status == 200:
+                if tail is not None:  # the whole file after all: the kept tail is written over
+                    download.tail = None
+                    await asyncio.to_thread(os.ftruncate, download._fd, 0)
+                total = body.content_length if body.content_length is not None else source.size
+                expected = total
+            else:
+                raise DownloadFailed(
+                    f"upstream answered {body.status} for {download.filename}", status=body.status
+                )
+            if body.headers.get("Content-Encoding", "identity") != "identity":
+                raise DownloadFailed("upstream sent an encoded file body")
+            if not await self.disk.has_room(total or 0):
+                raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
+            download._begin(total, body.headers.get("Last-Modified"))
+            async for chunk in body.chunks:
+                if download.tail is not None and download.written + len(chunk) > expected:
+                    raise DownloadFailed(f"upstream sent more than the {expected} bytes asked for")
+                try:
+                    # Hashing in the same thread as the write: sha256 releases the GIL.
+                    await asyncio.to_thread(digests.write, download._fd, chunk, download.written)
+                except OSError as exc:
+                    if exc.errno in NO_SPACE:
+                        self.disk.note_full()
+                        raise DiskFull("no space left while writing") from None
+                    raise
+                download._advance(len(chunk))
+        if expected is not None and download.written != expected:
+            raise DownloadFailed(
+                f"upstream sent {download.written} bytes of {expected} for {download.filename}"
+            )
+
+
+def _ranged_total(headers, tail: KeptTail) -> int:
+    """The file's length by a 206 for the bytes before a kept tail, which must say exactly
+    those bytes of a file of the kept length."""
+    match = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", "").strip())
+    if match is None or (int(match[1]), int(match[2])) != (0, tail.start - 1):
+        raise DownloadFailed("upstream answered a different range than asked for")
+    if match[3] != "*" and int(match[3]) != tail.total:
+        raise DownloadFailed(f"the file is {match[3]} bytes now, not {tail.total}")
+    return tail.total
+
 
 class _Digests:
     """sha256 always (the store records it), and the index's own algorithm if another."""
@@ -191,11 +248,19 @@ class _Digests:
         self._other = hashlib.new(hash_name) if hash_name not in (None, "sha256") else None
 
     def write(self, fd: int, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
+        write_at(fd, data, offset)
+        self.update(data)
+
+    def add_from(self, fd: int, start: int, end: int) -> None:
+        """Hash bytes already in the file (a kept tail)."""
+        while start < end:
+            data = os.pread(fd, min(end - start, 1024 * 1024), start)
+            if not data:
+                raise DownloadFailed("the kept tail of the file is missing")
+            self.update(data)
+            start += len(data)
+
+    def update(self, data: bytes) -> None:
         self.sha256.update(data)
         if self._other is not None:
             self._other.update(data)

@@ -63,7 +63,7 @@ class FileService:
         self.offline = offline
         # Cold files: HEAD and small ranges without a download, metadata from wheel tails.
         self.cold = ColdFiles(upstream, SHARED_RANGE_LIMIT)
-        self.tail_metadata = TailMetadata(store, upstream, self.cold)
+        self.tail_metadata = TailMetadata(store, upstream, self.cold, downloads.keep_tail)
 
     async def answer(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         refused = await self.pages.refusal(project, filename)

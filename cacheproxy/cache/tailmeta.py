@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cacheproxy.cache.coldfile import ColdFiles
@@ -38,10 +39,18 @@ class _RangesRefused(Exception):
 
 
 class TailMetadata:
-    def __init__(self, store: Store, upstream: Upstream, cold: ColdFiles) -> None:
+    def __init__(
+        self,
+        store: Store,
+        upstream: Upstream,
+        cold: ColdFiles,
+        keep_tail: Callable[[str, str, int, bytes], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.upstream = upstream
         self.cold = cold
+        # Where the tail bytes go once read, so the wheel's download need not fetch them.
+        self._keep_tail = keep_tail
         self._flights: SingleFlight[bytes | None] = SingleFlight()
         # Metadata read but not yet in the store: a resolver is waiting for it, and a store
         # write (fsync, index update) should not stand between it and the answer.
@@ -70,7 +79,7 @@ class TailMetadata:
                 return await asyncio.to_thread(Path(stored.path).read_bytes)
             except OSError:  # evicted since: read it again
                 pass
-        data = await self._read(wheel, source)
+        data = await self._read(project, wheel, source)
         if data is not None:
             self._unstored[(project, wheel)] = data
             task = asyncio.create_task(self._store(project, wheel, data))
@@ -92,7 +101,7 @@ class TailMetadata:
         """Until the metadata read so far is stored (tests, shutdown)."""
         await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _read(self, wheel: str, source: FileSource) -> bytes | None:
+    async def _read(self, project: str, wheel: str, source: FileSource) -> bytes | None:
         probe = await self.cold.probe(source)
         if probe is None:
             log.info("metadata of %s: the upstream states no length, reading it whole", wheel)
@@ -104,7 +113,11 @@ class TailMetadata:
             while (want := await asyncio.to_thread(reader.next_range)) is not None:
                 start, data = await self._fetch(source.url, *want)
                 reader.feed(start, data)
-            return reader.result()
+            metadata = reader.result()
+            suffix = reader.suffix()
+            if suffix is not None and self._keep_tail is not None:
+                await self._keep_tail(project, wheel, *suffix)
+            return metadata
         except UnreadableZip as exc:
             log.warning(
                 "metadata of %s cannot be read from ranges (%s): reading it whole", wheel, exc

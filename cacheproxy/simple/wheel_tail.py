@@ -151,6 +151,13 @@ class TailMetadataReader:
             raise RuntimeError("result() before next_range() returned None")
         return self._metadata
 
+    def suffix(self) -> tuple[int, bytes] | None:
+        """The bytes held that run to the end of the file, and where they start."""
+        for start, data in self._spans:
+            if start + len(data) == self._total:
+                return start, data
+        return None
+
     def _ask(self, start: int, end: int) -> tuple[int, int]:
         self.requests += 1
         if self.requests > _MAX_REQUESTS:
