@@ -2,11 +2,14 @@
 
 import gzip
 import json
+import os
 
 import aiohttp
 
 from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+from cacheproxy.web.views import SENT_APART_BYTES
 from tests.fakes.clock import FakeClock
+from tests.fakes.upstream import UpstreamFile
 
 UV_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 
@@ -155,3 +158,30 @@ async def test_only_get_and_head(proxy):
             assert resp.status == 405
         async with session.head(proxy.url + "tinyalpha/") as resp:
             assert resp.status == 200
+
+
+async def test_a_large_page_is_sent_whole_however_it_is_asked_for(proxy, upstream):
+    for i in range(3000):
+        filename = f"largepage-1.{i}-py3-none-any.whl"
+        upstream.index.files[filename] = UpstreamFile("largepage", filename, os.urandom(8))
+    url = proxy.url + "largepage/"
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(
+            url, headers={"Accept": JSON_V1, "Accept-Encoding": "identity"}
+        ) as resp:
+            assert resp.status == 200 and "Content-Encoding" not in resp.headers
+            plain = await resp.read()
+            assert int(resp.headers["Content-Length"]) == len(plain)
+        async with session.get(url, headers={"Accept": JSON_V1, "Accept-Encoding": "gzip"}) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            zipped = await resp.read()
+            assert int(resp.headers["Content-Length"]) == len(zipped)
+        async with session.head(
+            url, headers={"Accept": JSON_V1, "Accept-Encoding": "gzip"}
+        ) as resp:
+            assert int(resp.headers["Content-Length"]) == len(zipped)
+            assert await resp.read() == b""
+    # Written after its headers rather than joined to them (views.SENT_APART_BYTES).
+    assert len(zipped) >= SENT_APART_BYTES
+    assert gzip.decompress(zipped) == plain
+    assert len(json.loads(plain)["files"]) == 3000
