@@ -7,6 +7,7 @@ import os
 import aiohttp
 
 from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
+from cacheproxy.web.app import SOCKET_READ_BYTES
 from cacheproxy.web.views import SENT_APART_BYTES
 from tests.fakes.clock import FakeClock
 from tests.fakes.upstream import UpstreamFile
@@ -185,3 +186,13 @@ async def test_a_large_page_is_sent_whole_however_it_is_asked_for(proxy, upstrea
     assert len(zipped) >= SENT_APART_BYTES
     assert gzip.decompress(zipped) == plain
     assert len(json.loads(plain)["files"]) == 3000
+
+
+async def test_client_connections_are_read_in_small_pieces(proxy):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proxy.url + "tinyalpha/") as resp:
+            assert resp.status == 200
+        (handler,) = proxy.server.runner.server.connections
+        assert handler.transport.max_size == SOCKET_READ_BYTES
+        async with session.get(proxy.url + "tinyalpha/") as resp:  # the same connection
+            assert resp.status == 200

@@ -94,6 +94,21 @@ async def index_list(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n")
 
 
+# What one read of a client's connection may return: requests here are a few hundred bytes.
+SOCKET_READ_BYTES = 16 * 1024
+
+
+@web.middleware
+async def small_socket_reads(request: web.Request, handler) -> web.StreamResponse:
+    """asyncio's transports read up to 256 KiB at a time into a new bytes object, shrunk
+    afterwards; with glibc's mmap threshold fixed at 64 KiB (malloc.py) that is a fresh
+    mapping for every read of every request. Set once per connection, on its first request."""
+    transport = request.transport
+    if transport is not None and getattr(transport, "max_size", 0) > SOCKET_READ_BYTES:
+        transport.max_size = SOCKET_READ_BYTES
+    return await handler(request)
+
+
 def create_app(
     config: Config, clock: Callable[[], float] = time.time, *, disk_reserve: int = DISK_RESERVE
 ) -> web.Application:
@@ -107,6 +122,7 @@ def create_app(
     app[INDEX_PREFIX] = ""
     app[SHARED_TIERS] = SharedTiers()
     app.cleanup_ctx.append(_resources)
+    app.middlewares.append(small_socket_reads)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
     tokens = config.client_tokens()
     if tokens:
