@@ -117,3 +117,15 @@ def test_a_range_answer_must_be_exactly_the_bytes_before_the_tail(tmp_path, cont
         _ranged_total(CIMultiDict({"Content-Range": content_range}), tail)
     assert _ranged_total(CIMultiDict({"Content-Range": "bytes 0-999/5000"}), tail) == 5000
     assert _ranged_total(CIMultiDict({"Content-Range": "bytes 0-999/*"}), tail) == 5000
+
+
+async def test_a_kept_tail_emptied_since_is_fetched_whole(proxy, upstream, wheel_bytes):
+    strip_metadata(upstream)
+    wheel = wheel_bytes(BIG)
+    await read_metadata(proxy, "bigpkg", BIG)
+    (kept,) = proxy.server.app[FILES].downloads.kept_tails._kept.values()
+    os.truncate(kept.path, 0)  # as a failed copy from the shared tier leaves it
+    upstream.index.reset_counts()
+    status, body = await fetch(proxy.url + f"bigpkg/{BIG}")
+    assert status == 200 and body == wheel
+    assert upstream.index.bytes_sent[BIG] == len(wheel)

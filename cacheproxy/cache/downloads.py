@@ -167,7 +167,10 @@ class Downloads:
 
     async def _transfer(self, download: Download) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
-        source, tail = download.source, download.tail
+        source = download.source
+        if download.tail is not None and os.fstat(download._fd).st_size < download.tail.total:
+            download.tail = None  # cut off since (a failed copy from the shared tier)
+        tail = download.tail
         digests = _Digests(source.hash_name)
         if tail is not None and tail.start == 0:  # the tail read took the whole file
             download._begin(tail.total, None)
