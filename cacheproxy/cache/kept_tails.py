@@ -49,7 +49,7 @@ class KeptTails:
             return
         path = self._new_path()
         try:
-            await asyncio.to_thread(_write_at, path, start, data)
+            await asyncio.to_thread(_write_sparse, path, start, data)
         except OSError:  # only a saving lost: the download fetches the tail again
             return
         self._kept[key] = KeptTail(path, start, start + len(data))
@@ -71,7 +71,7 @@ class KeptTails:
             discard_quietly(self._kept.popitem()[1].path)
 
 
-def _write_at(path: Path, start: int, data: bytes) -> None:
+def _write_sparse(path: Path, start: int, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         write_at(fd, data, start)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cacheproxy.cache.download import write_at
 from cacheproxy.simple.page import FileSource
 from cacheproxy.store.shared import SharedTier
 from cacheproxy.store.shared_body import SharedTierError
@@ -50,7 +51,7 @@ class SharedFiles:
             written = 0
             try:
                 async for chunk in body.verified_chunks():
-                    await asyncio.to_thread(_write_at, fd, chunk, written)
+                    await asyncio.to_thread(write_at, fd, chunk, written)
                     written += len(chunk)
             except SharedTierError as exc:
                 # The tier counted it (and deleted a corrupt object); the upstream takes over.
@@ -58,11 +59,3 @@ class SharedFiles:
                 await asyncio.to_thread(os.ftruncate, fd, 0)
                 return None
             return written
-
-
-def _write_at(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view = view[done:]
-        offset += done
