@@ -3,9 +3,17 @@ expand to the same page, and entries pickled by earlier versions still load."""
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple import compact as compact_module
-from cacheproxy.simple.compact import CompactPage, filenames
+from cacheproxy.simple.compact import CompactPage, encode_json, filenames
+from cacheproxy.simple.entries import client_url
 from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
 from cacheproxy.simple.render import render_compact_json, render_json
 from cacheproxy.store import pagecodec
@@ -145,3 +153,37 @@ def test_files_whose_names_share_a_hash_are_told_apart(monkeypatch):
         assert entry["filename"] in compact.origins
     assert compact.file("absent-1.0.tar.gz") is None and "absent" not in compact.origins
     assert compact.expand() == parsed
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+def test_entries_are_encoded_as_json_dumps_encodes_them(entry):
+    """Stored lines and ETags depend on these bytes: the encoder made once must write what
+    json.dumps writes, whatever an upstream put in an entry."""
+    try:
+        expected = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: neither can write it
+        with pytest.raises(UnicodeEncodeError):
+            encode_json(entry)
+        return
+    assert encode_json(entry) == expected
+
+
+def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it():
+    with pytest.raises(TypeError, match="object is not JSON serializable"):
+        encode_json({"a": [object()]})
+
+
+@given(st.text(max_size=80))
+def test_a_file_url_is_the_quoted_name(name):
+    assert client_url(name) == quote(name, safe="")

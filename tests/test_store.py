@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from cacheproxy.cache.policy import CachedPage
@@ -111,3 +113,59 @@ def test_a_failed_access_time_flush_loses_only_those_times(tmp_path: Path, caplo
     store.cache.transact = real_transact
     assert store._find_file("demo", "demo-1.0.whl") == stored  # later times still recorded
     store.close_sync()
+
+
+def test_a_read_never_waits_for_a_writer_of_this_process(tmp_path: Path) -> None:
+    """A hit that finds the access times due writes them only if no other thread is writing:
+    it must not wait behind a page or file being stored."""
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    try:
+        stored = store._commit_file("demo", "demo-1.0.whl", _stage(store, 10, b"a"), "d" * 64)
+        store._flushed_at = 0.0  # the times are due
+        holding, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with store._write_lock:
+                holding.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        holding.wait(10)
+        started = time.monotonic()
+        assert store._find_file("demo", "demo-1.0.whl") == stored
+        waited = time.monotonic() - started
+        release.set()
+        thread.join()
+        assert waited < 5, "the read waited for the writer"
+        assert store._accessed, "the read's time is kept for a later flush"
+    finally:
+        store.close_sync()
+
+
+def test_writers_on_many_threads_all_land(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    try:
+
+        def write(n: int) -> None:
+            entry = CachedPage(status=200, page=None, fetched_at=float(n))
+            store._put_page(f"project-{n}", entry)
+            store._learn(f"project-{n % 3}", f"file-{n}.whl", {"size": n})
+            store._commit_file(f"project-{n}", "a.whl", _stage(store, 10, b"x"), "e" * 64)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for n in range(12):
+            assert store._value(("page", f"project-{n}")) is not None
+            assert store._find_file(f"project-{n}", "a.whl") is not None
+        facts = {}
+        for k in range(3):
+            facts.update(store._value(("file-facts", f"project-{k}"), {}))
+        assert facts == {f"file-{n}.whl": {"size": n} for n in range(12)}
+    finally:
+        store.close_sync()

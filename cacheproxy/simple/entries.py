@@ -4,6 +4,7 @@ so one bad entry never costs the rest of the page."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin
 
@@ -62,20 +63,28 @@ class Adopter:
             except _Unusable as exc:
                 entry["provenance"] = None
                 self.dropped.append(f"{filename!r}: provenance left out: {exc}")
-        entry.setdefault("hashes", {})
-        # PEP 714 renamed the key; serve both so old and new clients see the metadata.
-        metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
-        if metadata:
-            entry["core-metadata"] = entry["data-dist-info-metadata"] = _metadata_field(metadata)
-        else:
-            entry.pop("core-metadata", None)
-            entry.pop("data-dist-info-metadata", None)
+        if "hashes" not in entry:
+            entry["hashes"] = {}
+        if "core-metadata" in entry or "data-dist-info-metadata" in entry:
+            # PEP 714 renamed the key; serve both so old and new clients see the metadata.
+            metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
+            if metadata:
+                field = _metadata_field(metadata)
+                entry["core-metadata"] = entry["data-dist-info-metadata"] = field
+            else:
+                entry.pop("core-metadata", None)
+                entry.pop("data-dist-info-metadata", None)
         self._seen.add(filename)
         return entry, origin
 
 
+# What quote() leaves as it is: most file names are made of these alone, and quote() costs
+# more than the match for each of a page's thousands of files.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def client_url(filename: str) -> str:
-    return quote(filename, safe="")
+    return filename if _UNQUOTED.fullmatch(filename) else quote(filename, safe="")
 
 
 def _metadata_field(value: Any) -> bool | dict[str, str]:

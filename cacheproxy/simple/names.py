@@ -28,8 +28,10 @@ def check_filename(filename: str) -> str:
     if (
         not filename
         or len(filename) > _MAX_FILENAME
-        or filename.startswith(".")
-        or any(c in filename for c in "/\\\x00")
+        or filename[0] == "."
+        or "/" in filename
+        or "\\" in filename
+        or "\x00" in filename
         or not filename.isprintable()
     ):
         raise InvalidName(f"not a valid file name: {filename[:80]!r}")

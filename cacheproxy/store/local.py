@@ -84,7 +84,11 @@ class Store(Versions, Maintenance):
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
         self._accessed_lock = threading.Lock()
-        self._flush_lock = threading.Lock()
+        # This process's writes, one at a time. SQLite makes a writer that finds the database
+        # locked sleep before it tries again (1, 2, 5 ... 100 ms), so a dozen threads writing
+        # at once each waited up to 200 ms for what takes a millisecond; a lock wakes the
+        # next writer at once. Other processes (the cache commands) still meet SQLite's lock.
+        self._write_lock = threading.RLock()
         self._flushed_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -152,8 +156,8 @@ class Store(Versions, Maintenance):
 
     def flush_access_times(self, wait: bool = True) -> None:
         """Write the access times noted since the last flush, in one transaction."""
-        if not self._flush_lock.acquire(blocking=wait):
-            return  # another thread is writing them
+        if not self._write_lock.acquire(blocking=wait):
+            return  # another thread is writing: a read must not wait for it
         try:
             with self._accessed_lock:
                 pending, self._accessed = self._accessed, {}
@@ -166,7 +170,7 @@ class Store(Versions, Maintenance):
             # cache hit (or a shutdown) into an error. These times are lost, later ones are not.
             log.warning("could not record cache access times: %s", exc)
         finally:
-            self._flush_lock.release()
+            self._write_lock.release()
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class Store(Versions, Maintenance):
 
     def _put_page(self, project: str, entry: CachedPage) -> int:
         value = pagecodec.encode(entry)
-        with self.cache.transact():
+        with self._write_lock, self.cache.transact():
             # The status as the tag, so the project list needs no page read.
             self.cache.set((PAGE, project), value, tag=f"page-{entry.status}")
             return self._bump(project)
@@ -194,7 +198,12 @@ class Store(Versions, Maintenance):
 
     async def put_api_document(self, project: str, release: str, entry: object) -> None:
         key = (API_DOCUMENT, project, release)
-        await asyncio.to_thread(self.cache.set, key, entry, tag=API_DOCUMENT, retry=True)
+
+        def put() -> None:
+            with self._write_lock:
+                self.cache.set(key, entry, tag=API_DOCUMENT, retry=True)
+
+        await asyncio.to_thread(put)
 
     async def projects(self) -> list[str]:
         """Projects the upstream has a page for, read without a write or an unpickled page."""
@@ -243,9 +252,10 @@ class Store(Versions, Maintenance):
         the cache may hold): it was complete, so it is still served, just not kept."""
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
-        self.cache.set((FILE, project, filename), StagedFile(staged), tag=sha256)
-        self.flush_access_times()  # evict by the real last use
-        self.evictions += self.cache.cull()
+        with self._write_lock:
+            self.cache.set((FILE, project, filename), StagedFile(staged), tag=sha256)
+            self.flush_access_times()  # evict by the real last use
+            self.evictions += self.cache.cull()
         return self._find_file(project, filename)
 
     async def commit_file(
@@ -270,7 +280,7 @@ class Store(Versions, Maintenance):
 
     def _learn(self, project: str, filename: str, facts: dict[str, object]) -> int:
         # A lock across processes: two files of one project may finish at once.
-        with self.cache.transact():
+        with self._write_lock, self.cache.transact():
             known = self.cache.get((_FACTS, project), {})
             known[filename] = {**known.get(filename, {}), **facts}
             self.cache.set((_FACTS, project), known)

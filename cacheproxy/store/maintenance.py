@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 
 import diskcache
@@ -32,6 +33,7 @@ _COUNTERS = (VERSION, FACTS_VERSION)
 class Maintenance:
     cache: diskcache.Cache
     _size_limit: int
+    _write_lock: threading.RLock  # the store's: this process's writes one at a time
 
     def _bump(self, project: str) -> int:
         return self.cache.incr((VERSION, project), default=0, retry=True)
@@ -54,7 +56,7 @@ class Maintenance:
         """Files the upstream no longer lists leave the cache (with their .metadata and
         .provenance), and are remembered as taken down so a request for one says so."""
         removed = 0
-        with self.cache.transact():
+        with self._write_lock, self.cache.transact():
             for filename in filenames:
                 for name in (filename, filename + ".metadata", filename + ".provenance"):
                     removed += bool(self.cache.delete((FILE, project, name)))
