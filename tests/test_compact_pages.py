@@ -15,6 +15,7 @@ from cacheproxy.simple import compact as compact_module
 from cacheproxy.simple.compact import CompactPage, encode_json, filenames
 from cacheproxy.simple.entries import client_url
 from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
+from cacheproxy.simple.parse import parse_json, parse_json_served
 from cacheproxy.simple.render import render_compact_json, render_json
 from cacheproxy.store import pagecodec
 from cacheproxy.store.local import Store
@@ -187,3 +188,36 @@ def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it():
 @given(st.text(max_size=80))
 def test_a_file_url_is_the_quoted_name(name):
     assert client_url(name) == quote(name, safe="")
+
+
+UPSTREAM_ENTRY = st.fixed_dictionaries(
+    {
+        "filename": st.sampled_from(
+            ["a-1.0-py3-none-any.whl", "a-1.0.tar.gz", "a-2.0-cp311-cp311-linux_x86_64.whl"]
+        ),
+        "url": st.sampled_from(["f.whl", "https://files.example/f.whl", "/f.whl#sha256=aa"]),
+    },
+    optional={
+        "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), st.text(max_size=8)),
+        "core-metadata": st.one_of(st.booleans(), st.just({"sha256": "cd" * 32})),
+        "data-dist-info-metadata": st.one_of(st.booleans(), st.just({"sha256": "ef" * 32})),
+        "yanked": st.one_of(st.booleans(), st.text(max_size=20)),
+        "size": st.integers(min_value=0, max_value=2**40),
+        "provenance": st.one_of(st.none(), st.just("f.whl.provenance")),
+        "requires-python": st.text(max_size=10),
+    },
+)
+
+
+@given(
+    st.lists(UPSTREAM_ENTRY, max_size=6),
+    st.text(max_size=6).filter(lambda key: key not in ("files", "name", "meta")),
+)
+def test_a_parse_renders_the_page_as_the_stored_lines_render_it(entries, extra):
+    """A cold page's first render is made by its parse: byte for byte the render of its
+    stored lines when nothing is known of its files."""
+    upstream = {"meta": {"api-version": "1.1"}, "name": "a", "files": entries, extra: extra}
+    body = json.dumps(upstream).encode()
+    page, served = parse_json_served(body, "https://index.example/simple/a/")
+    assert served == render_compact_json(page, {})
+    assert parse_json(body, "https://index.example/simple/a/").body == page.body

@@ -9,16 +9,19 @@ from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.filehosts import FileHosts
 from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import PageError
-from cacheproxy.simple.parse import parse_html, parse_json
+from cacheproxy.simple.parse import parse_html, parse_json_served
 
 
-def parse_upstream_page(project: str, response: PageResponse, hosts: FileHosts) -> CompactPage:
-    """The page in the compact form it is kept in (dropped entries still told)."""
+def parse_upstream_page(
+    project: str, response: PageResponse, hosts: FileHosts
+) -> tuple[CompactPage, bytes | None]:
+    """The page in the compact form it is kept in (dropped entries still told), and for a
+    JSON page its JSON as served while nothing is known of its files."""
     try:
         if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
-            return parse_json(response.body, response.url, hosts)
+            return parse_json_served(response.body, response.url, hosts)
         if "html" in response.content_type:
-            return parse_html(response.body, response.url, project, hosts)
+            return parse_html(response.body, response.url, project, hosts), None
     except PageError as exc:
         raise BadUpstreamPage(str(exc)) from None
     raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")

@@ -13,13 +13,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cacheproxy.cache import policy
 from cacheproxy.cache.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
 from cacheproxy.cache.memo import HotPage, memory_caches, visible_pages
 from cacheproxy.cache.page_parse import parse_upstream_page
+from cacheproxy.cache.page_results import PageAnswer, PageResult
 from cacheproxy.cache.page_rules import PageRules
 from cacheproxy.cache.policy import CachedPage, PageAction
 from cacheproxy.cache.rules import Rules
@@ -44,25 +44,6 @@ from cacheproxy.store.local import Store
 log = logging.getLogger(__name__)
 
 PAGE_WORK_AT_ONCE = 2  # page parses and renders running at once (the machine's cores)
-
-
-@dataclass(frozen=True)
-class PageResult:
-    entry: CachedPage
-    outcome: str  # hit, miss, revalidated, stale, uncached, shared
-    warning: str | None = None
-
-
-@dataclass(frozen=True)
-class PageAnswer:
-    """A page for a client: rendered, or None for a project that does not exist (or is not
-    cached while offline)."""
-
-    outcome: str  # hit, miss, revalidated, stale, uncached, offline
-    page: HotPage | None
-    max_age: int
-    warning: str | None = None
-    refused: str | None = None  # why the rules refuse the whole project (403)
 
 
 class PageService(PageRules):
@@ -146,7 +127,7 @@ class PageService(PageRules):
         stored, facts = result.entry.page, await self.store.file_facts(project)
         async with self._page_work:
             hidden, changes_at, rendered = await asyncio.to_thread(
-                self._render_page, stored, facts, content_type
+                self._render_page, stored, facts, content_type, result.fresh_json
             )
         for rule in hidden:
             self.upstream.metrics.policy_hidden.labels(rule, "page").inc()
@@ -159,11 +140,17 @@ class PageService(PageRules):
         return PageAnswer(result.outcome, hot, max_age, result.warning)
 
     def _render_page(
-        self, stored: ProjectPage | CompactPage, facts: dict, content_type: str
+        self,
+        stored: ProjectPage | CompactPage,
+        facts: dict,
+        content_type: str,
+        fresh_json: bytes | None = None,
     ) -> tuple[list[str], float, Rendered]:
         """The page as clients may see it, rendered: the rules that hid files, when the clock
         changes what is hidden, and the body. CPU work: run it in a thread."""
         if content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage):
+            if fresh_json is not None and not facts:
+                return [], math.inf, with_variants(fresh_json)
             return [], math.inf, with_variants(render.render_compact_json(stored, facts))
         visible = self._apply_rules(with_file_facts(expand(stored), facts))
         body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
@@ -277,12 +264,12 @@ class PageService(PageRules):
             stored = await self._store_page(project, confirmed)
             return PageResult(confirmed, "revalidated" if stored else "uncached")
         policy.check_page_status(response.status, project)
-        page = None
+        page = fresh_json = None
         if response.status == 200:
             # A large page (thousands of files) takes a tenth of a second to parse: not on
             # the event loop, where it would stall every other client.
             async with self._page_work:
-                page = await asyncio.to_thread(
+                page, fresh_json = await asyncio.to_thread(
                     parse_upstream_page, project, response, self._file_hosts
                 )
             if page.dropped:
@@ -297,4 +284,4 @@ class PageService(PageRules):
         )
         stored = await self._store_page(project, fresh)
         await self._forget_taken_down(project, entry, fresh)
-        return PageResult(fresh, "miss" if stored else "uncached")
+        return PageResult(fresh, "miss" if stored else "uncached", fresh_json=fresh_json)

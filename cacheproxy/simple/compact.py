@@ -64,9 +64,12 @@ class CompactBuilder:
         self._lines = bytearray()
         self.names: list[str] = []
 
-    def add(self, entry: dict[str, Any], origin: str) -> None:
-        self._lines += b"\n" + encode_json(entry) + b"\t" + _ENCODE_STRING(origin).encode()
+    def add(self, entry: dict[str, Any], origin: str) -> bytes:
+        """Add a file's entry; its line's JSON is returned for whoever renders it too."""
+        line = encode_json(entry)
+        self._lines += b"\n" + line + b"\t" + _ENCODE_STRING(origin).encode()
         self.names.append(entry["filename"])
+        return line
 
     def page(
         self, head: dict[str, Any], origins: Mapping[str, str], dropped: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ import dataclasses
 import json
 from typing import Any
 
+from cacheproxy.simple import render
 from cacheproxy.simple.anchors import html_entries
 from cacheproxy.simple.compact import CompactBuilder, CompactPage
 from cacheproxy.simple.entries import Adopter
@@ -16,18 +17,32 @@ from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
 from cacheproxy.simple.page import API_VERSION, PageError, ProjectPage, versions_of
 
 
-def _adopted(entries: list[Any], adopter: Adopter) -> CompactBuilder:
+def _adopted(
+    entries: list[Any], adopter: Adopter, served: list[bytes] | None = None
+) -> CompactBuilder:
+    """The entries adopted into a builder; served, when given, gets each entry as a client is
+    served it while nothing is known of the files (render.served_entry)."""
     builder = CompactBuilder()
     for number in range(len(entries)):
         entry, entries[number] = entries[number], None  # let go of it once its line is out
         adopted = adopter.adopt(entry, number + 1)
         if adopted is not None:
-            builder.add(*adopted)
+            line = builder.add(*adopted)
+            if served is not None:
+                served.append(render.served_entry(adopted[0], line))
     return builder
 
 
 def parse_json(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> CompactPage:
     """A PEP 691 page; entries that cannot be used are left out, their reasons in dropped."""
+    return parse_json_served(body, page_url, hosts, served=False)[0]
+
+
+def parse_json_served(
+    body: bytes, page_url: str, hosts: FileHosts = ANY_HOST, *, served: bool = True
+) -> tuple[CompactPage, bytes | None]:
+    """parse_json, and the page's JSON as render_compact_json(page, {}) renders it, made as
+    the entries are read: a cold page's first render would go through them all again."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -39,8 +54,10 @@ def parse_json(body: bytes, page_url: str, hosts: FileHosts = ANY_HOST) -> Compa
     entries = data.pop("files")
     data.setdefault("meta", {"api-version": API_VERSION})
     adopter = Adopter(page_url, hosts)
-    builder = _adopted(entries, adopter)
-    return builder.page(data, adopter.extra_origins, tuple(adopter.dropped))
+    parts: list[bytes] | None = [] if served else None
+    builder = _adopted(entries, adopter, parts)
+    page = builder.page(data, adopter.extra_origins, tuple(adopter.dropped))
+    return page, None if parts is None else render.joined_json(page.head_json(), parts)
 
 
 def parse_html(

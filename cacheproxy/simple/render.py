@@ -66,6 +66,21 @@ def render_json(page: ProjectPage) -> bytes:
 _METADATA_TRUE = b',"core-metadata":true,"data-dist-info-metadata":true}'
 
 
+def served_entry(entry: dict[str, Any], line: bytes) -> bytes:
+    """An entry as render_compact_json serves it while nothing is known of its file, from the
+    entry and its stored line: what a parse renders as it goes."""
+    if not entry["filename"].endswith(".whl"):
+        return line
+    if "core-metadata" not in entry and "data-dist-info-metadata" not in entry:
+        return line[:-1] + _METADATA_TRUE
+    return encode_json(entry_with_facts(entry, None))
+
+
+def joined_json(head: bytes, entries: list[bytes]) -> bytes:
+    """A JSON page from its data without "files" and its entries' JSON."""
+    return head[:-1] + b',"files":[' + b",".join(entries) + b"]}"
+
+
 def render_compact_json(page: CompactPage, facts: dict[str, dict[str, Any]]) -> bytes:
     """render_json(with_file_facts(page.expand(), facts)), byte for byte, made from the stored
     lines: only the entries that facts change are decoded and encoded again. Expanding a page
@@ -79,8 +94,7 @@ def render_compact_json(page: CompactPage, facts: dict[str, dict[str, Any]]) -> 
             parts.append(entry[:-1] + _METADATA_TRUE)
         else:  # facts, or metadata keys the upstream sent: as with_file_facts does it
             parts.append(encode_json(entry_with_facts(json.loads(entry), known)))
-    head = page.head_json()  # never empty: a page has a name
-    return head[:-1] + b',"files":[' + b",".join(parts) + b"]}"
+    return joined_json(page.head_json(), parts)  # the head is never empty: it has a name
 
 
 def _attr(name: str, value: str) -> str:
