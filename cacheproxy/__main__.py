@@ -1,3 +1,4 @@
 from cacheproxy.cli import main
 
-main()
+if __name__ == "__main__":  # a process that imports it again (a spawned worker) must not serve
+    main()

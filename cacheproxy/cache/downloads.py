@@ -28,7 +28,8 @@ from cacheproxy.cache.shared_files import SharedFiles, expected_sha256
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.simple.archives import check_archive
 from cacheproxy.simple.page import FileSource
-from cacheproxy.store.local import Store, StoredFile
+from cacheproxy.store.local import Store
+from cacheproxy.store.stored_files import StoredFile
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from cacheproxy.cache.relay import fetch_range, open_relay
 from cacheproxy.cache.tailmeta import TailMetadata
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.simple.page import METADATA_SUFFIX, FileSource
-from cacheproxy.store.local import Store, StoredFile
+from cacheproxy.store.local import Store
+from cacheproxy.store.stored_files import StoredFile
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import diskcache
@@ -29,6 +28,7 @@ import diskcache
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.store import pagecodec
 from cacheproxy.store.maintenance import FILE, PAGE, Maintenance
+from cacheproxy.store.stored_files import RenamingDisk, StagedFile, StoredFile
 from cacheproxy.store.versions import Versions
 
 log = logging.getLogger(__name__)
@@ -45,33 +45,6 @@ _SELECT = (
 _TOUCH = "UPDATE Cache SET access_time = max(access_time, ?) WHERE rowid = ?"
 
 
-@dataclass(frozen=True)
-class StagedFile:
-    """A complete, verified file in the staging directory, ready to be moved into the store."""
-
-    path: Path
-
-
-class _RenamingDisk(diskcache.Disk):
-    """diskcache's Disk, except that a StagedFile is moved into place instead of copied."""
-
-    def store(self, value, read, key=diskcache.core.UNKNOWN):
-        if isinstance(value, StagedFile):
-            filename, full_path = self.filename(key, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(value.path, full_path)
-            return os.path.getsize(full_path), diskcache.core.MODE_BINARY, filename, None
-        return super().store(value, read, key)
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    path: str
-    sha256: str
-    size: int
-    mtime: float | None = None  # when it was stored: its Last-Modified
-
-
 class Store(Versions, Maintenance):
     """Blocking store operations run in a worker thread; the public methods are async."""
 
@@ -84,10 +57,9 @@ class Store(Versions, Maintenance):
         self._cache: diskcache.Cache | None = None
         self._accessed: dict[int, float] = {}  # rowid -> when it was last read
         self._accessed_lock = threading.Lock()
-        # This process's writes, one at a time. SQLite makes a writer that finds the database
-        # locked sleep before it tries again (1, 2, 5 ... 100 ms), so a dozen threads writing
-        # at once each waited up to 200 ms for what takes a millisecond; a lock wakes the
-        # next writer at once. Other processes (the cache commands) still meet SQLite's lock.
+        # This process's writes take turns: SQLite sleeps a writer that finds the database
+        # locked (1, 2, 5 ... 100 ms) before it tries again, so a dozen threads writing at
+        # once waited up to 200 ms each. Other processes still meet SQLite's own lock.
         self._write_lock = threading.RLock()
         self._flushed_at = 0.0
 
@@ -102,7 +74,7 @@ class Store(Versions, Maintenance):
         self.staging_dir.mkdir(exist_ok=True)
         self._cache = diskcache.Cache(
             str(self.cache_dir / "store"),
-            disk=_RenamingDisk,
+            disk=RenamingDisk,
             size_limit=self._size_limit,
             eviction_policy="least-recently-used",
             # Evict only after a file is committed, and only as much as needed (cull()),
@@ -196,14 +168,12 @@ class Store(Versions, Maintenance):
     async def get_api_document(self, project: str, release: str) -> object | None:
         return await asyncio.to_thread(self._value, (API_DOCUMENT, project, release))
 
+    def _put_api_document(self, key: tuple, entry: object) -> None:
+        with self._write_lock:
+            self.cache.set(key, entry, tag=API_DOCUMENT, retry=True)
+
     async def put_api_document(self, project: str, release: str, entry: object) -> None:
-        key = (API_DOCUMENT, project, release)
-
-        def put() -> None:
-            with self._write_lock:
-                self.cache.set(key, entry, tag=API_DOCUMENT, retry=True)
-
-        await asyncio.to_thread(put)
+        await asyncio.to_thread(self._put_api_document, (API_DOCUMENT, project, release), entry)
 
     async def projects(self) -> list[str]:
         """Projects the upstream has a page for, read without a write or an unpickled page."""
