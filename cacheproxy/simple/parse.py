@@ -21,7 +21,7 @@ def _adopted(
     entries: list[Any], adopter: Adopter, served: list[bytes] | None = None
 ) -> CompactBuilder:
     """The entries adopted into a builder; served, when given, gets each entry as a client is
-    served it while nothing is known of the files (render.served_entry)."""
+    served it while nothing is known of the files."""
     builder = CompactBuilder()
     for number in range(len(entries)):
         entry, entries[number] = entries[number], None  # let go of it once its line is out
@@ -29,7 +29,9 @@ def _adopted(
         if adopted is not None:
             line = builder.add(*adopted)
             if served is not None:
-                served.append(render.served_entry(adopted[0], line))
+                adopted_entry = adopted[0]
+                filename = adopted_entry["filename"]
+                served.append(render.served_entry(filename, line, entry=adopted_entry))
     return builder
 
 

@@ -66,14 +66,21 @@ def render_json(page: ProjectPage) -> bytes:
 _METADATA_TRUE = b',"core-metadata":true,"data-dist-info-metadata":true}'
 
 
-def served_entry(entry: dict[str, Any], line: bytes) -> bytes:
-    """An entry as render_compact_json serves it while nothing is known of its file, from the
-    entry and its stored line: what a parse renders as it goes."""
-    if not entry["filename"].endswith(".whl"):
+def served_entry(
+    filename: str,
+    line: bytes,
+    known: dict[str, Any] | None = None,
+    entry: dict[str, Any] | None = None,
+) -> bytes:
+    """A file's entry as served, from its stored line and the facts known of its file: the
+    line itself when nothing changes it, decoded and encoded again only when facts or metadata
+    keys the upstream sent do (entry: the line already decoded, when the caller holds it)."""
+    if known is None and not filename.endswith(".whl"):
         return line
-    if "core-metadata" not in entry and "data-dist-info-metadata" not in entry:
+    if known is None and b'"core-metadata"' not in line and b'"data-dist-info' not in line:
         return line[:-1] + _METADATA_TRUE
-    return encode_json(entry_with_facts(entry, None))
+    # As with_file_facts does it.
+    return encode_json(entry_with_facts(json.loads(line) if entry is None else entry, known))
 
 
 def joined_json(head: bytes, entries: list[bytes]) -> bytes:
@@ -85,15 +92,9 @@ def render_compact_json(page: CompactPage, facts: dict[str, dict[str, Any]]) -> 
     """render_json(with_file_facts(page.expand(), facts)), byte for byte, made from the stored
     lines: only the entries that facts change are decoded and encoded again. Expanding a page
     of thousands of files into dictionaries costs more than everything else a render does."""
-    parts = []
-    for filename, entry in page.entries_json():
-        known = facts.get(filename)
-        if known is None and not filename.endswith(".whl"):
-            parts.append(entry)
-        elif known is None and b'"core-metadata"' not in entry and b'"data-dist-info' not in entry:
-            parts.append(entry[:-1] + _METADATA_TRUE)
-        else:  # facts, or metadata keys the upstream sent: as with_file_facts does it
-            parts.append(encode_json(entry_with_facts(json.loads(entry), known)))
+    parts = [
+        served_entry(filename, line, facts.get(filename)) for filename, line in page.entries_json()
+    ]
     return joined_json(page.head_json(), parts)  # the head is never empty: it has a name
 
 
