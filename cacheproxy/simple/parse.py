@@ -11,7 +11,7 @@ from typing import Any
 
 from cacheproxy.simple import render
 from cacheproxy.simple.anchors import html_entries
-from cacheproxy.simple.compact import CompactBuilder, CompactPage
+from cacheproxy.simple.compact import CompactBuilder, CompactPage, encode_texts
 from cacheproxy.simple.entries import Adopter
 from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
 from cacheproxy.simple.page import API_VERSION, PageError, ProjectPage, versions_of
@@ -23,6 +23,16 @@ def _adopted(
     """The entries adopted into a builder; served, when given, gets each entry as a client is
     served it while nothing is known of the files."""
     builder = CompactBuilder()
+    every = adopter.adopt_all(entries)
+    if every is not None:
+        names, origins = every
+        texts = encode_texts(entries)
+        wanting = None if served is None else render.wants_metadata_true(entries, names)
+        entries.clear()  # megabytes of dictionaries for a large page: gone before its lines
+        builder.add_texts(names, texts, origins)
+        if wanting is not None:
+            served += render.served_texts(texts, wanting)
+        return builder
     for number in range(len(entries)):
         entry, entries[number] = entries[number], None  # let go of it once its line is out
         adopted = adopter.adopt(entry, number + 1)

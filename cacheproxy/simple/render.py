@@ -83,6 +83,26 @@ def served_entry(
     return encode_json(entry_with_facts(json.loads(line) if entry is None else entry, known))
 
 
+_METADATA_TRUE_TEXT = _METADATA_TRUE.decode()
+
+
+def wants_metadata_true(entries: list[dict[str, Any]], names: list[str]) -> list[bool]:
+    """Which of these entries (adopted: metadata keys both there or both not) served_entry()
+    gives metadata `true` while nothing is known of their files: wheels without the keys."""
+    return [
+        "core-metadata" not in entry and name.endswith(".whl")
+        for entry, name in zip(entries, names, strict=True)
+    ]
+
+
+def served_texts(texts: list[str], wanting: list[bool]) -> list[bytes]:
+    """served_entry() of each file while nothing is known of the files, from its line's JSON
+    text and whether it wants metadata `true`."""
+    true = _METADATA_TRUE_TEXT
+    pairs = zip(texts, wanting, strict=True)
+    return [(text[:-1] + true if want else text).encode() for text, want in pairs]
+
+
 def joined_json(head: bytes, entries: list[bytes]) -> bytes:
     """A JSON page from its data without "files" and its entries' JSON."""
     return head[:-1] + b',"files":[' + b",".join(entries) + b"]}"
