@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cacheproxy.simple.entries import Adopter
-from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
+from cacheproxy.simple.filehosts import ANY_HOST, FileHosts, _printable
 from cacheproxy.simple.parse import parse_html, parse_json_served
 
 PAGE_URL = "https://index.example/simple/a/"
@@ -184,8 +184,9 @@ def test_an_html_page_is_adopted_at_once_as_one_at_a_time(monkeypatch):
     answers = []
     adopt_all = Adopter.adopt_all
     monkeypatch.setattr(
-        Adopter, "adopt_all", lambda self, entries: answers.append(adopt_all(self, entries))
-        or answers[-1]
+        Adopter,
+        "adopt_all",
+        lambda self, entries: answers.append(adopt_all(self, entries)) or answers[-1],
     )
     page = parse_html(body, PAGE_URL, "a", HOSTS)
     assert answers and answers[0] is not None  # taken at once
@@ -197,3 +198,8 @@ def _without_adopt_all(parse):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Adopter, "adopt_all", lambda self, entries: None)
         return parse()
+
+
+@given(st.text() | st.text(st.characters(max_codepoint=127)))
+def test_urls_are_printable_as_str_isprintable_tells(text):
+    assert _printable(text) == text.isprintable()
