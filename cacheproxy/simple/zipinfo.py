@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 Read = Callable[[int, int], bytes]
 
@@ -52,8 +53,7 @@ class Directory:
         return self.start + self.size
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: made for each of thousands of entries
     name: str
     raw_name: bytes
     flags: int
@@ -124,30 +124,41 @@ def _find_end_record(tail: bytes, tail_start: int, total: int) -> int | None:
 
 
 def iter_entries(read: Read, directory: Directory) -> Iterator[Entry]:
-    """The central directory's entries, each checked to lie before the directory itself."""
-    position = directory.start
-    while position < directory.end:
-        fixed_end = position + _ENTRY.size
-        if fixed_end > directory.end:
+    """The central directory's entries, each checked to lie before the directory itself. The
+    directory is read whole, once: a large wheel's holds thousands of entries, and a resolver
+    waits on this walk through them."""
+    data = read(directory.start, directory.end)
+    unpack, fixed_size, end = _ENTRY.unpack_from, _ENTRY.size, len(data)
+    position = 0
+    while position < end:
+        fixed_end = position + fixed_size
+        if fixed_end > end:
             raise UnreadableZip("central directory ends inside an entry")
-        fields = _ENTRY.unpack(read(position, fixed_end))
+        fields = unpack(data, position)
         if fields[0] != _ENTRY_SIGNATURE:
-            raise UnreadableZip(f"bad central directory entry signature at {position}")
+            raise UnreadableZip(
+                f"bad central directory entry signature at {directory.start + position}"
+            )
         flags, method, crc, compressed, size = fields[3], fields[4], fields[7], fields[8], fields[9]
         name_length, extra_length, comment_length = fields[10], fields[11], fields[12]
         disk, offset = fields[13], fields[16]
-        variable_end = fixed_end + name_length + extra_length + comment_length
-        if variable_end > directory.end:
+        extra_start = fixed_end + name_length
+        variable_end = extra_start + extra_length + comment_length
+        if variable_end > end:
             raise UnreadableZip("central directory entry runs past the directory")
-        raw_name = read(fixed_end, fixed_end + name_length)
-        extra = read(fixed_end + name_length, fixed_end + name_length + extra_length)
-        size, compressed, offset, disk = _apply_zip64(extra, size, compressed, offset, disk)
+        raw_name = data[fixed_end:extra_start]
+        if extra_length:
+            extra = data[extra_start : extra_start + extra_length]
+            size, compressed, offset, disk = _apply_zip64(extra, size, compressed, offset, disk)
         if disk not in (0, _SATURATED_16):
             raise UnreadableZip("entry on another disk")
         header_offset = offset + directory.shift
         if header_offset + LOCAL_HEADER.size + compressed > directory.start:
             raise UnreadableZip(f"entry at {header_offset} overlaps the central directory")
-        name = raw_name.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", errors="replace")
+        if raw_name.isascii():  # both encodings agree on ASCII, and its decoder is C code
+            name = raw_name.decode("ascii")
+        else:
+            name = raw_name.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", errors="replace")
         yield Entry(name, raw_name, flags, method, crc, compressed, size, header_offset)
         position = variable_end
 
