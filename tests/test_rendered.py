@@ -124,3 +124,25 @@ async def test_concurrent_cold_requests_share_one_render(proxy, upstream, monkey
         bodies = await asyncio.gather(*(one() for _ in range(20)))
     assert len(set(bodies)) == 1
     assert len(renders) == 1 and upstream.index.page_hits("tinyalpha") == 1
+
+
+@pytest.mark.parametrize("mode", ["json", "html"])
+async def test_a_cold_page_is_served_as_its_stored_copy_renders(make_proxy, upstream, mode):
+    """A cold page's first answer is made from its parse while the page is stored; a proxy
+    that finds the page stored renders it from the store's lines to the same bytes and ETag."""
+    upstream.index.mode = mode
+    upstream.index.page_extras = {"_notes": "n" * 4096}  # large enough to be gzipped
+    for file in upstream.index.project_files("tinyalpha"):
+        file.metadata = None  # the proxy advertises metadata of its own for the wheels
+    cold_proxy, stored_proxy = await make_proxy(), await make_proxy()  # one cache
+    async with ClientSession() as session:
+
+        async def page(proxy):
+            headers = {**JSON, "Accept-Encoding": "gzip"}
+            async with session.get(proxy.url + "tinyalpha/", headers=headers) as resp:
+                return resp.headers["X-Cache"], resp.headers["ETag"], await resp.read()
+
+        cold, stored = await page(cold_proxy), await page(stored_proxy)
+    assert (cold[0], stored[0]) == ("miss", "hit")
+    assert cold[1:] == stored[1:]
+    assert upstream.index.page_hits("tinyalpha") == 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cacheproxy.cache.memo import HotPage
 from cacheproxy.cache.policy import CachedPage
+from cacheproxy.simple.render import Rendered
 
 
 @dataclass(frozen=True)
@@ -14,9 +15,10 @@ class PageResult:
     entry: CachedPage
     outcome: str  # hit, miss, revalidated, stale, uncached, shared
     warning: str | None = None
-    # A page just parsed: its JSON as served while nothing is known of its files, made by the
-    # parse, so the first render need not go through thousands of entries again.
-    fresh_json: bytes | None = None
+    # A page just parsed: its JSON render while nothing is known of its files (made by the
+    # parse, its ETag and gzip while the page was stored), so the first render need not go
+    # through thousands of entries again.
+    fresh_render: Rendered | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """The install rules and takedowns as the page service applies them (see rules.py and
-takedowns.py): which files a client may have, and which left the upstream's page."""
+takedowns.py): which files a client may have, which left the upstream's page, and the page
+rendered as the rules let clients see it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,8 +17,11 @@ from cacheproxy.cache.policy import CachedPage
 from cacheproxy.cache.rules import Rules, Visible
 from cacheproxy.cache.takedowns import base_filename, removed_files, taken_down_reason
 from cacheproxy.cache.upstream import Upstream
+from cacheproxy.simple import render
 from cacheproxy.simple.compact import CompactPage, expand
+from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import ProjectPage, with_file_facts
+from cacheproxy.simple.render import Rendered, with_variants
 from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,23 @@ class PageRules:
 
     def _apply_rules(self, page: ProjectPage) -> Visible:
         return self.rules.visible(page, self.clock()) if self.rules.active else Visible(page)
+
+    def _renders_lines(self, stored: ProjectPage | CompactPage, content_type: str) -> bool:
+        """Whether the page is rendered from its stored lines, no rule to apply."""
+        return content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage)
+
+    def _render_page(
+        self, stored: ProjectPage | CompactPage, facts: dict, content_type: str
+    ) -> tuple[list[str], float, Rendered]:
+        """The page as clients may see it, rendered: the rules that hid files, when the clock
+        changes what is hidden, and the body. CPU work: run it in a thread."""
+        if self._renders_lines(stored, content_type):
+            assert isinstance(stored, CompactPage)
+            return [], math.inf, with_variants(render.render_compact_json(stored, facts))
+        visible = self._apply_rules(with_file_facts(expand(stored), facts))
+        body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
+        hidden = [hidden.rule for hidden in visible.hidden.values()]
+        return hidden, visible.changes_at, with_variants(body)
 
     async def refusal(self, project: str, filename: str) -> Refused | None:
         """Why the rules refuse a file (or its .metadata or .provenance), or None."""

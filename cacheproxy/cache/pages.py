@@ -27,16 +27,11 @@ from cacheproxy.cache.shared_pages import SharedPages
 from cacheproxy.cache.singleflight import SingleFlight
 from cacheproxy.cache.upstream import Upstream
 from cacheproxy.config import Config
-from cacheproxy.simple import render
-from cacheproxy.simple.compact import CompactPage, expand
 from cacheproxy.simple.filehosts import FileHosts
-from cacheproxy.simple.negotiation import JSON_V1
 from cacheproxy.simple.page import (
     FileSource,
-    ProjectPage,
     describe_dropped,
     find_source,
-    with_file_facts,
 )
 from cacheproxy.simple.render import Rendered, with_variants
 from cacheproxy.store.local import Store
@@ -125,10 +120,17 @@ class PageService(PageRules):
         # The version is read before the facts, so facts learned meanwhile make it out of date.
         version = await self.store.page_version(project)
         stored, facts = result.entry.page, await self.store.file_facts(project)
-        async with self._page_work:
-            hidden, changes_at, rendered = await asyncio.to_thread(
-                self._render_page, stored, facts, content_type, result.fresh_json
-            )
+        if (
+            result.fresh_render is not None
+            and not facts
+            and self._renders_lines(stored, content_type)
+        ):
+            hidden, changes_at, rendered = [], math.inf, result.fresh_render
+        else:
+            async with self._page_work:
+                hidden, changes_at, rendered = await asyncio.to_thread(
+                    self._render_page, stored, facts, content_type
+                )
         for rule in hidden:
             self.upstream.metrics.policy_hidden.labels(rule, "page").inc()
         hot = HotPage(policy.head_of(result.entry), rendered, changes_at)
@@ -138,24 +140,6 @@ class PageService(PageRules):
         if not result.warning and result.outcome != "uncached":
             self._rendered.put((project, content_type), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
-
-    def _render_page(
-        self,
-        stored: ProjectPage | CompactPage,
-        facts: dict,
-        content_type: str,
-        fresh_json: bytes | None = None,
-    ) -> tuple[list[str], float, Rendered]:
-        """The page as clients may see it, rendered: the rules that hid files, when the clock
-        changes what is hidden, and the body. CPU work: run it in a thread."""
-        if content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage):
-            if fresh_json is not None and not facts:
-                return [], math.inf, with_variants(fresh_json)
-            return [], math.inf, with_variants(render.render_compact_json(stored, facts))
-        visible = self._apply_rules(with_file_facts(expand(stored), facts))
-        body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
-        hidden = [hidden.rule for hidden in visible.hidden.values()]
-        return hidden, visible.changes_at, with_variants(body)
 
     def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:
         """What is left of the TTL, and no longer than until a hidden file becomes visible."""
@@ -282,6 +266,17 @@ class PageService(PageRules):
             etag=response.etag,
             last_modified=response.last_modified,
         )
-        stored = await self._store_page(project, fresh)
+        stored, fresh_render = await self._store_beside_render(project, fresh, fresh_json)
         await self._forget_taken_down(project, entry, fresh)
-        return PageResult(fresh, "miss" if stored else "uncached", fresh_json=fresh_json)
+        return PageResult(fresh, "miss" if stored else "uncached", fresh_render=fresh_render)
+
+    async def _store_beside_render(
+        self, project: str, fresh: CachedPage, fresh_json: bytes | None
+    ) -> tuple[bool, Rendered | None]:
+        """Store a page just fetched while its first render's ETag and gzip are made (C code
+        that lets the GIL go, nothing expanded: not bounded with the parses): a client waits
+        for both."""
+        if fresh_json is None:
+            return await self._store_page(project, fresh), None
+        rendering = asyncio.to_thread(with_variants, fresh_json)
+        return await asyncio.gather(self._store_page(project, fresh), rendering)
