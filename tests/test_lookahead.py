@@ -162,6 +162,40 @@ async def test_the_wheel_for_the_clients_platform(proxy, chain, user_agent, pick
     assert pages == [dependency]
 
 
+LINUX_UV = LINUX_PIP.replace("pip/25.0", "uv/0.9.0")
+
+
+def macos_and_linux(upstream, project: str) -> tuple[str, str]:
+    """A release with a macOS wheel (first by name) and a manylinux one, no metadata."""
+    mac = f"{project}-1.0-cp311-cp311-macosx_10_9_x86_64.whl"
+    linux = f"{project}-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+    add(upstream, mac, [])
+    add(upstream, linux, [])
+    return mac, linux
+
+
+async def test_a_client_that_picks_first_wheels_is_looked_ahead_for_as_it_picks(proxy, chain):
+    """uv lock asks for each release's first wheel by name, a macOS one, from a Linux host:
+    once it has been seen doing so, the proxy reads the wheels it will ask for."""
+    asked_mac, asked_linux = macos_and_linux(chain, "lockpkg")
+    next_mac, next_linux = macos_and_linux(chain, "lockdep")
+    await get(proxy.url + "lockpkg/", LINUX_UV)
+    await settle(proxy)
+    assert chain.index.file_hits(asked_linux) >= 1  # the platform's wheel, guessed first
+    status, _ = await get(proxy.url + f"lockpkg/{asked_mac}.metadata", LINUX_UV)
+    assert status == 200
+    await settle(proxy)
+    await get(proxy.url + "lockdep/", LINUX_UV)
+    await settle(proxy)
+    assert chain.index.file_hits(next_mac) >= 1 and chain.index.file_hits(next_linux) == 0
+    # Another client, and one that asks for its platform's wheel, are looked ahead as before.
+    await get(proxy.url + f"lockpkg/{asked_linux}.metadata", LINUX_PIP)
+    third_mac, third_linux = macos_and_linux(chain, "lockthird")
+    await get(proxy.url + "lockthird/", LINUX_PIP)
+    await settle(proxy)
+    assert chain.index.file_hits(third_linux) >= 1 and chain.index.file_hits(third_mac) == 0
+
+
 async def test_a_denied_version_is_not_looked_ahead(make_proxy, chain):
     proxy = await make_proxy(deny=("rootpkg==2.0", "leaf"))
     await get(proxy.url + "rootpkg/", LINUX_PIP)

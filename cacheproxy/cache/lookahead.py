@@ -9,6 +9,10 @@ dependencies, and so on down to a few levels, in the background. The client's ow
 then join the reads under way or find them stored: the same single-flights serve both, so
 nothing is fetched twice.
 
+A resolver for every platform at once (uv lock) asks for the metadata of each release's first
+wheel by name, not of the wheel for its own platform: once a client asks for such a wheel
+where the one for its platform was there, its later visits pick the first wheel too.
+
 Bounded: a few visits at a time, a depth limit, each project visited once per process (a
 bounded memory of them), failures logged at debug level only, and never a wait for a client.
 Wheels whose metadata the upstream serves are left alone: the client's own fetch of it is as
@@ -21,8 +25,10 @@ import asyncio
 import dataclasses
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
@@ -30,7 +36,12 @@ from cacheproxy.cache.pages import PageService
 from cacheproxy.cache.tailmeta import TailMetadata
 from cacheproxy.simple.client_platform import ClientPlatform, client_platform
 from cacheproxy.simple.page import METADATA_SUFFIX
-from cacheproxy.simple.requirements import ANY_VERSION, dependencies, likely_wheel
+from cacheproxy.simple.requirements import (
+    ANY_VERSION,
+    dependencies,
+    likely_wheel,
+    picks_first_wheel,
+)
 from cacheproxy.store.local import Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,7 @@ class _Visit:
     depth: int  # 0: the page a client asked for
     content_type: str  # the client's, so the pages fetched ahead are rendered as it asks
     platform: ClientPlatform
+    user_agent: str  # whom the visit is for: what it learned of how the client picks wheels
 
 
 class _Recent:
@@ -93,6 +105,7 @@ class Lookahead:
         self._slots = asyncio.Semaphore(concurrency)
         self._visited = _Recent(REMEMBERED)  # a visit started, at any depth
         self._expanded = _Recent(REMEMBERED)  # a visit started that may go on to dependencies
+        self._first_pickers = _Recent(REMEMBERED)  # user agents seen asking for first wheels
         self._tasks: set[asyncio.Task[None]] = set()
 
     def page_served(
@@ -102,7 +115,26 @@ class Lookahead:
         it, in the background."""
         if self.enabled and outcome not in _NOT_STORED and project not in self._expanded:
             platform = client_platform(user_agent)
-            self._start(_Visit(project, ANY_VERSION, 0, content_type, platform))
+            self._start(_Visit(project, ANY_VERSION, 0, content_type, platform, user_agent or ""))
+
+    def metadata_asked(self, project: str, wheel: str, user_agent: str | None) -> None:
+        """A client asked for a wheel's metadata: learn from it, in the background, whether
+        the client picks each release's first wheel rather than its platform's."""
+        agent = user_agent or ""
+        if self.enabled and agent not in self._first_pickers and not _runs_anywhere(wheel):
+            self._track(self._learn_pick(project, wheel, agent))
+
+    async def _learn_pick(self, project: str, wheel: str, user_agent: str) -> None:
+        try:
+            files = await self.pages.visible_files(project)
+        except Exception as exc:  # the client's own request tells it what went wrong
+            log.debug("lookahead: no page of %s to learn from: %s", project, exc)
+            return
+        platform = client_platform(user_agent)
+        # A large page's thousands of names: not on the event loop.
+        if files and await asyncio.to_thread(picks_first_wheel, files, wheel, platform):
+            log.debug("lookahead: %s picks each release's first wheel", user_agent[:40])
+            self._first_pickers.add(user_agent)
 
     async def settled(self) -> None:
         """Until every visit started so far (and those they started) is done: tests."""
@@ -118,7 +150,10 @@ class Lookahead:
         self._visited.add(visit.project)
         if visit.depth < self.max_depth:
             self._expanded.add(visit.project)
-        task = asyncio.create_task(self._visit(visit))
+        self._track(self._visit(visit))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -159,7 +194,8 @@ class Lookahead:
             return None
         # Thousands of files on a large page: not on the event loop.
         specifier, platform = visit.specifier, visit.platform
-        wheel = await asyncio.to_thread(likely_wheel, files, specifier, platform)
+        first = visit.user_agent in self._first_pickers
+        wheel = await asyncio.to_thread(likely_wheel, files, specifier, platform, first)
         if not wheel:
             return None
         stored = await self.store.find_file(project, wheel + METADATA_SUFFIX)
@@ -173,3 +209,8 @@ class Lookahead:
         self._fetches.labels("metadata").inc()
         log.debug("lookahead: metadata of %s", wheel)
         return await self.tail.read(project, wheel, source)
+
+
+def _runs_anywhere(wheel: str) -> bool:
+    """A wheel every platform takes: asking for it tells nothing of how a client picks."""
+    return wheel.endswith("-any.whl")

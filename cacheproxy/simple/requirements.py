@@ -3,7 +3,7 @@ wheel's METADATA declares. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,15 @@ class Dependency:
 
 
 def likely_wheel(
-    files: Mapping[str, dict[str, Any]], specifier: SpecifierSet, platform: ClientPlatform
+    files: Mapping[str, dict[str, Any]],
+    specifier: SpecifierSet,
+    platform: ClientPlatform,
+    first: bool = False,
 ) -> str | None:
     """The wheel a resolver most likely asks about: of the newest final release that the
     specifier admits and that has a wheel for this platform (not yanked, its requires-python
-    met), the best wheel. None when no release has one.
+    met), the best wheel. None when no release has one. first: the release's first wheel by
+    name, whatever its platform, as a resolver for every platform (uv lock) asks.
 
     files maps each file name to its entry. A page can list thousands of files: releases are
     told apart by file name alone, and entries are looked at only for the newest releases,
@@ -58,10 +62,18 @@ def likely_wheel(
                 fits[requires_python] = _python_fits(requires_python, platform.python_version)
             if fits[requires_python] and not entry.get("yanked"):
                 usable.append(filename)
-        best = platform.best_wheel(usable)
+        best = (min(usable) if usable else None) if first else platform.best_wheel(usable)
         if best is not None:
             return best
     return None
+
+
+def picks_first_wheel(filenames: Iterable[str], wheel: str, platform: ClientPlatform) -> bool:
+    """Whether asking for this wheel's metadata shows a client picking its release's first
+    wheel by name where the release has a better one for the client's own platform."""
+    prefix = "-".join(wheel.split("-")[:2]) + "-"
+    release = [name for name in filenames if name.startswith(prefix) and name.endswith(".whl")]
+    return wheel in release and wheel == min(release) and wheel != platform.best_wheel(release)
 
 
 def _version(text: str) -> Version | None:

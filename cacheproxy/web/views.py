@@ -11,6 +11,7 @@ from cacheproxy.cache.answers import FileRequest
 from cacheproxy.cache.errors import UpstreamError, UpstreamRefused
 from cacheproxy.simple.names import InvalidName, check_filename, normalize_project
 from cacheproxy.simple.negotiation import JSON_V1, SUPPORTED, choose_content_type
+from cacheproxy.simple.page import METADATA_SUFFIX
 from cacheproxy.simple.render import Rendered, render_project_list, with_variants
 from cacheproxy.web.file_responses import refusal, respond
 from cacheproxy.web.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
@@ -146,6 +147,9 @@ async def project_file(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     _redirect_if_not_normalized(request, raw, project, filename)
     asked = FileRequest(request.method, request.headers)
+    if filename.endswith(".whl" + METADATA_SUFFIX):
+        wheel = filename.removesuffix(METADATA_SUFFIX)
+        request.app[LOOKAHEAD].metadata_asked(project, wheel, request.headers.get("User-Agent"))
     try:
         answer = await request.app[FILES].answer(project, filename, asked)
         return await respond(request, answer)
