@@ -54,14 +54,18 @@ class Adopter:
         except _Unusable as exc:
             raise _Unusable(f"{filename!r}: {exc}") from None
         entry["url"] = client_url(filename)
+        self._adopt_fields(entry, filename)
+        self._seen.add(filename)
+        return entry, origin
+
+    def _adopt_fields(self, entry: dict[str, Any], filename: str) -> None:
+        """The fields past the name and URL: provenance, hashes, metadata."""
         if entry.get("provenance"):
             self._adopt_provenance(entry, filename)
         if "hashes" not in entry:
             entry["hashes"] = {}
         if "core-metadata" in entry or "data-dist-info-metadata" in entry:
             _adopt_metadata(entry)
-        self._seen.add(filename)
-        return entry, origin
 
     def _adopt_provenance(self, entry: dict[str, Any], filename: str) -> None:
         provenance = entry["provenance"]
@@ -96,14 +100,7 @@ class Adopter:
             return None
         for entry, filename in zip(entries, names, strict=True):
             entry["url"] = filename  # client_url() of a plain name
-        for entry, filename in zip(entries, names, strict=True):
-            if entry.get("provenance"):
-                self._adopt_provenance(entry, filename)
-        for entry in entries:
-            if "hashes" not in entry:
-                entry["hashes"] = {}
-            if "core-metadata" in entry or "data-dist-info-metadata" in entry:
-                _adopt_metadata(entry)
+            self._adopt_fields(entry, filename)
         self._seen.update(names)
         return names, origins
 
@@ -113,14 +110,12 @@ class Adopter:
         joined = "".join(raws)
         if "#" in joined or "/." in joined:
             return None
-        first = raws[0]
-        if first.startswith("/") and not first.startswith("//"):
-            root_end = self.page_url.find("/", self.page_url.find("://") + 3)
-            if root_end <= 0 or "\n//" in "\n" + "\n".join(raws):
+        if raws[0].startswith("/"):
+            root = _page_root(self.page_url)
+            if root is None or not all(map(str.startswith, raws, repeat("/"))):
                 return None
-            if not all(map(str.startswith, raws, repeat("/"))):
+            if any(map(str.startswith, raws, repeat("//"))):
                 return None
-            root = self.page_url[:root_end]
             absolute = [root + raw for raw in raws]
         else:
             absolute = raws
@@ -177,10 +172,16 @@ def _absolute(raw: str, page_url: str) -> str:
     if raw.startswith(("https://", "http://")):
         return raw
     if raw.startswith("/") and not raw.startswith("//"):  # from the page's own origin
-        end = page_url.find("/", page_url.find("://") + 3)
-        if end > 0:
-            return page_url[:end] + raw
+        root = _page_root(page_url)
+        if root is not None:
+            return root + raw
     return urljoin(page_url, raw)
+
+
+def _page_root(page_url: str) -> str | None:
+    """scheme://host[:port] of the page, that a URL rooted at "/" is resolved against."""
+    end = page_url.find("/", page_url.find("://") + 3)
+    return page_url[:end] if end > 0 else None
 
 
 def _upstream_url(raw: Any, page_url: str, hosts: FileHosts) -> str:
