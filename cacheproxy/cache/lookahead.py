@@ -40,7 +40,7 @@ from cacheproxy.simple.requirements import (
     ANY_VERSION,
     dependencies,
     likely_wheel,
-    picks_first_wheel,
+    wheel_pick,
 )
 from cacheproxy.store.local import Store
 
@@ -105,7 +105,9 @@ class Lookahead:
         self._slots = asyncio.Semaphore(concurrency)
         self._visited = _Recent(REMEMBERED)  # a visit started, at any depth
         self._expanded = _Recent(REMEMBERED)  # a visit started that may go on to dependencies
-        self._first_pickers = _Recent(REMEMBERED)  # user agents seen asking for first wheels
+        # User agents by how they were seen picking wheels; a client is judged until it is in one.
+        self._first_pickers = _Recent(REMEMBERED)
+        self._platform_pickers = _Recent(REMEMBERED)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def page_served(
@@ -121,7 +123,8 @@ class Lookahead:
         """A client asked for a wheel's metadata: learn from it, in the background, whether
         the client picks each release's first wheel rather than its platform's."""
         agent = user_agent or ""
-        if self.enabled and agent not in self._first_pickers and not _runs_anywhere(wheel):
+        judged = agent in self._first_pickers or agent in self._platform_pickers
+        if self.enabled and not judged and not _runs_anywhere(wheel):
             self._track(self._learn_pick(project, wheel, agent))
 
     async def _learn_pick(self, project: str, wheel: str, user_agent: str) -> None:
@@ -132,9 +135,12 @@ class Lookahead:
             return
         platform = client_platform(user_agent)
         # A large page's thousands of names: not on the event loop.
-        if files and await asyncio.to_thread(picks_first_wheel, files, wheel, platform):
+        pick = files and await asyncio.to_thread(wheel_pick, files, wheel, platform)
+        if pick == "first":
             log.debug("lookahead: %s picks each release's first wheel", user_agent[:40])
             self._first_pickers.add(user_agent)
+        elif pick == "platform":
+            self._platform_pickers.add(user_agent)
 
     async def settled(self) -> None:
         """Until every visit started so far (and those they started) is done: tests."""

@@ -68,12 +68,18 @@ def likely_wheel(
     return None
 
 
-def picks_first_wheel(filenames: Iterable[str], wheel: str, platform: ClientPlatform) -> bool:
-    """Whether asking for this wheel's metadata shows a client picking its release's first
-    wheel by name where the release has a better one for the client's own platform."""
+def wheel_pick(filenames: Iterable[str], wheel: str, platform: ClientPlatform) -> str | None:
+    """How a client that asks for this wheel's metadata picks wheels: "first", its release's
+    first wheel by name where there is a better one for its platform; "platform", the best
+    one for its platform where that is not the first; None when this wheel does not tell."""
     prefix = "-".join(wheel.split("-")[:2]) + "-"
     release = [name for name in filenames if name.startswith(prefix) and name.endswith(".whl")]
-    return wheel in release and wheel == min(release) and wheel != platform.best_wheel(release)
+    if wheel not in release:
+        return None
+    first, best = min(release), platform.best_wheel(release)
+    if first == best:
+        return None
+    return "first" if wheel == first else "platform" if wheel == best else None
 
 
 def _version(text: str) -> Version | None:
