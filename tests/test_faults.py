@@ -199,15 +199,3 @@ async def test_outage_costs_one_attempt_then_stale_pages_come_at_once(make_proxy
     assert status == 200 and "cannot connect" in headers["Warning"]
     status, headers, _ = await fetch(proxy.url + "beta-helper/")
     assert status == 200 and "upstream unreachable" in headers["Warning"]  # not asked again
-
-
-async def test_upstream_credentials_from_netrc(make_proxy, upstream, tmp_path, monkeypatch):
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine 127.0.0.1\nlogin ci\npassword from-netrc\n")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-    upstream.index.required_auth = ("ci", "from-netrc")
-    proxy = await make_proxy()
-    status, _, page = await fetch(proxy.url + "tinyalpha/", Accept=JSON_V1)
-    assert status == 200 and b"from-netrc" not in page
-    assert (await fetch(proxy.url + f"tinyalpha/{ALPHA}"))[0] == 200

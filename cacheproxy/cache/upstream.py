@@ -13,6 +13,7 @@ import aiohttp
 from yarl import URL
 
 from cacheproxy import __version__
+from cacheproxy.cache.client_env import ClientEnvironment
 from cacheproxy.cache.errors import UpstreamError
 from cacheproxy.cache.pace import RateFloor
 from cacheproxy.config import Config
@@ -129,15 +130,17 @@ class Upstream:
         self._page_timeout = config.page_timeout
         self._min_rate, self._rate_window = config.min_rate, config.min_rate_window
         self._session: aiohttp.ClientSession | None = None
+        self._environment = ClientEnvironment(uses_proxies=False, netrc=None)
         self._retries = config.retries
         self._backoff = 0.2
 
     async def open(self) -> None:
+        # Proxy variables and netrc credentials, as every other HTTP client honours them.
+        self._environment = await asyncio.to_thread(ClientEnvironment.read)
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT},
-            # Proxy variables and netrc credentials, as every other HTTP client honours them.
-            trust_env=True,
+            trust_env=self._environment.uses_proxies,
             auto_decompress=False,
             connector=aiohttp.TCPConnector(limit=64, limit_per_host=32),
         )
@@ -156,7 +159,8 @@ class Upstream:
         # Credentials go only to the index's own origin, as pip and uv do.
         if self._authorization and url.origin() == self.base_url.origin():
             return {"Authorization": self._authorization}
-        return {}
+        from_netrc = self._environment.authorization(url.host)
+        return {"Authorization": from_netrc} if from_netrc else {}
 
     def page_url(self, project: str) -> URL:
         return self.base_url.join(URL(f"{project}/"))
