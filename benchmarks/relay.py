@@ -128,6 +128,10 @@ class Relay:
         self.store = store
         self._keeping: dict[str, asyncio.Lock] = {}  # URLs being fetched whole for ranges
         self.pages: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+        # Each kept page gzipped once, as a CDN serves it: compressing a large page for every
+        # request held the relay's event loop, and every other transfer on the link, for tens
+        # of milliseconds each time.
+        self.gzipped: dict[tuple[str, str], bytes] = {}
         self.stats = RelayStats()
         self.session: ClientSession | None = None
 
@@ -185,9 +189,12 @@ class Relay:
                 if upstream.status == 200:
                     body = rewrite_page(body, content_type, str(upstream.url), self.strip_metadata)
                 self.pages[key] = (upstream.status, content_type, body)
+                self.gzipped.pop(key, None)
         status, content_type, body = self.pages[key]
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            body, encoding = gzip.compress(body, 6), {"Content-Encoding": "gzip"}
+            if key not in self.gzipped:
+                self.gzipped[key] = await asyncio.to_thread(gzip.compress, body, 6)
+            body, encoding = self.gzipped[key], {"Content-Encoding": "gzip"}
         else:
             encoding = {}
         response = web.StreamResponse(
