@@ -18,7 +18,9 @@ def _filenames(entry: CachedPage | None) -> set[str]:
 def removed_files(old: CachedPage | None, new: CachedPage) -> list[str]:
     """What the stored page listed that the upstream's new answer does not (a project that is
     gone altogether takes all of its files with it)."""
-    return sorted(_filenames(old) - _filenames(new))
+    listed = _filenames(old)
+    # A first fetch has nothing to take down: its page's thousands of names are not read.
+    return sorted(listed - _filenames(new)) if listed else []
 
 
 def base_filename(filename: str) -> str:
