@@ -4,6 +4,7 @@ dependencies' pages, with no further client request, within its bounds and the r
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 import zipfile
@@ -112,6 +113,21 @@ async def test_a_cold_page_leads_to_the_likely_wheel_and_its_dependencies(proxy,
     assert fetched(proxy, "page") == 2 and fetched(proxy, "metadata") == 3
     # Nothing was downloaded whole: the upstream sent only ranges and HEADs.
     assert all(index.requests[("GET", f.url_path)] <= 2 for f in index.files.values())
+
+
+async def test_a_page_served_is_looked_ahead_from_while_deeper_visits_wait(proxy, chain):
+    lookahead = proxy.server.app[LOOKAHEAD]
+    lookahead._slots = asyncio.Semaphore(0)  # every deeper visit waits, as behind slow ones
+    await get(proxy.url + "rootpkg/", LINUX_PIP)
+    for _ in range(500):
+        if chain.index.file_hits(ROOT_NEW):
+            break
+        await asyncio.sleep(0.01)
+    # The client's own page is read from at once (the client reads the same wheel next)...
+    assert chain.index.file_hits(ROOT_NEW) >= 1
+    # ...while the guesses below it wait for a slot.
+    assert chain.index.page_hits("mid") == 0
+    await lookahead.close()
 
 
 async def test_pages_looked_at_are_not_kept_expanded(proxy, chain):

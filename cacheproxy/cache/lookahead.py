@@ -13,8 +13,10 @@ A resolver for every platform at once (uv lock) asks for the metadata of each re
 wheel by name, not of the wheel for its own platform: once a client asks for such a wheel
 where the one for its platform was there, its later visits pick the first wheel too.
 
-Bounded: a few visits at a time, a depth limit, each project visited once per process (a
-bounded memory of them), failures logged at debug level only, and never a wait for a client.
+Bounded: the visits below a page a client was served run a few at a time (the page's own
+visit reads the wheel the client asks for next, so it never waits behind them), a depth
+limit, each project visited once per process (a bounded memory of them), failures logged at
+debug level only, and never a wait for a client.
 Wheels whose metadata the upstream serves are left alone: the client's own fetch of it is as
 quick as the proxy's would be.
 """
@@ -49,8 +51,10 @@ log = logging.getLogger(__name__)
 # Levels of dependencies looked ahead below a page a client asked for: each page the client
 # then asks for starts its own lookahead, so the proxy stays this far ahead of it.
 MAX_DEPTH = 2
-# Visits at a time: each is a page fetch and two or three small range reads.
-CONCURRENCY = 6
+# Visits below the pages clients asked for, at a time: each is a page fetch and two or three
+# small range reads. A cold resolution finds a few dozen dependencies within a second; at 6,
+# those of the last requirements read waited half a second behind the first ones.
+CONCURRENCY = 12
 # Projects remembered as looked ahead; beyond that the oldest may be visited again.
 REMEMBERED = 10_000
 # Pages served without being stored (a full disk, an unreachable upstream): reading the page
@@ -165,8 +169,11 @@ class Lookahead:
 
     async def _visit(self, visit: _Visit) -> None:
         try:
-            async with self._slots:
+            if visit.depth == 0:  # the client reads this metadata itself: the reads join
                 metadata = await self._metadata(visit)
+            else:
+                async with self._slots:
+                    metadata = await self._metadata(visit)
             if metadata is None or visit.depth >= self.max_depth:
                 return
             found = await asyncio.to_thread(dependencies, metadata, visit.platform)
