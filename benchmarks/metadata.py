@@ -7,12 +7,13 @@ cold proxy, on a throttled link (benchmarks/relay.py --strip-metadata: 50 ms per
 For `uv pip compile`, `pip install --dry-run`, `uv lock` and `uv pip install` (into a fresh
 --target) of the workload: seconds and the bytes that crossed the link, straight from the relay
 and through a fresh proxy with an empty cache (each client with an empty cache of its own),
-with the resolution lookahead on (the default) and off. Then a cold `.metadata` of the
-largest wheel the proxy saw (--big-project, default numpy): seconds and bytes. pip is the
-newest release, installed through the relay into a throwaway venv under --workdir (--pip
-names another Python whose pip to measure instead). The relay keeps the files it fetched
-(WORKDIR/relay-store), and one untimed run of each client primes it, so the measured runs
-cost the simulated link, not the real upstream's variance.
+with the resolution lookahead on (the default) and off: --rounds runs of each, in turn, and
+their medians (each run's CPU time stolen by the host is kept beside it in the JSON). Then a
+cold `.metadata` of the largest wheel the proxy saw (--big-project, default numpy): seconds
+and bytes. pip is the newest release, installed through the relay into a throwaway venv under
+--workdir (--pip names another Python whose pip to measure instead). The relay keeps the
+files it fetched (WORKDIR/relay-store), and one untimed run of each client primes it, so the
+measured runs cost the simulated link, not the real upstream's variance.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +122,45 @@ def through_proxy(
             proxy.stop()
 
 
+def directly(relay: RelayProcess, args: argparse.Namespace, client: str) -> tuple:
+    relay.reset()
+    seconds = asyncio.run(resolve(client, args.workload, relay.url, args.pip))
+    return round(seconds, 2), megabytes(relay.stats()["body_bytes"])
+
+
+def side_by_side(relay: RelayProcess, args: argparse.Namespace, client: str) -> dict:
+    """Direct, through a cold proxy and through one without lookahead, --rounds times in
+    turn (each round in the other order than the last): the medians, and every run."""
+    ways = {
+        "direct": lambda: directly(relay, args, client),
+        "proxy": lambda: through_proxy(relay, args, client),
+        "no lookahead": lambda: through_proxy(relay, args, client, "--no-lookahead"),
+    }
+    runs: dict[str, list[tuple]] = {name: [] for name in ways}
+    for number in range(args.rounds):
+        for name in list(ways) if number % 2 == 0 else list(ways)[::-1]:
+            stolen = stolen_seconds()
+            seconds, upstream = ways[name]()
+            runs[name].append((seconds, upstream, round(stolen_seconds() - stolen, 2)))
+    row: dict = {}
+    for name, done in runs.items():
+        row[f"{name} s"] = statistics.median(seconds for seconds, _, _ in done)
+        row[f"{name} MB"] = statistics.median(upstream for _, upstream, _ in done)
+    row["runs (s, MB, CPU s stolen)"] = runs
+    return row
+
+
+def stolen_seconds() -> float:
+    """CPU time the host took from this virtual machine so far (0 where it is not told): a
+    run that lost much of it is slow for reasons of its own."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = int(stat.readline().split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def current_pip(relay: RelayProcess, workdir: Path) -> str:
     """A throwaway venv with the newest pip, installed through the relay: the pip a user
     installs today, not whichever one this venv happens to carry."""
@@ -156,15 +197,7 @@ def run(args: argparse.Namespace) -> dict:
             asyncio.run(resolve(client, args.workload, relay.url, args.pip))
             # Through a proxy too: the relay then holds every file the proxy reads ranges of.
             through_proxy(relay, args, client)
-            row = {}
-            relay.reset()
-            direct = asyncio.run(resolve(client, args.workload, relay.url, args.pip))
-            row["direct s"] = round(direct, 2)
-            row["direct MB"] = megabytes(relay.stats()["body_bytes"])
-            row["proxy s"], row["proxy MB"] = through_proxy(relay, args, client)
-            row["no lookahead s"], row["no lookahead MB"] = through_proxy(
-                relay, args, client, "--no-lookahead"
-            )
+            row = side_by_side(relay, args, client)
             row["proxy/direct s"] = round(row["proxy s"] / row["direct s"], 2)
             row["no lookahead/direct s"] = round(row["no lookahead s"] / row["direct s"], 2)
             log(f"{client}: {row}")
@@ -217,6 +250,12 @@ def main() -> None:
         type=lambda text: [client.strip() for client in text.split(",")],
         default=list(CLIENTS),
         help=f"comma-separated, of: {', '.join(CLIENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each way, in turn, whose medians are reported (default: 3)",
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-meta")
     parser.add_argument("--json", type=Path, help="write the results here")
