@@ -59,6 +59,20 @@ EXTRAS = st.fixed_dictionaries(
         ),
         "yanked": st.one_of(st.booleans(), st.text(max_size=8)),
         "size": st.integers(min_value=0, max_value=2**40),
+        # What else an upstream may put in an entry: floats (NaN too), integers past 64
+        # bits, objects in lists, strings that hold what parts two encoded entries.
+        "extra": st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers(min_value=-(2**70), max_value=2**70)
+            | st.floats()
+            | st.text(alphabet='ab{},"\\', max_size=6),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+            ),
+            max_leaves=6,
+        ),
     },
 )
 ENTRY = st.builds(

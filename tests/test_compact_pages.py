@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cacheproxy.cache.policy import CachedPage
 from cacheproxy.simple import compact as compact_module
+from cacheproxy.simple.canonical_json import encode_strings, encode_texts
 from cacheproxy.simple.compact import CompactPage, encode_json, filenames
 from cacheproxy.simple.entries import client_url
 from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
@@ -178,6 +179,50 @@ def test_entries_are_encoded_as_json_dumps_encodes_them(entry):
             encode_json(entry)
         return
     assert encode_json(entry) == expected
+
+
+def float_free(value) -> bool:
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        value = list(value.values())
+    return all(map(float_free, value)) if isinstance(value, list) else True
+
+
+@given(st.lists(st.dictionaries(st.text(), JSON_VALUES, max_size=4).filter(float_free)))
+def test_entries_without_floats_are_encoded_at_once_as_each_alone(entries):
+    expected = []
+    try:
+        expected = [encode_json(entry) for entry in entries]
+    except UnicodeEncodeError:  # a lone surrogate: neither way can write it
+        with pytest.raises(UnicodeEncodeError):
+            encode_texts(entries, floats=False)
+        return
+    assert encode_texts(entries, floats=False) == expected
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"a": [{"b": 1}, {"c": 2}]}, {"d": 3}],  # objects in a list, in an entry
+        [{"a": "},{"}, {"b": "x"}],
+        [{}, {}],
+        [{"a": 2**70}, {"b": 1}],  # past 64 bits
+    ],
+)
+def test_entries_that_hold_what_parts_two_are_encoded_as_each_alone(entries):
+    assert encode_texts(entries, floats=False) == [encode_json(entry) for entry in entries]
+
+
+@given(st.lists(st.text()))
+def test_strings_are_encoded_at_once_as_each_alone(strings):
+    try:
+        expected = [encode_json(string) for string in strings]
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            encode_strings(strings)
+        return
+    assert encode_strings(strings) == expected
 
 
 def test_what_json_cannot_hold_is_refused_as_json_dumps_refuses_it():

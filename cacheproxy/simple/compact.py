@@ -22,46 +22,11 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from cacheproxy.simple.canonical_json import encode_json, encode_strings
 from cacheproxy.simple.page import ProjectPage
 
 # What the index costs per file beside the bytes: a hash, a position, a line start.
 _INDEX_BYTES_PER_FILE = 20
-
-
-# Made once: JSONEncoder.encode makes a new C encoder per call, which cost more than the
-# encoding of a file's entry, and a page of thousands of files is thousands of calls. The C
-# encoder is the one json.dumps itself uses; _ENCODE is for the rest (and where there is no C
-# accelerator).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ENCODE_STRING = json.encoder.encode_basestring  # ensure_ascii=False's
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-_ENCODE_OBJECT = (
-    None
-    if json.encoder.c_make_encoder is None
-    else json.encoder.c_make_encoder(
-        None, _not_json, _ENCODE_STRING, None, ":", ",", False, False, True
-    )
-)
-
-
-def encode_json(value: Any) -> bytes:
-    """A value as one line of the canonical JSON pages are stored and served in."""
-    if _ENCODE_OBJECT is not None and type(value) is dict:
-        return "".join(_ENCODE_OBJECT(value, 0)).encode()
-    return _ENCODE(value).encode()
-
-
-def encode_texts(entries: list[dict[str, Any]]) -> list[str]:
-    """encode_json() of each entry, as text."""
-    if _ENCODE_OBJECT is None:
-        return [_ENCODE(entry) for entry in entries]
-    encode = _ENCODE_OBJECT
-    return ["".join(encode(entry, 0)) for entry in entries]
 
 
 class CompactBuilder:
@@ -75,14 +40,15 @@ class CompactBuilder:
     def add(self, entry: dict[str, Any], origin: str) -> bytes:
         """Add a file's entry; its line's JSON is returned for whoever renders it too."""
         line = encode_json(entry)
-        self._lines += b"\n" + line + b"\t" + _ENCODE_STRING(origin).encode()
+        self._lines += b"\n" + line + b"\t" + encode_json(origin)
         self.names.append(entry["filename"])
         return line
 
-    def add_texts(self, names: list[str], texts: list[str], origins: list[str]) -> None:
-        """add() of many files at once, from their entries' JSON text (encode_texts)."""
-        lines = map("\t".join, zip(texts, map(_ENCODE_STRING, origins), strict=True))
-        self._lines += ("\n" + "\n".join(lines)).encode()
+    def add_texts(self, names: list[str], texts: list[bytes], origins: list[str]) -> None:
+        """add() of many files at once, from their entries' JSON (encode_texts)."""
+        lines = map(b"\t".join, zip(texts, encode_strings(origins), strict=True))
+        self._lines += b"\n"
+        self._lines += b"\n".join(lines)
         self.names += names
 
     def page(

@@ -11,22 +11,23 @@ from typing import Any
 
 from cacheproxy.simple import render
 from cacheproxy.simple.anchors import html_entries
-from cacheproxy.simple.compact import CompactBuilder, CompactPage, encode_texts
+from cacheproxy.simple.canonical_json import encode_texts
+from cacheproxy.simple.compact import CompactBuilder, CompactPage
 from cacheproxy.simple.entries import Adopter
 from cacheproxy.simple.filehosts import ANY_HOST, FileHosts
 from cacheproxy.simple.page import API_VERSION, PageError, ProjectPage, versions_of
 
 
 def _adopted(
-    entries: list[Any], adopter: Adopter, served: list[bytes] | None = None
+    entries: list[Any], adopter: Adopter, served: list[bytes] | None = None, floats: bool = True
 ) -> CompactBuilder:
     """The entries adopted into a builder; served, when given, gets each entry as a client is
-    served it while nothing is known of the files."""
+    served it while nothing is known of the files. floats: False when no entry holds one."""
     builder = CompactBuilder()
     every = adopter.adopt_all(entries)
     if every is not None:
         names, origins = every
-        texts = encode_texts(entries)
+        texts = encode_texts(entries, floats)
         wanting = None if served is None else render.wants_metadata_true(entries, names)
         entries.clear()  # megabytes of dictionaries for a large page: gone before its lines
         builder.add_texts(names, texts, origins)
@@ -55,8 +56,16 @@ def parse_json_served(
 ) -> tuple[CompactPage, bytes | None]:
     """parse_json, and the page's JSON as render_compact_json(page, {}) renders it, made as
     the entries are read: a cold page's first render would go through them all again."""
+    floats = False
+
+    def read_float(text: str) -> float:  # NaN and Infinity too
+        nonlocal floats
+        floats = True
+        return float(text)
+
     try:
-        data = json.loads(body)
+        # Whether the page holds a float at all, told as it is read: most pages hold none.
+        data = json.loads(body, parse_float=read_float, parse_constant=read_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PageError(f"upstream sent invalid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
@@ -67,7 +76,7 @@ def parse_json_served(
     data.setdefault("meta", {"api-version": API_VERSION})
     adopter = Adopter(page_url, hosts)
     parts: list[bytes] | None = [] if served else None
-    builder = _adopted(entries, adopter, parts)
+    builder = _adopted(entries, adopter, parts, floats)
     page = builder.page(data, adopter.extra_origins, tuple(adopter.dropped))
     return page, None if parts is None else render.joined_json(page.head_json(), parts)
 
@@ -82,7 +91,7 @@ def parse_html(
     except Exception as exc:  # html.parser raises assorted errors on garbage
         raise PageError(f"upstream sent unreadable HTML: {exc}") from None
     adopter = Adopter(page_url, hosts)
-    builder = _adopted(entries, adopter)
+    builder = _adopted(entries, adopter, floats=False)  # attributes are strings
     head: dict[str, Any] = {
         "meta": {"api-version": meta.get("pypi:repository-version", ["1.0"])[0]},
         "name": project,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from cacheproxy.simple.compact import CompactPage, encode_json
+from cacheproxy.simple.canonical_json import encode_json
+from cacheproxy.simple.compact import CompactPage
 from cacheproxy.simple.page import API_VERSION, ProjectPage, best_hash, entry_with_facts
 
 GZIP_MIN_BYTES = 1024
@@ -83,9 +84,6 @@ def served_entry(
     return encode_json(entry_with_facts(json.loads(line) if entry is None else entry, known))
 
 
-_METADATA_TRUE_TEXT = _METADATA_TRUE.decode()
-
-
 def wants_metadata_true(entries: list[dict[str, Any]], names: list[str]) -> list[bool]:
     """Which of these entries (adopted: metadata keys both there or both not) served_entry()
     gives metadata `true` while nothing is known of their files: wheels without the keys."""
@@ -95,12 +93,12 @@ def wants_metadata_true(entries: list[dict[str, Any]], names: list[str]) -> list
     ]
 
 
-def served_texts(texts: list[str], wanting: list[bool]) -> list[bytes]:
+def served_texts(texts: list[bytes], wanting: list[bool]) -> list[bytes]:
     """served_entry() of each file while nothing is known of the files, from its line's JSON
-    text and whether it wants metadata `true`."""
-    true = _METADATA_TRUE_TEXT
+    and whether it wants metadata `true`."""
+    true = _METADATA_TRUE
     pairs = zip(texts, wanting, strict=True)
-    return [(text[:-1] + true if want else text).encode() for text, want in pairs]
+    return [text[:-1] + true if want else text for text, want in pairs]
 
 
 def joined_json(head: bytes, entries: list[bytes]) -> bytes:
