@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -33,6 +34,24 @@ async def read_metadata(proxy, project: str, filename: str) -> None:
     status, _ = await fetch(proxy.url + f"{project}/{filename}.metadata")
     assert status == 200
     await proxy.server.app[FILES].tail_metadata.flush()
+
+
+async def test_a_metadata_answer_does_not_wait_for_its_tail_to_be_kept(proxy, upstream):
+    strip_metadata(upstream)
+    kept_tails = proxy.server.app[FILES].downloads.kept_tails
+    released = asyncio.Event()
+    keep = kept_tails.keep
+
+    async def held_keep(*args):
+        await released.wait()
+        await keep(*args)
+
+    kept_tails.keep = held_keep
+    status, _ = await asyncio.wait_for(fetch(proxy.url + f"bigpkg/{BIG}.metadata"), 30)
+    assert status == 200 and len(kept_tails) == 0  # answered while the tail waits
+    released.set()
+    await proxy.server.app[FILES].tail_metadata.flush()
+    assert len(kept_tails) == 1
 
 
 async def test_download_after_a_tail_read_fetches_only_the_bytes_before_it(

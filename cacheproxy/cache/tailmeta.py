@@ -14,8 +14,9 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from cacheproxy.cache.coldfile import ColdFiles
 from cacheproxy.cache.errors import UpstreamError
@@ -82,10 +83,14 @@ class TailMetadata:
         data = await self._read(project, wheel, source)
         if data is not None:
             self._unstored[(project, wheel)] = data
-            task = asyncio.create_task(self._store(project, wheel, data))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._write_behind(self._store(project, wheel, data))
         return data
+
+    def _write_behind(self, write: Coroutine[Any, Any, None]) -> None:
+        """A write the answer does not wait for; flush() waits for it."""
+        task = asyncio.create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _store(self, project: str, wheel: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
@@ -108,15 +113,16 @@ class TailMetadata:
             return None
         try:
             reader = TailMetadataReader(wheel, probe.total)
-            # Each step parses the central directory held so far (thousands of entries in a
-            # large wheel): off the event loop.
-            while (want := await asyncio.to_thread(reader.next_range)) is not None:
+            fed = 0
+            while (want := await _step(reader, fed)) is not None:
                 start, data = await self._fetch(source.url, *want)
                 reader.feed(start, data)
+                fed = len(data)
             metadata = reader.result()
             suffix = reader.suffix()
             if suffix is not None and self._keep_tail is not None:
-                await self._keep_tail(project, wheel, *suffix)
+                # For the wheel's download, which comes later if at all: not waited for.
+                self._write_behind(self._keep_tail(project, wheel, *suffix))
             return metadata
         except UnreadableZip as exc:
             log.warning(
@@ -145,3 +151,17 @@ class TailMetadata:
                 self.bytes_read += len(data)
                 return 0, data
             raise _RangesRefused(f"the upstream answered {body.status} to a Range")
+
+
+# Bytes read by the last range up to which the next step runs on the event loop: the end
+# records and a small central directory parse in well under a millisecond, less than a turn
+# through the thread pool costs (several milliseconds while large pages are parsed).
+INLINE_STEP_BYTES = 64 * 1024
+
+
+async def _step(reader: TailMetadataReader, fed: int) -> tuple[int, int] | None:
+    """The reader's next range; its step parses what the last range brought (the central
+    directory of a large wheel holds thousands of entries): in a thread when that is large."""
+    if fed <= INLINE_STEP_BYTES:
+        return reader.next_range()
+    return await asyncio.to_thread(reader.next_range)
