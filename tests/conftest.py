@@ -100,13 +100,14 @@ def count_page_reads(monkeypatch):
     def start(proxy: RunningProxy) -> list[str]:
         store = proxy.server.app[STORE]
         reads: list[str] = []
-        original = store.get_page
+        for method in ("get_page", "page_with_version"):  # alone, or with its version
+            original = getattr(store, method)
 
-        async def counting(project: str):
-            reads.append(project)
-            return await original(project)
+            async def counting(project: str, original=original):
+                reads.append(project)
+                return await original(project)
 
-        monkeypatch.setattr(store, "get_page", counting)
+            monkeypatch.setattr(store, method, counting)
         return reads
 
     return start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import ClientSession
 
 from cacheproxy.cache.memo import parsed_pages
@@ -64,6 +66,27 @@ async def test_a_cold_file_reads_the_stored_page_at_most_once(proxy, upstream, c
             await whole.read()
     # The page miss looked in the store once; the file's requests used the parsed page.
     assert reads == ["tinyalpha"]
+
+
+async def test_concurrent_first_requests_read_a_stored_page_once(
+    make_proxy, upstream, count_page_reads
+):
+    first = await make_proxy()
+    async with ClientSession() as session:
+        async with session.get(first.url + "tinyalpha/") as page:
+            assert page.status == 200  # stored, for the proxy below to find
+    second = await make_proxy()  # the same cache: the page is stored, nothing is held
+    reads = count_page_reads(second)
+
+    async def get(session: ClientSession) -> int:
+        async with session.head(second.url + f"tinyalpha/{ALPHA}") as resp:
+            return resp.status
+
+    async with ClientSession() as session:
+        statuses = await asyncio.gather(*(get(session) for _ in range(20)))
+    assert statuses == [200] * 20
+    assert reads == ["tinyalpha"]  # one read, with its version, for all twenty
+    assert upstream.index.page_hits("tinyalpha") == 1  # the first proxy's fetch alone
 
 
 async def test_facts_learned_re_render_the_page_without_reading_it_again(

@@ -67,6 +67,10 @@ class VersionedCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a value is held for key, at any version."""
+        return key in self._values
+
     @property
     def weight(self) -> int:
         """The accounted weight of what is held (bytes, for the page caches)."""

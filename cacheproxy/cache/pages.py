@@ -97,7 +97,13 @@ class PageService(PageRules):
         if self.rules.active and (refused := self.rules.refusal(project)):
             self.upstream.metrics.policy_hidden.labels("project", "project").inc()
             return PageAnswer("refused", None, 0, refused=refused)
-        hot = self._rendered.get((project, content_type), await self.store.page_version(project))
+        key = (project, content_type)
+        # The version only tells whether a hot copy is current: not read when none is held.
+        hot = (
+            self._rendered.get(key, await self.store.page_version(project))
+            if key in self._rendered
+            else None
+        )
         # A hot copy is good until the clock makes a file it leaves off visible.
         if (
             hot is not None
@@ -182,6 +188,10 @@ class PageService(PageRules):
         # copy kept here look old at once, never current.
         # The page alone: facts learned about its files (each .metadata read, each download)
         # leave the copy read from the store current; only the rendered forms go stale.
+        if project not in self._parsed:
+            # Nothing held: the version and the page in one turn of the thread pool (a page
+            # not stored yet is asked for first, as a cold resolution asks for dozens).
+            return await self._flights.run(("load", project), lambda: self._load_new(project))
         version = await self.store.stored_page_version(project)
         entry = self._parsed.get(project, version)
         if entry is None:
@@ -189,6 +199,12 @@ class PageService(PageRules):
             entry = await self._flights.run(
                 ("load", project, version), lambda: self._load_page(project, version)
             )
+        return entry
+
+    async def _load_new(self, project: str) -> CachedPage | None:
+        version, entry = await self.store.page_with_version(project)
+        if entry is not None:
+            self._parsed.put(project, version, entry)
         return entry
 
     async def _load_page(self, project: str, version: tuple[int, int]) -> CachedPage | None:

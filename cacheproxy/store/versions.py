@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import diskcache
 
-from cacheproxy.store.maintenance import FACTS_VERSION, GENERATION, VERSION
+from cacheproxy.store import pagecodec
+from cacheproxy.store.maintenance import FACTS_VERSION, GENERATION, PAGE, VERSION
 
 # How long a look at data_version holds: a hot page served at thousands of requests a second
 # asks SQLite once per interval, and a purge from another process is seen this soon.
@@ -63,6 +65,22 @@ class Versions:
         version is current while it is unchanged, whatever facts are learned meanwhile."""
         generation, (page, _) = await self._counters(project)
         return generation, page
+
+    async def page_with_version(self, project: str) -> tuple[tuple[int, int], Any]:
+        """stored_page_version() and the stored page (get_page()) in one turn of the thread
+        pool, the version read first: what is read is current while it is unchanged."""
+        if self._changed_elsewhere():
+            self._versions.clear()
+            self._generation = None
+
+        def read() -> tuple[int, tuple[int, int], Any]:
+            generation, counters = self._read_versions(project)
+            # The page in its compact form, as Store.get_page() reads it.
+            return generation, counters, pagecodec.decode(self._value((PAGE, project)))
+
+        generation, counters, page = await asyncio.to_thread(read)
+        self._generation, self._versions[project] = generation, counters
+        return (generation, counters[0]), page
 
     async def _counters(self, project: str) -> tuple[int, tuple[int, int]]:
         if self._changed_elsewhere():
