@@ -24,6 +24,7 @@ quick as the proxy's would be.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict
@@ -169,11 +170,11 @@ class Lookahead:
 
     async def _visit(self, visit: _Visit) -> None:
         try:
-            if visit.depth == 0:  # the client reads this metadata itself: the reads join
+            # A page's own visit takes no slot: the client reads this metadata too, and the
+            # reads join.
+            slot = contextlib.nullcontext() if visit.depth == 0 else self._slots
+            async with slot:
                 metadata = await self._metadata(visit)
-            else:
-                async with self._slots:
-                    metadata = await self._metadata(visit)
             if metadata is None or visit.depth >= self.max_depth:
                 return
             found = await asyncio.to_thread(dependencies, metadata, visit.platform)

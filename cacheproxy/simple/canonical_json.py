@@ -45,17 +45,14 @@ def encode_texts(entries: list[dict[str, Any]], floats: bool = True) -> list[byt
         inner = _orjson_inner(entries, b"},{")
         if inner is not None:
             return [b"{" + part + b"}" for part in inner]
-    if _ENCODE_OBJECT is None:
-        return [_ENCODE(entry).encode() for entry in entries]
-    encode = _ENCODE_OBJECT
-    return ["".join(encode(entry, 0)).encode() for entry in entries]
+    return list(map(encode_json, entries))
 
 
 def encode_strings(strings: list[str]) -> list[bytes]:
     """encode_json() of each string."""
     inner = _orjson_inner(strings, b'","')
     if inner is None:
-        return [_ENCODE_STRING(string).encode() for string in strings]
+        return list(map(encode_json, strings))
     return [b'"' + part + b'"' for part in inner]
 
 

@@ -147,8 +147,7 @@ class Store(Versions, Maintenance):
     # -- pages -----------------------------------------------------------------------------
 
     async def get_page(self, project: str) -> CachedPage | None:
-        # The page in its compact form (pagecodec); entries pickled before still load.
-        return await asyncio.to_thread(lambda: pagecodec.decode(self._value((PAGE, project))))
+        return await asyncio.to_thread(self._read_page, project)
 
     def _put_page(self, project: str, entry: CachedPage) -> int:
         value = pagecodec.encode(entry)

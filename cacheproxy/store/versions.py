@@ -66,26 +66,30 @@ class Versions:
         generation, (page, _) = await self._counters(project)
         return generation, page
 
+    def _read_page(self, project: str) -> Any:
+        """The stored page in its compact form (pagecodec); entries pickled before still load."""
+        return pagecodec.decode(self._value((PAGE, project)))
+
     async def page_with_version(self, project: str) -> tuple[tuple[int, int], Any]:
         """stored_page_version() and the stored page (get_page()) in one turn of the thread
         pool, the version read first: what is read is current while it is unchanged."""
-        if self._changed_elsewhere():
-            self._versions.clear()
-            self._generation = None
+        self._forget_if_changed_elsewhere()
 
         def read() -> tuple[int, tuple[int, int], Any]:
             generation, counters = self._read_versions(project)
-            # The page in its compact form, as Store.get_page() reads it.
-            return generation, counters, pagecodec.decode(self._value((PAGE, project)))
+            return generation, counters, self._read_page(project)
 
         generation, counters, page = await asyncio.to_thread(read)
         self._generation, self._versions[project] = generation, counters
         return (generation, counters[0]), page
 
-    async def _counters(self, project: str) -> tuple[int, tuple[int, int]]:
+    def _forget_if_changed_elsewhere(self) -> None:
         if self._changed_elsewhere():
             self._versions.clear()
             self._generation = None
+
+    async def _counters(self, project: str) -> tuple[int, tuple[int, int]]:
+        self._forget_if_changed_elsewhere()
         version = self._versions.get(project)
         if version is None or self._generation is None:
             self._generation, version = await asyncio.to_thread(self._read_versions, project)
