@@ -236,10 +236,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", type=Path, required=True, help="a requirements file")
-    parser.add_argument("--upstream", default=None, help="index URL (default: the default one)")
-    parser.add_argument("--latency-ms", type=float, default=50)
-    parser.add_argument("--mbps", type=float, default=32, help="32 Mbit/s is 4 MB/s")
+    add_link_arguments(parser)
     parser.add_argument(
         "--big-project",
         default="numpy",
@@ -266,7 +263,20 @@ def main() -> None:
         "pip before the fix for its issue 12603 downloads the wheels it picked even with "
         "--dry-run)",
     )
-    args = parser.parse_args()
+    run_and_report(parser.parse_args(), run, table)
+
+
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload, the upstream and the relay's simulated link, as every benchmark on the
+    metadata-less relay takes them."""
+    parser.add_argument("--workload", type=Path, required=True, help="a requirements file")
+    parser.add_argument("--upstream", default=None, help="index URL (default: the default one)")
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--mbps", type=float, default=32, help="32 Mbit/s is 4 MB/s")
+
+
+def run_and_report(args: argparse.Namespace, run, table) -> None:
+    """Runs the benchmark, writes its results to --json if given, prints its table."""
     args.upstream = args.upstream or default_upstream()
     args.workload = args.workload.resolve()
     results = run(args)
