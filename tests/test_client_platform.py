@@ -78,3 +78,18 @@ def test_dependencies_with_markers_for_the_platform_and_no_extras():
     assert names(WINDOWS_UV) == ["requests", "colorama"]
     assert names(None) == ["requests"]
     assert str(dependencies(metadata, UNKNOWN)[0].specifier) == ">=2"
+
+
+def test_one_release_under_two_spellings_and_names_that_are_not_versions():
+    files = [
+        {"filename": "b-0.9-py3-none-any.whl"},
+        {"filename": "b-2.0-cp311-cp311-win_amd64.whl"},
+        {"filename": "b-2.0.0-1-cp311-cp311-manylinux_2_17_x86_64.whl"},  # a build tag
+        {"filename": "b-notaversion-py3-none-any.whl"},
+        {"filename": "b-2-x.whl"},  # too few parts for a wheel
+    ]
+    by_name = {entry["filename"]: entry for entry in files}
+    linux = client_platform(LINUX_PIP)
+    assert likely_wheel(by_name, ANY_VERSION, linux) == files[2]["filename"]
+    assert likely_wheel(by_name, SpecifierSet("!=2"), linux) == "b-0.9-py3-none-any.whl"
+    assert likely_wheel({}, ANY_VERSION, linux) is None

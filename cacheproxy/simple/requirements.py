@@ -3,7 +3,7 @@ wheel's METADATA declares. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,20 +39,18 @@ def likely_wheel(
     files maps each file name to its entry. A page can list thousands of files: releases are
     told apart by file name alone, and entries are looked at only for the newest releases,
     until one has a wheel that fits; each version and requires-python is judged once."""
-    by_version: dict[Version, list[str]] = {}
-    parsed: dict[str, Version | None] = {}
+    releases: dict[str, list[str]] = {}
     for filename in files:
-        parts = filename.split("-")
-        if not filename.endswith(".whl") or len(parts) not in (5, 6):
-            continue
-        if parts[1] not in parsed:
-            parsed[parts[1]] = _version(parts[1])
-        version = parsed[parts[1]]
-        if version is not None:
-            by_version.setdefault(version, []).append(filename)
+        if filename.endswith(".whl") and filename.count("-") in (4, 5):
+            releases.setdefault(filename.split("-", 2)[1], []).append(filename)
+    by_version: dict[Version, list[str]] = {}
+    for text, filenames in releases.items():
+        version = _version(text)
+        if version is not None and not version.is_prerelease:
+            by_version.setdefault(version, []).extend(filenames)  # "1.0" and "1.0.0" are one
     fits: dict[str, bool] = {}
-    for version in sorted(by_version, reverse=True):  # judged newest first, until one fits
-        if version.is_prerelease or not specifier.contains(version, prereleases=False):
+    for version in _newest_first(by_version):
+        if not specifier.contains(version, prereleases=False):
             continue
         usable = []
         for filename in by_version[version]:
@@ -80,6 +78,16 @@ def wheel_pick(filenames: Iterable[str], wheel: str, platform: ClientPlatform) -
     if first == best:
         return None
     return "first" if wheel == first else "platform" if wheel == best else None
+
+
+def _newest_first(versions: Iterable[Version]) -> Iterator[Version]:
+    """The newest first, then the rest newest first: the newest release usually fits, and
+    finding it alone takes one comparison per release where a sort takes a dozen."""
+    newest = max(versions, default=None)
+    if newest is None:
+        return
+    yield newest
+    yield from sorted((v for v in versions if v != newest), reverse=True)
 
 
 def _version(text: str) -> Version | None:
