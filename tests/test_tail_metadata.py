@@ -17,7 +17,7 @@ from cacheproxy.simple.wheel_tail import TailMetadataReader
 from cacheproxy.web.keys import FILES, STORE
 from tests.fakes.upstream import UpstreamFile
 from tests.fakes.wheels import metadata_text
-from tests.fakes.zips import patch_central_entry, streamed_zip_bytes, zip64_everywhere
+from tests.fakes.zips import patch_central_entry, streamed_zip_bytes, zip64_everywhere, zip_bytes
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
@@ -38,6 +38,8 @@ def ranges_needed(filename: str, data: bytes) -> int:
     """How many range requests one tail read of these bytes takes."""
     reader = TailMetadataReader(filename, len(data))
     while (want := reader.next_range()) is not None:
+        for start, end in filter(None, [reader.alongside()]):
+            reader.feed_alongside(start, data[start:end])
         reader.feed(want[0], data[want[0] : want[1]])
     return reader.requests
 
@@ -78,6 +80,28 @@ async def test_cold_metadata_is_read_from_ranges_only(proxy, upstream, wheel_byt
     (entry,) = json.loads(page)["files"]
     assert entry["core-metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}
     assert upstream.index.file_hits(BIG) == 0
+
+
+async def test_a_large_directory_and_metadata_before_it_are_read_at_once(proxy, upstream):
+    # Thousands of files: the directory is far more than the first tail, and RECORD lies
+    # between it and METADATA. The directory's last entries, in the tail, say where METADATA
+    # is, so it is fetched while the rest of the directory is: two round trips, not three.
+    metadata = metadata_text("manyfiles", "1.0", ["tinyalpha"])
+    modules = {f"manyfiles/module_{i}.py": b"pass\n" for i in range(3000)}
+    modules["manyfiles/data.bin"] = random.Random(3).randbytes(1_000_000)
+    record = "".join(f"{name},sha256={'x' * 43},5\n" for name in modules).encode()
+    filename = "manyfiles-1.0-py3-none-any.whl"
+    data = zip_bytes(
+        modules
+        | {"manyfiles-1.0.dist-info/METADATA": metadata, "manyfiles-1.0.dist-info/RECORD": record}
+    )
+    upstream.index.files[filename] = UpstreamFile("manyfiles", filename, data)
+    upstream.index.range_delay = 0.2
+    status, _, body = await fetch(proxy.url + f"manyfiles/{filename}.metadata")
+    assert status == 200 and body == metadata
+    assert upstream.index.file_hits(filename) == 3 == ranges_needed(filename, data)
+    assert upstream.index.ranges_in_flight_peak == 2
+    assert upstream.index.bytes_sent[filename] < len(data) // 2
 
 
 @pytest.mark.parametrize("build", [zip64_everywhere, streamed_zip_bytes], ids=["zip64", "descr"])

@@ -29,7 +29,12 @@ MEMBER = "demo-1.0.dist-info/METADATA"
 def read_ranges(blob: bytes, filename: str = FILENAME, **options):
     """Drive the reader over a bytes object, as a caller does over HTTP ranges."""
     reader = TailMetadataReader(filename, len(blob), **options)
+    reader.rounds = 0  # round trips: the ranges of one are fetched together
     while (want := reader.next_range()) is not None:
+        reader.rounds += 1
+        for start, end in filter(None, [reader.alongside()]):
+            assert 0 <= start < end <= len(blob)
+            reader.feed_alongside(start, blob[start:end])
         start, end = want
         assert 0 <= start < end <= len(blob)
         reader.feed(start, blob[start:end])
@@ -96,6 +101,7 @@ def test_more_than_65535_entries_uses_the_zip64_end_record():
     assert metadata == METADATA
     # The tail, the rest of the directory (megabytes: nothing reached back for), METADATA.
     assert reader.requests == 3
+    assert reader.rounds == 2
     assert reader.requested_bytes < directory_size(blob) + 4096 + 8 * 1024
 
 
@@ -139,7 +145,19 @@ def test_a_large_directory_is_read_without_the_record_before_it():
     metadata, reader = read_ranges(blob, tail_guess=1024)
     assert metadata == METADATA
     assert reader.requests == 3
+    assert reader.rounds == 2  # METADATA fetched beside the rest of the directory
     assert reader.requested_bytes < directory_size(blob) + 1024 + len(METADATA) + 4096
+
+
+def test_a_wrong_guess_of_where_metadata_lies_costs_a_round_trip_not_the_answer():
+    # The directory's last entries list another version's METADATA of the same project: the
+    # guess. The whole directory also lists this version's own, which is the one read.
+    modules = {f"demo/module_{i}.py": b"pass\n" for i in range(2000)}
+    other = metadata_text("demo", "0.9")
+    blob = zip_bytes({MEMBER: METADATA} | modules | {"demo-0.9.dist-info/METADATA": other})
+    metadata, reader = read_ranges(blob, tail_guess=1024)
+    assert metadata == METADATA
+    assert (reader.requests, reader.rounds) == (4, 3)
 
 
 def test_a_prepended_stub_shifts_every_offset():
@@ -309,3 +327,22 @@ def test_mutated_zips_only_ever_raise_unreadable_zip(changes, in_directory, cut,
         pass
     assert reader.requested_bytes <= reader.max_requested_bytes
     assert reader.requests <= 8
+
+
+LARGE_DIRECTORY = zip_bytes({f"demo/m{i}.py": b"" for i in range(1500)} | wheel_members())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    changes=st.lists(st.tuples(st.integers(0, 4096), st.integers(0, 255)), min_size=1, max_size=6)
+)
+def test_mutated_entries_where_metadata_is_guessed_only_ever_raise_unreadable_zip(changes):
+    # Bytes changed among the directory's last entries, which the guess reads.
+    end = LARGE_DIRECTORY.rfind(b"PK\x05\x06")
+    blob = mutate(LARGE_DIRECTORY, [(end - 1 - p, v) for p, v in changes], cut=0)
+    try:
+        metadata, reader = read_ranges(blob, tail_guess=2048)
+        assert metadata == METADATA
+    except UnreadableZip:
+        return
+    assert reader.requests <= 9

@@ -115,7 +115,7 @@ class TailMetadata:
             reader = TailMetadataReader(wheel, probe.total)
             fed = 0
             while (want := await _step(reader, fed)) is not None:
-                start, data = await self._fetch(source.url, *want)
+                start, data = await self._fetch_for(reader, source.url, want)
                 reader.feed(start, data)
                 fed = len(data)
             metadata = reader.result()
@@ -133,6 +133,23 @@ class TailMetadata:
         except UpstreamError as exc:
             log.warning("metadata of %s: range read failed (%s), reading it whole", wheel, exc)
         return None
+
+    async def _fetch_for(
+        self, reader: TailMetadataReader, url: str, want: tuple[int, int]
+    ) -> tuple[int, bytes]:
+        """The range wanted, and at the same time the one the reader would like alongside it:
+        fed to the reader if it came, let go if not (the reader then asks for it again)."""
+        alongside = reader.alongside()
+        if alongside is None:
+            return await self._fetch(url, *want)
+        wanted, extra = await asyncio.gather(
+            self._fetch(url, *want), self._fetch(url, *alongside), return_exceptions=True
+        )
+        if isinstance(wanted, BaseException):
+            raise wanted
+        if not isinstance(extra, BaseException):
+            reader.feed_alongside(*extra)
+        return wanted
 
     async def _fetch(self, url: str, start: int, end: int) -> tuple[int, bytes]:
         """Bytes from `start` covering [start, end), and where they really start."""

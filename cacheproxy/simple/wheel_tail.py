@@ -8,9 +8,13 @@ Sans-I/O: the reader says which range it wants next and the caller fetches it.
     metadata = reader.result()
 
 Usually one range, the tail (end records, central directory and METADATA); a big wheel takes
-two: its directory and the .dist-info members before it, asked for together. Everything the
-file declares is checked against bounds, so a hostile zip costs at most `max_requested_bytes`
-and never inflates past `max_metadata`.
+two: its directory and the .dist-info members before it, asked for together. A wheel whose
+directory is larger still takes three, and two round trips: the directory's last entries,
+held from the tail, tell where METADATA likely lies, and `alongside()` names that range, to
+be fetched while the rest of the directory is. Only the whole directory decides what is read,
+so a wrong guess costs a request, never a wrong answer. Everything the file declares is
+checked against bounds, so a hostile zip costs at most `max_requested_bytes` and never
+inflates past `max_metadata`.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from collections.abc import Iterable
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from cacheproxy.simple.dist_info import NotOwnMetadata, pick_metadata
+from cacheproxy.simple.held_bytes import HeldBytes, MissingBytes
 from cacheproxy.simple.zipinfo import (
     END_SEARCH,
     LOCAL_HEADER,
     Directory,
     Entry,
     UnreadableZip,
+    entries_of_part,
     find_directory,
     iter_entries,
     local_data_start,
@@ -48,9 +54,12 @@ _LOCAL_SLACK = 1024
 # a shared link. Past the cap, METADATA is a third request of its own size.
 _DIST_INFO_SLACK = 32 * 1024
 _DIST_INFO_REACH_MAX = 64 * 1024
+# A METADATA range fetched beside the directory on a guess: larger is not worth the bytes.
+_ALONGSIDE_MAX = 256 * 1024
 # Requests a well-formed wheel can need: tail, wider end search, Zip64 record, directory,
-# METADATA, a local extra field longer than the slack. More means the file is playing games.
-_MAX_REQUESTS = 8
+# METADATA beside it, METADATA, a local extra field longer than the slack. More means the file
+# is playing games.
+_MAX_REQUESTS = 9
 
 
 def default_tail_guess(total_size: int) -> int:
@@ -58,12 +67,6 @@ def default_tail_guess(total_size: int) -> int:
     records, directory and METADATA of a small wheel are a few KiB, so a fixed 64 KiB would be
     most of it; measured on real wheels, an eighth needs no more requests than 64 KiB."""
     return min(64 * 1024, max(16 * 1024, total_size // 8))
-
-
-class _NeedBytes(Exception):
-    def __init__(self, start: int, end: int) -> None:
-        super().__init__(start, end)
-        self.start, self.end = start, end
 
 
 class TailMetadataReader:
@@ -96,13 +99,15 @@ class TailMetadataReader:
             + max_directory
             + _DIST_INFO_REACH_MAX
             + self._max_compressed
+            + _ALONGSIDE_MAX
             + 4 * 0x10000
         )
         self.requested_bytes = 0
         self.requests = 0
         self.member: str | None = None
-        self._spans: list[tuple[int, bytes]] = []
+        self._held = HeldBytes()
         self._pending: tuple[int, int] | None = None
+        self._alongside: tuple[int, int] | None = None
         self._directory: Directory | None = None
         self._entry: Entry | None = None
         self._metadata: bytes | None = None
@@ -120,7 +125,7 @@ class TailMetadataReader:
         try:
             self._metadata = self._advance()
             return None
-        except _NeedBytes as need:
+        except MissingBytes as need:
             return self._ask(need.start, need.end)
         except UnreadableZip as exc:
             self._error = exc
@@ -141,7 +146,23 @@ class TailMetadataReader:
             self._error = UnreadableZip(f"got bytes up to {end} of a {self._total}-byte file")
             raise self._error
         self._pending = None
-        self._hold(start, bytes(data))
+        self._held.hold(start, bytes(data))
+
+    def alongside(self) -> tuple[int, int] | None:
+        """A range worth fetching at the same time as the one next_range() asked for, once:
+        where METADATA likely lies while the rest of a large directory is read."""
+        wanted, self._alongside = self._alongside, None
+        return wanted
+
+    def feed_alongside(self, start: int, data: bytes) -> None:
+        """The bytes of an alongside() range, as they came; kept like any other."""
+        if start < 0 or start + len(data) > self._total:
+            self._error = UnreadableZip(
+                f"got bytes {start}-{start + len(data)} of a {self._total}-byte file"
+            )
+            raise self._error
+        if data:
+            self._held.hold(start, bytes(data))
 
     def result(self) -> bytes:
         """METADATA, byte for byte, once next_range() has returned None."""
@@ -153,12 +174,14 @@ class TailMetadataReader:
 
     def suffix(self) -> tuple[int, bytes] | None:
         """The bytes held that run to the end of the file, and where they start."""
-        for start, data in self._spans:
-            if start + len(data) == self._total:
-                return start, data
-        return None
+        return self._held.through(self._total)
 
     def _ask(self, start: int, end: int) -> tuple[int, int]:
+        self._pending = self._count(start, end)
+        return self._pending
+
+    def _count(self, start: int, end: int) -> tuple[int, int]:
+        """A range to be fetched, within the bounds on requests and bytes."""
         self.requests += 1
         if self.requests > _MAX_REQUESTS:
             self._error = UnreadableZip(f"still incomplete after {_MAX_REQUESTS} requests")
@@ -167,11 +190,10 @@ class TailMetadataReader:
             self._error = UnreadableZip(f"would read more than {self.max_requested_bytes} bytes")
             raise self._error
         self.requested_bytes += end - start
-        self._pending = (start, end)
-        return self._pending
+        return start, end
 
     def _advance(self) -> bytes:
-        """The whole parse, from the bytes held; raises _NeedBytes for the first bytes missing.
+        """The whole parse, from the bytes held; raises MissingBytes for the first bytes missing.
         Finished stages are kept, so each call resumes where the previous one stopped."""
         if self._directory is None:
             self._directory = find_directory(
@@ -184,22 +206,40 @@ class TailMetadataReader:
         if self._entry is None:
             try:
                 self._read(directory.start, directory.end)  # all of it in one request
-            except _NeedBytes as need:
+            except MissingBytes as need:
                 reach = directory.end - directory.start + _DIST_INFO_SLACK
-                reach = reach if reach <= _DIST_INFO_REACH_MAX else 0
-                raise _NeedBytes(
+                if reach > _DIST_INFO_REACH_MAX:
+                    reach = 0
+                    self._guess_alongside(directory)
+                raise MissingBytes(
                     max(0, min(need.start, directory.start - reach)), need.end
                 ) from None
             self._entry = self._choose(iter_entries(self._read, directory))
             self.member = self._entry.name
         entry = self._entry
         self._check_entry(entry)
-        guess_end = entry.header_offset + LOCAL_HEADER.size + len(entry.raw_name)
-        guess_end = min(directory.start, guess_end + entry.compressed_size + _LOCAL_SLACK)
-        self._read(entry.header_offset, guess_end)
+        self._read(*_member_range(entry, directory))
         data_start = local_data_start(self._read, entry, directory)
         raw = self._read(data_start, data_start + entry.compressed_size)
         return self._decompress(entry, raw)
+
+    def _guess_alongside(self, directory: Directory) -> None:
+        """Where METADATA lies by the directory's entries held so far (its last ones, where
+        a wheel's .dist-info members are listed): the range to fetch beside the rest."""
+        held = self._held.through(directory.end)
+        if held is None:
+            return
+        span_start, data = held
+        part_start = max(span_start, directory.start)
+        part = data[part_start - span_start : directory.end - span_start]
+        entries = entries_of_part(part, part_start, directory)
+        try:
+            chosen = pick_metadata((e.name for e in entries), self._name, self._version)
+        except NotOwnMetadata:
+            return
+        start, end = _member_range(next(e for e in entries if e.name == chosen), directory)
+        if start < end and end - start <= _ALONGSIDE_MAX:
+            self._alongside = self._count(start, end)
 
     def _choose(self, entries: Iterable[Entry]) -> Entry:
         """The wheel's own METADATA, by the rule every reader of the proxy shares."""
@@ -245,29 +285,11 @@ class TailMetadataReader:
     def _read(self, start: int, end: int) -> bytes:
         if start < 0 or end > self._total or start > end:
             raise UnreadableZip(f"bytes {start}-{end} lie outside a {self._total}-byte file")
-        if start == end:
-            return b""
-        for span_start, data in self._spans:
-            if span_start <= start and end <= span_start + len(data):
-                return data[start - span_start : end - span_start]
-        # Ask only for what is missing at either end of the range.
-        for span_start, data in self._spans:
-            span_end = span_start + len(data)
-            if span_start <= start < span_end:
-                start = span_end
-            if span_start < end <= span_end:
-                end = span_start
-        raise _NeedBytes(start, end)
+        return self._held.read(start, end)
 
-    def _hold(self, start: int, data: bytes) -> None:
-        """Keep the bytes, merged with any span they touch, so a range is read from one span."""
-        end = start + len(data)
-        touching = [(s, d) for s, d in self._spans if s <= end and start <= s + len(d)]
-        self._spans = [(s, d) for s, d in self._spans if not (s <= end and start <= s + len(d))]
-        merged_start = min([start] + [s for s, _ in touching])
-        merged_end = max([end] + [s + len(d) for s, d in touching])
-        merged = bytearray(merged_end - merged_start)
-        for s, d in touching:
-            merged[s - merged_start : s - merged_start + len(d)] = d
-        merged[start - merged_start : end - merged_start] = data
-        self._spans.append((merged_start, bytes(merged)))
+
+def _member_range(entry: Entry, directory: Directory) -> tuple[int, int]:
+    """An entry's local header and data, as far as the directory tells: local headers usually
+    carry a few more extra bytes than the directory's entry, hence the slack."""
+    end = entry.header_offset + LOCAL_HEADER.size + len(entry.raw_name)
+    return entry.header_offset, min(directory.start, end + entry.compressed_size + _LOCAL_SLACK)

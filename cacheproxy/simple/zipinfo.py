@@ -32,6 +32,8 @@ _SATURATED_32 = 0xFFFFFFFF
 END_SEARCH = _EOCD.size + 0xFFFF
 _FLAG_ENCRYPTED = 0x1
 _FLAG_UTF8 = 0x800
+# Places in a part of a directory tried as the start of an entry before giving up on it.
+_PART_TRIES = 16
 
 
 class UnreadableZip(ValueError):
@@ -161,6 +163,25 @@ def iter_entries(read: Read, directory: Directory) -> Iterator[Entry]:
             name = raw_name.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", errors="replace")
         yield Entry(name, raw_name, flags, method, crc, compressed, size, header_offset)
         position = variable_end
+
+
+def entries_of_part(part: bytes, part_start: int, directory: Directory) -> list[Entry]:
+    """The entries in `part`, the central directory's last bytes (from `part_start` on), found
+    from the first place where a chain of whole entries runs exactly to the directory's end;
+    [] where none does within a few tries. A guess, since a name can hold an entry's
+    signature: good for fetching ahead, never for deciding what a file holds."""
+    if part_start < directory.start or part_start + len(part) != directory.end:
+        return []
+    position = part.find(_ENTRY_SIGNATURE)
+    for _ in range(_PART_TRIES):
+        if position < 0:
+            break
+        piece = Directory(part_start + position, len(part) - position, 0, directory.shift)
+        try:
+            return list(iter_entries(lambda start, end: part[start - part_start :], piece))
+        except UnreadableZip:
+            position = part.find(_ENTRY_SIGNATURE, position + 1)
+    return []
 
 
 def _apply_zip64(

@@ -72,6 +72,11 @@ class UpstreamIndex:
     bytes_sent: collections.Counter = field(default_factory=collections.Counter)
     # Like many plain file servers: Range ignored (200 with the whole body), no Accept-Ranges.
     refuse_ranges: bool = False
+    # Each ranged GET held open this long, so ranges asked for together overlap; the most
+    # that were open at once.
+    range_delay: float = 0.0
+    ranges_in_flight: int = 0
+    ranges_in_flight_peak: int = 0
 
     def add_wheel(
         self,
@@ -322,6 +327,13 @@ def make_app(index: UpstreamIndex) -> web.Application:
             else:
                 start = len(data) - int(last)
             status = 206
+        if status == 206 and request.method == "GET":
+            index.ranges_in_flight += 1
+            index.ranges_in_flight_peak = max(index.ranges_in_flight_peak, index.ranges_in_flight)
+            try:
+                await asyncio.sleep(index.range_delay)
+            finally:
+                index.ranges_in_flight -= 1
         response = web.StreamResponse(status=status)
         response.content_type = "application/octet-stream"
         response.last_modified = datetime.strptime(
