@@ -1,21 +1,21 @@
 """Where a cold `uv pip install` spends its time, direct and through a cold proxy, on the
-metadata-less relay of benchmarks/metadata.py (issue 16): how close the proxy is to the
-fastest any proxy could be on that link. Run by hand, never as a timed test:
+metadata-less relay of benchmarks/metadata.py (issue 16): how close the proxy comes to the
+fastest that a proxy fetching only what it is asked for could be. Run by hand, never as a
+timed test:
 
     .venv/bin/python benchmarks/install_floor.py --workload ../shared/workloads/django-app.txt
 
 uv reports its three phases (resolved, prepared, installed); the relay's byte count is read the
 moment uv reports that it has resolved, so the bytes of the resolution and of the downloads
-are told apart. The rest of a run (uv starting, asking its interpreter, exiting) and the
-installed phase (linking into --target, after the last byte) send nothing upstream, and
-before uv's first request a cold proxy cannot know what to fetch. So no proxy can finish
-before
+are told apart. The rest of a run (uv starting, planning, exiting) and the installed phase
+(linking into --target, after the last byte) ask nothing of the upstream. So a proxy that
+fetches only what it is asked for cannot finish before
 
     floor = rest + installed + all bytes / link rate
 
-whatever it fetches ahead, and that only with the link busy from uv's first request to its
-last byte, which a resolution alone does not do: it waits a round trip for each page and
-each metadata read.
+and that only with the link busy whenever uv waits on it, which a resolution alone does not
+do: it waits a round trip for each page and each metadata read. Under the floor, the link
+would have to carry wheels before they are asked for.
 """
 
 from __future__ import annotations
