@@ -191,7 +191,7 @@ class PageService(PageRules):
         if project not in self._parsed:
             # Nothing held: the version and the page in one turn of the thread pool (a page
             # not stored yet is asked for first, as a cold resolution asks for dozens).
-            return await self._flights.run(("load", project), lambda: self._load_new(project))
+            return await self._flights.run(("load", project), lambda: self._load_page(project))
         version = await self.store.stored_page_version(project)
         entry = self._parsed.get(project, version)
         if entry is None:
@@ -201,14 +201,14 @@ class PageService(PageRules):
             )
         return entry
 
-    async def _load_new(self, project: str) -> CachedPage | None:
-        version, entry = await self.store.page_with_version(project)
-        if entry is not None:
-            self._parsed.put(project, version, entry)
-        return entry
-
-    async def _load_page(self, project: str, version: tuple[int, int]) -> CachedPage | None:
-        entry = await self.store.get_page(project)
+    async def _load_page(
+        self, project: str, version: tuple[int, int] | None = None
+    ) -> CachedPage | None:
+        """The stored page, kept at its version; read together with it when none was read."""
+        if version is None:
+            version, entry = await self.store.page_with_version(project)
+        else:
+            entry = await self.store.get_page(project)
         if entry is not None:
             self._parsed.put(project, version, entry)
         return entry

@@ -172,13 +172,17 @@ def entries_of_part(part: bytes, part_start: int, directory: Directory) -> list[
     signature: good for fetching ahead, never for deciding what a file holds."""
     if part_start < directory.start or part_start + len(part) != directory.end:
         return []
+
+    def read(start: int, end: int) -> bytes:
+        return part[start - part_start : end - part_start]
+
     position = part.find(_ENTRY_SIGNATURE)
     for _ in range(_PART_TRIES):
         if position < 0:
             break
         piece = Directory(part_start + position, len(part) - position, 0, directory.shift)
         try:
-            return list(iter_entries(lambda start, end: part[start - part_start :], piece))
+            return list(iter_entries(read, piece))
         except UnreadableZip:
             position = part.find(_ENTRY_SIGNATURE, position + 1)
     return []
