@@ -1,4 +1,4 @@
-from cacheproxy.cli import main
+from cacheproxy.cli.main import main
 
 if __name__ == "__main__":  # a process that imports it again (a spawned worker) must not serve
     main()

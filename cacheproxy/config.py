@@ -15,7 +15,7 @@ from typing import Any
 
 from yarl import URL
 
-from cacheproxy.store.shared_settings import SharedCacheSettings
+from cacheproxy.storage.s3.settings import SharedCacheSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,8 +11,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from yarl import URL
 
-from cacheproxy.redact import redact_url
-from cacheproxy.store.shared_settings import parse_s3_url
+from cacheproxy.ops.redact import redact_url
+from cacheproxy.storage.s3.settings import parse_s3_url
 
 
 class ConfigError(ValueError):
@@ -185,7 +185,7 @@ def parse_shared_cache(value: Any) -> str:
     return str(value).strip()
 
 
-# -- what a fleet may install (see cacheproxy/cache/rules.py) ------------------------------
+# -- what a fleet may install (see cacheproxy/pages/rules.py) ------------------------------
 
 
 def _items(value: Any, separators: str) -> list[str]:

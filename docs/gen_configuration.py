@@ -10,7 +10,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from cacheproxy.cli import serve
+from cacheproxy.cli.main import serve
 from cacheproxy.config import SETTINGS, Config, env_name, flag_name
 
 OUTPUT = Path(__file__).with_name("configuration.md")

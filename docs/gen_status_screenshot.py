@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cacheproxy.history import History
-from cacheproxy.web.status import StatusSnapshot, render_status
+from cacheproxy.http.status import StatusSnapshot, render_status
+from cacheproxy.ops.history import History
 
 HERE = Path(__file__).resolve().parent
 DAY_START = 1_767_225_600.0  # a midnight, so the day's shape lines up with the hours

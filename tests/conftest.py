@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cacheproxy.config import Config
-from cacheproxy.web.app import create_app
-from cacheproxy.web.keys import STORE
+from cacheproxy.http.app import create_app
+from cacheproxy.http.keys import STORE
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel, metadata_of
 

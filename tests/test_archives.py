@@ -12,8 +12,8 @@ import tarfile
 
 import pytest
 
-from cacheproxy.simple import archives
-from cacheproxy.simple.archives import check_archive
+from cacheproxy.protocol import archives
+from cacheproxy.protocol.archives import check_archive
 from tests.fakes.wheels import build_wheel
 from tests.fakes.zips import streamed_zip_bytes, zip64_everywhere, zip_bytes
 

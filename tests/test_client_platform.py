@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from packaging.specifiers import SpecifierSet
 
-from cacheproxy.simple.client_platform import UNKNOWN, client_platform
-from cacheproxy.simple.requirements import ANY_VERSION, dependencies, likely_wheel
+from cacheproxy.protocol.client_platform import UNKNOWN, client_platform
+from cacheproxy.protocol.requirements import ANY_VERSION, dependencies, likely_wheel
 from tests.fakes.wheels import metadata_text
 from tests.test_lookahead import LINUX_PIP, WINDOWS_UV
 

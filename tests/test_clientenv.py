@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from uv import find_uv_bin
 
-from cacheproxy.cli import main
-from cacheproxy.clientenv import ClientEnvError, index_url
+from cacheproxy.cli.clientenv import ClientEnvError, index_url
+from cacheproxy.cli.main import main
 from tests.fakes.clients import clean_env, run
 
 

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.cache.policy import CachedPage
-from cacheproxy.simple import compact as compact_module
-from cacheproxy.simple.canonical_json import encode_strings, encode_texts
-from cacheproxy.simple.compact import CompactPage, encode_json, filenames
-from cacheproxy.simple.entries import client_url
-from cacheproxy.simple.page import ProjectPage, find_source, with_file_facts
-from cacheproxy.simple.parse import parse_json, parse_json_served
-from cacheproxy.simple.render import render_compact_json, render_json
-from cacheproxy.store import pagecodec
-from cacheproxy.store.local import Store
-from cacheproxy.store.maintenance import PAGE
+from cacheproxy.documents.policy import CachedPage
+from cacheproxy.protocol import compact as compact_module
+from cacheproxy.protocol.canonical_json import encode_strings, encode_texts
+from cacheproxy.protocol.compact import CompactPage, encode_json, filenames
+from cacheproxy.protocol.entries import client_url
+from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
+from cacheproxy.protocol.parse import parse_json, parse_json_served
+from cacheproxy.protocol.render import render_compact_json, render_json
+from cacheproxy.storage import pagecodec
+from cacheproxy.storage.local import Store
+from cacheproxy.storage.maintenance import PAGE
 
 WHEEL = "demo-1.0-py3-none-any.whl"
 SDIST = "demo-1.0.tar.gz"

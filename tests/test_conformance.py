@@ -6,8 +6,8 @@ from urllib.parse import urldefrag
 import aiohttp
 import pytest
 
-from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.simple.parse import parse_html_page
+from cacheproxy.protocol.negotiation import JSON_V1
+from cacheproxy.protocol.parse import parse_html_page
 
 PROJECTS = ["tinyalpha", "beta-helper", "bigpkg"]
 EXTRAS = {

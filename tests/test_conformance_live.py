@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from cacheproxy.config import default_upstream
-from cacheproxy.simple.names import normalize_project
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.protocol.names import normalize_project
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.test_conformance import without_urls
 
 pytestmark = pytest.mark.internet

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cacheproxy.cli import main
-from cacheproxy.dockerfile import install_commands, parse_dockerfile
-from cacheproxy.doctor import diagnose
+from cacheproxy.cli.doctor.diagnose import diagnose
+from cacheproxy.cli.doctor.dockerfile import install_commands, parse_dockerfile
+from cacheproxy.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

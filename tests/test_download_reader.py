@@ -6,8 +6,8 @@ import asyncio
 import os
 import tracemalloc
 
-from cacheproxy.cache.download import READ_CHUNK, Download
-from cacheproxy.simple.page import FileSource
+from cacheproxy.files.download import READ_CHUNK, Download
+from cacheproxy.protocol.page import FileSource
 
 READERS = 50
 

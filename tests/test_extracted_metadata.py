@@ -6,7 +6,7 @@ import json
 import aiohttp
 import diskcache
 
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clients import uv_pip_install
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"

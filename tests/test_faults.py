@@ -10,7 +10,7 @@ import sys
 import aiohttp
 import pytest
 
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clock import FakeClock
 from tests.fakes.process import ProxyProcess
 from tests.fakes.tmpfs import small_tmpfs

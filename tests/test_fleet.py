@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from cacheproxy.config import NamedIndex
-from cacheproxy.web.keys import NAMED_INDEXES, SHARED
+from cacheproxy.http.keys import NAMED_INDEXES, SHARED
 from tests.fakes.clients import clean_env, uv_pip_install
 from tests.fakes.process import ProxyProcess
 from tests.fakes.seaweed import ACCESS_KEY, SECRET_KEY, free_ports, s3_client

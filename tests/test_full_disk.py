@@ -10,7 +10,7 @@ import logging
 import aiohttp
 import pytest
 
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.tmpfs import fill, small_tmpfs
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"

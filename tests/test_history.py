@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from cacheproxy.history import History
-from cacheproxy.web.charts import HEIGHT, Series, bar_chart, line_chart, traffic_charts
-from cacheproxy.web.status import human_bytes
+from cacheproxy.http.charts import HEIGHT, Series, bar_chart, line_chart, traffic_charts
+from cacheproxy.http.status import human_bytes
+from cacheproxy.ops.history import History
 from tests.fakes.clock import FakeClock
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -173,7 +173,7 @@ async def test_a_gzipped_page_is_read_whole(aiohttp_server, make_proxy, members)
 async def test_a_page_that_cannot_be_decoded_is_a_502_with_its_reason(
     aiohttp_server, make_proxy, monkeypatch, sent, encoding, reason
 ):
-    from cacheproxy.cache import upstream as upstream_module
+    from cacheproxy import upstream as upstream_module
 
     if encoding == "bomb":
         monkeypatch.setattr(upstream_module, "MAX_PAGE_BYTES", 1024 * 1024)

@@ -7,11 +7,11 @@ import json
 import aiohttp
 import pytest
 
-from cacheproxy.cache.rules import parse_upload_time
 from cacheproxy.config import NamedIndex
 from cacheproxy.config_values import parse_timestamp
-from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.web.keys import STORE
+from cacheproxy.http.keys import STORE
+from cacheproxy.pages.rules import parse_upload_time
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clock import FakeClock
 from tests.test_warm import cli, uv_lock_for
 

@@ -8,7 +8,7 @@ import hashlib
 from aiohttp import ClientSession
 
 from cacheproxy.config import Config, NamedIndex
-from cacheproxy.web.keys import STORE
+from cacheproxy.http.keys import STORE
 from tests.fakes.clock import FakeClock
 from tests.test_ops import metric
 
@@ -212,7 +212,7 @@ def test_json_api_base_is_derived_from_the_upstream():
 
 
 def test_rewriting_scrubs_credentials_and_drops_unservable_files():
-    from cacheproxy.cache.api_documents import rewritten
+    from cacheproxy.jsonapi.document import rewritten
 
     data = {
         "info": {"name": "p", "home_page": "https://u:pw@idx.example/p/"},

@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from cacheproxy.cache.downloads import _ranged_total
-from cacheproxy.cache.errors import DownloadFailed
-from cacheproxy.cache.kept_tails import KeptTail
-from cacheproxy.web.keys import FILES, STORE
+from cacheproxy.errors import DownloadFailed
+from cacheproxy.files.downloads import _ranged_total
+from cacheproxy.files.kept_tails import KeptTail
+from cacheproxy.http.keys import FILES, STORE
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"

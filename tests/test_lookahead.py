@@ -12,8 +12,8 @@ import zipfile
 import aiohttp
 import pytest
 
-from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.web.keys import FILES, LOOKAHEAD, METRICS, PAGES
+from cacheproxy.http.keys import FILES, LOOKAHEAD, METRICS, PAGES
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.upstream import UpstreamFile
 from tests.fakes.wheels import metadata_text
 from tests.test_client_matrix import expected_pins, pip_install, uv_pip_compile

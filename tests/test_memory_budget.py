@@ -10,9 +10,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cacheproxy import malloc
-from cacheproxy.cli import main
+from cacheproxy.cli.main import main
 from cacheproxy.config import Config, load_config
+from cacheproxy.ops import malloc
 from tests.test_ops import get, metric
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}

@@ -10,7 +10,7 @@ import tracemalloc
 
 from aiohttp import ClientSession
 
-from cacheproxy.web.keys import PAGES
+from cacheproxy.http.keys import PAGES
 from tests.fakes.upstream import UpstreamFile
 
 PROJECTS = 20

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.simple.names import InvalidName, check_filename, normalize_project
+from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
 
 
 @pytest.mark.parametrize(

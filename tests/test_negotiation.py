@@ -1,6 +1,6 @@
 import pytest
 
-from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1, choose_content_type
+from cacheproxy.protocol.negotiation import HTML_LEGACY, HTML_V1, JSON_V1, choose_content_type
 
 UV_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, {HTML_LEGACY}; q=0.01"

@@ -95,7 +95,7 @@ async def test_json_access_log_lines(upstream, tmp_path):
     finally:
         await asyncio.to_thread(proxy.stop)
     records = [json.loads(line) for line in proxy.log if line.strip()]
-    access = [r for r in records if r["logger"] == "cacheproxy.web.access"]
+    access = [r for r in records if r["logger"] == "cacheproxy.http.access"]
     outcomes = [(r["path"], r["status"], r["outcome"]) for r in access]
     path = f"/simple/tinyalpha/{ALPHA}"
     assert outcomes == [(path, 200, "miss"), (path, 200, "hit")]

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from cacheproxy.simple.filehosts import FileHosts
-from cacheproxy.simple.page import PageError, find_source
-from cacheproxy.simple.parse import parse_html_page, parse_json_page
-from cacheproxy.simple.render import render_html, render_json
+from cacheproxy.protocol.filehosts import FileHosts
+from cacheproxy.protocol.page import PageError, find_source
+from cacheproxy.protocol.parse import parse_html_page, parse_json_page
+from cacheproxy.protocol.render import render_html, render_json
 
 PAGE_URL = "https://index.example/simple/demo/"
 SHA = "a" * 64

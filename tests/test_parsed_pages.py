@@ -6,11 +6,11 @@ import asyncio
 
 from aiohttp import ClientSession
 
-from cacheproxy.cache.memo import parsed_pages
-from cacheproxy.cache.policy import CachedPage
-from cacheproxy.simple.compact import CompactPage
-from cacheproxy.simple.page import ProjectPage
-from cacheproxy.web.keys import FILES
+from cacheproxy.documents.memo import parsed_pages
+from cacheproxy.documents.policy import CachedPage
+from cacheproxy.http.keys import FILES
+from cacheproxy.protocol.compact import CompactPage
+from cacheproxy.protocol.page import ProjectPage
 from tests.test_tail_metadata import strip_metadata
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"

@@ -1,6 +1,6 @@
-from cacheproxy.cache import policy
-from cacheproxy.cache.policy import CachedPage, PageAction
-from cacheproxy.simple.page import ProjectPage
+from cacheproxy.documents import policy
+from cacheproxy.documents.policy import CachedPage, PageAction
+from cacheproxy.protocol.page import ProjectPage
 
 PAGE = ProjectPage({"name": "x", "files": []})
 

@@ -8,7 +8,7 @@ import types
 import aiohttp
 import pytest
 
-from cacheproxy.cache import download as download_module
+from cacheproxy.files import download as download_module
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 BIG = "bigpkg-1.0-py3-none-any.whl"

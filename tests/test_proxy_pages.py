@@ -6,9 +6,9 @@ import os
 
 import aiohttp
 
-from cacheproxy.simple.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
-from cacheproxy.web.app import SOCKET_READ_BYTES
-from cacheproxy.web.views import SENT_APART_BYTES
+from cacheproxy.http.app import SOCKET_READ_BYTES
+from cacheproxy.http.views import SENT_APART_BYTES
+from cacheproxy.protocol.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 from tests.fakes.clock import FakeClock
 from tests.fakes.upstream import UpstreamFile
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cacheproxy.cli import main, serve
+from cacheproxy.cli.main import main, serve
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +64,7 @@ def test_the_command_list_names_every_command():
 def test_no_recipe_installs_the_unrelated_cacheproxy_distribution():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] != "cacheproxy"
-    assert project["scripts"]["cacheproxy"] == "cacheproxy.cli:main"
+    assert project["scripts"]["cacheproxy"] == "cacheproxy.cli.main:main"
     places = [ROOT / "README.md", ROOT / "Dockerfile", *ROOT.glob("docs/*.md")]
     places += [*ROOT.glob("systemd/*"), *ROOT.glob("examples/**/Dockerfile")]
     for path in places:

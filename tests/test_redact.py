@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cacheproxy.logs import JsonFormatter, TextFormatter
-from cacheproxy.redact import redact_request, redact_url
+from cacheproxy.ops.logs import JsonFormatter, TextFormatter
+from cacheproxy.ops.redact import redact_request, redact_url
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import gzip
 import pytest
 from aiohttp import ClientSession
 
-from cacheproxy.cache.memo import HotPage, rendered_pages
-from cacheproxy.cache.policy import CachedPage
-from cacheproxy.simple.render import with_variants
+from cacheproxy.documents.memo import HotPage, rendered_pages
+from cacheproxy.documents.policy import CachedPage
+from cacheproxy.protocol.render import with_variants
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -103,7 +103,7 @@ async def test_page_shows_facts_learned_after_it_was_rendered(proxy, upstream):
 
 
 async def test_concurrent_cold_requests_share_one_render(proxy, upstream, monkeypatch):
-    from cacheproxy.cache import pages as page_service
+    from cacheproxy.pages import service as page_service
 
     renders = []
     original = page_service.with_variants

@@ -2,10 +2,10 @@
 
 import math
 
-from cacheproxy.cache.rules import Rules
 from cacheproxy.config import Config
 from cacheproxy.config_values import parse_timestamp
-from cacheproxy.simple.page import ProjectPage
+from cacheproxy.pages.rules import Rules
+from cacheproxy.protocol.page import ProjectPage
 
 NOW = parse_timestamp("2025-06-01T12:00:00Z")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.cache.rules import Rules
 from cacheproxy.config import load_config
 from cacheproxy.config_values import ConfigError, parse_timestamp
+from cacheproxy.pages.rules import Rules
 from tests.test_cli import run_cli
 
 

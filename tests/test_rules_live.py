@@ -6,10 +6,10 @@ import time
 import aiohttp
 import pytest
 
-from cacheproxy.cache.rules import parse_upload_time
 from cacheproxy.config import default_upstream
 from cacheproxy.config_values import parse_timestamp
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.pages.rules import parse_upload_time
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clients import uv_pip_install
 from tests.test_installs import installed
 

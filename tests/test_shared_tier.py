@@ -14,13 +14,13 @@ import tracemalloc
 
 import pytest
 
-from cacheproxy.store.breaker import CLOSED, OPEN, CircuitBreaker
-from cacheproxy.store.shared import SharedTier
-from cacheproxy.store.shared_settings import (
+from cacheproxy.storage.s3.breaker import CLOSED, OPEN, CircuitBreaker
+from cacheproxy.storage.s3.settings import (
     SharedCacheConfigError,
     SharedCacheError,
     SharedCacheSettings,
 )
+from cacheproxy.storage.s3.tier import SharedTier
 from tests.fakes.clock import FakeClock
 from tests.fakes.seaweed import free_ports, s3_client
 from tests.fakes.tcp_switch import TcpSwitch
@@ -295,8 +295,8 @@ CHILD = textwrap.dedent(
     """
     import asyncio, dataclasses, json, sys
     from pathlib import Path
-    from cacheproxy.store.shared import SharedTier
-    from cacheproxy.store.shared_settings import SharedCacheSettings
+    from cacheproxy.storage.s3.tier import SharedTier
+    from cacheproxy.storage.s3.settings import SharedCacheSettings
 
     async def main():
         args = json.loads(sys.argv[1])

@@ -11,7 +11,7 @@ import sys
 import aiohttp
 import pytest
 
-from cacheproxy.web.activation import ActivationError, inherited_sockets
+from cacheproxy.http.activation import ActivationError, inherited_sockets
 from tests.fakes.clients import clean_env
 from tests.fakes.process import ProxyProcess
 

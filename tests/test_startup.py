@@ -87,6 +87,8 @@ def test_offline_from_the_file_and_the_environment_and_the_switch_beats_both(tmp
 def test_the_object_store_client_is_loaded_only_for_a_shared_tier():
     """Its modules are about 10 MiB of a sidecar's memory; a node without the tier never needs
     them (the tier's own tests load them when they open a bucket)."""
-    probe = "import sys, cacheproxy.cli, cacheproxy.web.app; print('aiobotocore' in sys.modules)"
+    probe = (
+        "import sys, cacheproxy.cli.main, cacheproxy.http.app; print('aiobotocore' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

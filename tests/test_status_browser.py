@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession
 
 from cacheproxy.config import NamedIndex
-from cacheproxy.web.status import ASSUMED_LINK_BITS_PER_SECOND
+from cacheproxy.http.status import ASSUMED_LINK_BITS_PER_SECOND
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel
 

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from cacheproxy.cache.policy import CachedPage
-from cacheproxy.store.local import Store
+from cacheproxy.documents.policy import CachedPage
+from cacheproxy.storage.local import Store
 
 
 def _stage(store: Store, size: int, fill: bytes) -> Path:

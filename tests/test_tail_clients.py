@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cacheproxy.web.keys import STORE
+from cacheproxy.http.keys import STORE
 from tests.test_client_matrix import (
     WHEELS,
     client,

@@ -12,9 +12,9 @@ import random
 import aiohttp
 import pytest
 
-from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.simple.wheel_tail import TailMetadataReader
-from cacheproxy.web.keys import FILES, STORE
+from cacheproxy.http.keys import FILES, STORE
+from cacheproxy.protocol.negotiation import JSON_V1
+from cacheproxy.protocol.wheel_tail import TailMetadataReader
 from tests.fakes.upstream import UpstreamFile
 from tests.fakes.wheels import metadata_text
 from tests.fakes.zips import patch_central_entry, streamed_zip_bytes, zip64_everywhere, zip_bytes

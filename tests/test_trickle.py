@@ -8,11 +8,11 @@ import asyncio
 import aiohttp
 import pytest
 
-from cacheproxy.cache.errors import DownloadFailed
-from cacheproxy.cache.pace import RateFloor
 from cacheproxy.config import load_config
-from cacheproxy.simple.negotiation import JSON_V1
-from cacheproxy.web.keys import STORE
+from cacheproxy.errors import DownloadFailed
+from cacheproxy.files.pace import RateFloor
+from cacheproxy.http.keys import STORE
+from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clock import FakeClock
 
 BIG = "bigpkg-1.0-py3-none-any.whl"

@@ -6,7 +6,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from cacheproxy.simple.negotiation import JSON_V1
+from cacheproxy.protocol.negotiation import JSON_V1
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 

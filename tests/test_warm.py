@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cacheproxy.warm import Wanted, parse_pylock, parse_requirements, parse_uv_lock, warm
+from cacheproxy.cli.warm import Wanted, parse_pylock, parse_requirements, parse_uv_lock, warm
 from tests.fakes.clients import clean_env, uv_pip_install
 
 ALPHA2 = "tinyalpha-2.0-py3-none-any.whl"

@@ -1,1 +1,0 @@
-"""Decisions and coordination: what to serve, when to ask the upstream, one download per file."""

@@ -1,0 +1,283 @@
+"""Cold files: one upstream download per file, shared by every client that asks meanwhile.
+
+The download writes to a staging file and hashes as bytes arrive; clients read the staging
+file behind it, so each streams at once and memory stays flat however many are waiting. Only
+a file whose length and hash check out is committed to the store.
+
+The driver (`Downloads._run`) moves each `Download` (download.py) from connecting to
+receiving to committed or failed through the Download's own methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+
+from cacheproxy.errors import DiskFull, DownloadFailed, UpstreamError
+from cacheproxy.files.download import Download, DownloadReader, write_at
+from cacheproxy.files.extracted import extract_and_store
+from cacheproxy.files.kept_tails import KeptTail, KeptTails, discard_quietly
+from cacheproxy.files.shared import SharedFiles, expected_sha256
+from cacheproxy.protocol.archives import check_archive
+from cacheproxy.protocol.page import FileSource
+from cacheproxy.storage.disk import NO_SPACE, DiskSpace
+from cacheproxy.storage.local import Store
+from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+_RECENT_SECONDS = 10
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class Downloads:
+    """The downloads running in this process, by (project, filename), and their driver."""
+
+    def __init__(
+        self, store: Store, upstream: Upstream, disk: DiskSpace, shared: SharedFiles | None = None
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.disk = disk
+        self.shared = shared
+        self._running: dict[tuple[str, str], Download] = {}
+        # Files committed moments ago: a request that missed the store just before the commit
+        # finds them here instead of starting a second download.
+        self._recent: dict[tuple[str, str], StoredFile] = {}
+        self.kept_tails = KeptTails(store.new_staging_path)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def is_running(self, project: str, filename: str) -> bool:
+        return (project, filename) in self._running
+
+    def just_stored(self, project: str, filename: str) -> StoredFile | None:
+        stored = self._recent.get((project, filename))
+        # A stat, not a read: cheap enough here, and it catches a file evicted since.
+        return stored if stored is not None and os.path.exists(stored.path) else None
+
+    def _remember(self, key: tuple[str, str], stored: StoredFile) -> None:
+        self._recent[key] = stored
+        asyncio.get_running_loop().call_later(_RECENT_SECONDS, self._recent.pop, key, None)
+
+    async def keep_tail(self, project: str, filename: str, start: int, data: bytes) -> None:
+        """Keep the bytes of a file from `start` to its end for its download, unless that
+        already runs or has ended."""
+        key = (project, filename)
+        if key not in self._running and key not in self._recent:
+            await self.kept_tails.keep(key, start, data)
+
+    def join(self, project: str, filename: str, source: FileSource) -> DownloadReader:
+        """A reader of the running download of a file, started if none runs."""
+        key = (project, filename)
+        download = self._running.get(key)
+        if download is None:
+            download = self._new_download(project, filename, source)
+            self._running[key] = download
+            download.task = asyncio.create_task(self._run(download))
+        return download.reader()
+
+    def _new_download(self, project: str, filename: str, source: FileSource) -> Download:
+        tail = self.kept_tails.take((project, filename))
+        if tail is not None and tail.total == (source.size or tail.total):
+            try:
+                return Download(project, filename, source, tail.path, tail)
+            except OSError:  # gone since: fetched whole
+                pass
+        if tail is not None:
+            discard_quietly(tail.path)
+        return Download(project, filename, source, self.store.new_staging_path())
+
+    async def close(self) -> None:
+        tasks = [d.task for d in self._running.values() if d.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.kept_tails.close()
+
+    async def _run(self, download: Download) -> None:
+        key = (download.project, download.filename)
+        try:
+            sha256 = await self._from_shared(download) or await self._transfer(download)
+            await self._keep(download, sha256)
+            download._commit()
+        except asyncio.CancelledError:
+            download._fail(DownloadFailed("proxy is shutting down"))
+            raise
+        except DiskFull as exc:
+            log.warning("disk full: %s is served without being cached (%s)", download.filename, exc)
+            download._fail(exc)
+        except UpstreamError as exc:
+            log.warning("download of %s failed: %s", download.filename, exc)
+            failed = exc if isinstance(exc, DownloadFailed) else DownloadFailed(str(exc))
+            download._fail(failed)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                self.disk.note_full()
+            log.error("cannot store %s: %s", download.filename, exc)
+            download._fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
+        except Exception as exc:
+            # Whatever went wrong, the readers waiting on this download must hear of it: a
+            # download that never reports would hold them (and their descriptors) for good.
+            log.exception("download of %s failed unexpectedly", download.filename)
+            download._fail(DownloadFailed(f"download failed ({type(exc).__name__})"))
+        finally:
+            self._running.pop(key, None)
+            download._close()
+            if not download.committed:
+                await self.store.discard(download.staging)
+
+    async def _keep(self, download: Download, sha256: str) -> None:
+        """Commit a verified file to the store, with what was learned about it."""
+        project, filename = download.project, download.filename
+        stored = await self.store.commit_file(project, filename, download.staging, sha256)
+        self.kept_tails.drop((project, filename))  # one kept while this download ran
+        if stored is None:
+            log.info("%s was served but not kept: it exceeds the cache size", filename)
+            return
+        await self.store.learn(project, filename, **_facts(download, stored.size))
+        if self.shared is not None and not download.from_shared:
+            self.shared.offer(sha256, stored.path, stored.size)
+        if download.source.extract_metadata:
+            # Before the clients get the last byte, so their next page shows the metadata.
+            await extract_and_store(self.store, project, filename, stored.path)
+        self._remember((project, filename), stored)
+
+    async def _from_shared(self, download: Download) -> str | None:
+        """The file from the shared tier, whole and verified before readers see a byte (see
+        shared_files.py); None to go to the upstream instead."""
+        sha256 = expected_sha256(download.source)
+        if self.shared is None or sha256 is None:
+            return None
+        name = download.filename
+        size = await self.shared.copy_into(sha256, download._fd, self.disk.has_room, name)
+        if size is None:
+            return None
+        download.from_shared = True
+        download._begin(size, None)
+        download._advance(size)
+        return sha256
+
+    async def _transfer(self, download: Download) -> str:
+        """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
+        source = download.source
+        if download.tail is not None and os.fstat(download._fd).st_size < download.tail.total:
+            download.tail = None  # cut off since (a failed copy from the shared tier)
+        tail = download.tail
+        digests = _Digests(source.hash_name)
+        if tail is not None and tail.start == 0:  # the tail read took the whole file
+            download._begin(tail.total, None)
+        else:
+            await self._receive(download, digests)
+        if download.tail is not None:
+            await asyncio.to_thread(digests.add_from, download._fd, tail.start, tail.total)
+            download._advance(tail.total - tail.start)
+        if source.hash_value is not None and digests.checked() != source.hash_value:
+            raise DownloadFailed(
+                f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
+            )
+        if source.hash_value is None:
+            # Nothing to check the bytes against: the archive's own structure must be whole,
+            # so a body cut off by a closing connection is not stored as if complete.
+            reason = await asyncio.to_thread(check_archive, download.staging, download.filename)
+            if reason is not None:
+                raise DownloadFailed(f"{download.filename} is not whole: {reason}")
+        return digests.sha256.hexdigest()
+
+    async def _receive(self, download: Download, digests: _Digests) -> None:
+        """The upstream's body into the staging file: the whole file, or with a kept tail
+        only the bytes before it."""
+        source, tail = download.source, download.tail
+        headers = {"Range": f"bytes=0-{tail.start - 1}"} if tail is not None else None
+        async with self.upstream.open_file(source.url, headers) as body:
+            if tail is not None and body.status == 206:
+                total, expected = _ranged_total(body.headers, tail), tail.start
+            elif body.status == 200:
+                if tail is not None:  # the whole file after all: the kept tail is written over
+                    download.tail = None
+                    await asyncio.to_thread(os.ftruncate, download._fd, 0)
+                total = body.content_length if body.content_length is not None else source.size
+                expected = total
+            else:
+                raise DownloadFailed(
+                    f"upstream answered {body.status} for {download.filename}", status=body.status
+                )
+            if body.headers.get("Content-Encoding", "identity") != "identity":
+                raise DownloadFailed("upstream sent an encoded file body")
+            if not await self.disk.has_room(total or 0):
+                raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
+            download._begin(total, body.headers.get("Last-Modified"))
+            async for chunk in body.chunks:
+                if download.tail is not None and download.written + len(chunk) > expected:
+                    raise DownloadFailed(f"upstream sent more than the {expected} bytes asked for")
+                try:
+                    # Hashing in the same thread as the write: sha256 releases the GIL.
+                    await asyncio.to_thread(digests.write, download._fd, chunk, download.written)
+                except OSError as exc:
+                    if exc.errno in NO_SPACE:
+                        self.disk.note_full()
+                        raise DiskFull("no space left while writing") from None
+                    raise
+                download._advance(len(chunk))
+        if expected is not None and download.written != expected:
+            raise DownloadFailed(
+                f"upstream sent {download.written} bytes of {expected} for {download.filename}"
+            )
+
+
+def _ranged_total(headers, tail: KeptTail) -> int:
+    """The file's length by a 206 for the bytes before a kept tail, which must say exactly
+    those bytes of a file of the kept length."""
+    match = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", "").strip())
+    if match is None or (int(match[1]), int(match[2])) != (0, tail.start - 1):
+        raise DownloadFailed("upstream answered a different range than asked for")
+    if match[3] != "*" and int(match[3]) != tail.total:
+        raise DownloadFailed(f"the file is {match[3]} bytes now, not {tail.total}")
+    return tail.total
+
+
+class _Digests:
+    """sha256 always (the store records it), and the index's own algorithm if another."""
+
+    def __init__(self, hash_name: str | None) -> None:
+        self.sha256 = hashlib.sha256()
+        self._other = hashlib.new(hash_name) if hash_name not in (None, "sha256") else None
+
+    def write(self, fd: int, data: bytes, offset: int) -> None:
+        write_at(fd, data, offset)
+        self.update(data)
+
+    def add_from(self, fd: int, start: int, end: int) -> None:
+        """Hash bytes already in the file (a kept tail)."""
+        while start < end:
+            data = os.pread(fd, min(end - start, 1024 * 1024), start)
+            if not data:
+                raise DownloadFailed("the kept tail of the file is missing")
+            self.update(data)
+            start += len(data)
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self._other is not None:
+            self._other.update(data)
+
+    def checked(self) -> str:
+        return (self._other or self.sha256).hexdigest()
+
+
+def _facts(download: Download, size: int) -> dict[str, object]:
+    facts: dict[str, object] = {"size": size}
+    # Static file hosts answer with the time the file was written: its upload time.
+    if download.last_modified:
+        with contextlib.suppress(TypeError, ValueError):
+            when = parsedate_to_datetime(download.last_modified).astimezone(timezone.utc)
+            facts["upload-time"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return facts

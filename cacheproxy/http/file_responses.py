@@ -1,0 +1,192 @@
+"""File answers turned into HTTP responses: headers, sendfile, streaming, cut-offs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from email.utils import formatdate
+
+from aiohttp import web
+
+from cacheproxy.errors import ProxyError
+from cacheproxy.files.answers import (
+    Answer,
+    FileAnswer,
+    FromStore,
+    InMemory,
+    NotFound,
+    Refused,
+    Streamed,
+)
+from cacheproxy.files.ranges import Outcome
+from cacheproxy.http.keys import CACHE_OUTCOME, STORED_SIZE
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+_SENDFILE_FALLBACK_CHUNK = 256 * 1024
+
+
+def content_type_for(filename: str) -> str:
+    # Never a content type with an encoding: clients must get the exact bytes the hash covers.
+    if filename.endswith(".metadata"):
+        return "text/plain; charset=utf-8"
+    if filename.endswith(".provenance"):
+        return "application/json"
+    return "application/octet-stream"
+
+
+def refusal(status: int, reason: str) -> web.HTTPException:
+    """A refusal with its reason in the body and in the status line, where pip shows it."""
+    error = web.HTTPGone if status == 410 else web.HTTPForbidden
+    phrase = reason.encode("latin-1", "replace").decode("latin-1")
+    return error(text=f"{reason}\n", reason=" ".join(phrase.split()))
+
+
+def _headers(answer: Answer) -> dict[str, str]:
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": IMMUTABLE}
+    if answer.etag:
+        headers["ETag"] = answer.etag
+    if answer.last_modified is not None:
+        headers["Last-Modified"] = formatdate(answer.last_modified, usegmt=True)
+    decision = answer.decision
+    if decision.outcome is Outcome.PARTIAL and decision.end is not None:
+        headers["Content-Range"] = f"bytes {decision.start}-{decision.end - 1}/{answer.total}"
+    elif decision.outcome is Outcome.UNSATISFIABLE:
+        headers["Content-Range"] = f"bytes */{answer.total}"
+    return headers
+
+
+async def respond(request: web.Request, answer: FileAnswer) -> web.StreamResponse:
+    if isinstance(answer, NotFound):
+        if answer.outcome:
+            request[CACHE_OUTCOME] = answer.outcome
+        raise web.HTTPNotFound(text=f"{answer.reason}\n")
+    if isinstance(answer, Refused):
+        request[CACHE_OUTCOME] = answer.outcome
+        raise refusal(answer.status, answer.reason)
+    request[CACHE_OUTCOME] = answer.outcome
+    headers = _headers(answer)
+    # Set here, not by the metrics middleware: these responses are sent before it sees them.
+    headers["X-Cache"] = answer.outcome
+    if not answer.has_body:
+        if isinstance(answer, Streamed) and answer.body is not None:
+            await answer.body.aclose()
+        return web.Response(status=answer.decision.status, headers=headers)
+    headers["Content-Type"] = content_type_for(answer.filename)
+    if isinstance(answer, InMemory):
+        return web.Response(status=answer.decision.status, body=answer.data, headers=headers)
+    if isinstance(answer, FromStore):
+        if answer.decision.outcome is Outcome.WHOLE:
+            request[STORED_SIZE] = answer.length or 0
+        response = _AnswerResponse(answer, headers, _send_stored)
+    elif isinstance(answer, Streamed):
+        response = _AnswerResponse(answer, headers, _stream)
+    else:  # a body-less answer to a HEAD: the headers a GET would have had
+        response = web.StreamResponse(status=answer.decision.status, headers=headers)
+    if answer.length is not None:
+        response.content_length = answer.length
+    return response
+
+
+class _AnswerResponse(web.StreamResponse):
+    """Sends its body when aiohttp prepares it, after the middlewares have seen the answer
+    (as FileResponse does), so metrics and logs are counted before the client has the bytes."""
+
+    def __init__(self, answer: Answer, headers: dict[str, str], send) -> None:
+        super().__init__(status=answer.decision.status, headers=headers)
+        self._answer = answer
+        self._send = send
+
+    async def prepare(self, request: web.BaseRequest):
+        if self.prepared:
+            return await super().prepare(request)
+        return await self._send(request, self, self._answer)
+
+    async def start(self, request: web.BaseRequest):
+        return await super().prepare(request)
+
+
+async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: Streamed):
+    """Headers at once, bytes as they arrive; a body that fails mid-way cuts the connection
+    so the client sees an incomplete transfer, never a clean end."""
+    assert answer.body is not None
+    try:
+        writer = await response.start(request)
+        if request.method == "HEAD":
+            return writer
+        try:
+            if not await _sent_by_sendfile(request, answer):
+                async for chunk in answer.body.chunks():
+                    await response.write(chunk)
+                    del chunk  # not held while the next one is awaited (download.py)
+        except ProxyError as exc:
+            _abort(request, str(exc))
+            return writer
+        await response.write_eof()
+        return writer
+    finally:
+        await answer.body.aclose()
+
+
+async def _sent_by_sendfile(request: web.BaseRequest, answer: Streamed) -> bool:
+    """A running download's bytes sent from its staging file as they land, by sendfile:
+    hundreds of clients waiting on slow downloads then hold no copies of them in memory.
+    False when this cannot be (a body of unknown length is sent chunked; TLS), with nothing
+    sent yet."""
+    spans, fd = getattr(answer.body, "spans", None), getattr(answer.body, "fd", None)
+    transport = request.transport
+    if spans is None or fd is None or answer.length is None or transport is None:
+        return False
+    if transport.get_extra_info("sslcontext") is not None:
+        return False
+    loop = asyncio.get_running_loop()
+    with os.fdopen(os.dup(fd), "rb") as fobj:
+        async for offset, count in spans():
+            # Waits for what the transport holds (the headers, the last part) to go first.
+            await loop.sendfile(transport, fobj, offset, count)
+    return True
+
+
+async def _send_stored(request: web.BaseRequest, response: _AnswerResponse, answer: FromStore):
+    """sendfile from the store, falling back to reads where the transport cannot (TLS)."""
+    decision, count = answer.decision, answer.length or 0
+    try:
+        fobj = await asyncio.to_thread(open, answer.path, "rb")
+    except FileNotFoundError:  # evicted or purged since it was found: cut, the client retries
+        _abort(request, f"{answer.filename} was removed from the cache meanwhile")
+        return None
+    try:
+        writer = await response.start(request)
+        if request.method == "HEAD" or count == 0:
+            return writer
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            await asyncio.get_running_loop().sendfile(transport, fobj, decision.start, count)
+        except NotImplementedError:
+            await _send_by_reads(response, fobj.fileno(), decision.start, count)
+        await response.write_eof()
+        return writer
+    finally:
+        await asyncio.to_thread(fobj.close)
+
+
+async def _send_by_reads(response: web.StreamResponse, fd: int, start: int, count: int) -> None:
+    position, end = start, start + count
+    while position < end:
+        size = min(_SENDFILE_FALLBACK_CHUNK, end - position)
+        data = await asyncio.to_thread(os.pread, fd, size, position)
+        if not data:
+            raise ConnectionResetError("stored file shrank while it was sent")
+        await response.write(data)
+        position += len(data)
+
+
+def _abort(request: web.BaseRequest, reason: str) -> None:
+    log.warning("aborted %s: %s", request.path, reason)
+    request[CACHE_OUTCOME] = "aborted"
+    if request.transport is not None:
+        request.transport.abort()

@@ -1,0 +1,183 @@
+"""The Simple API's views: check the request, ask the page or file service, send its answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import payload, web
+from aiohttp.abc import AbstractStreamWriter
+
+from cacheproxy.errors import UpstreamError, UpstreamRefused
+from cacheproxy.files.answers import FileRequest
+from cacheproxy.http.file_responses import refusal, respond
+from cacheproxy.http.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
+from cacheproxy.http.urls import project_url, simple_url
+from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
+from cacheproxy.protocol.negotiation import JSON_V1, SUPPORTED, choose_content_type
+from cacheproxy.protocol.page import METADATA_SUFFIX
+from cacheproxy.protocol.render import Rendered, render_project_list, with_variants
+
+PAGE_VARY = "Accept, Accept-Encoding"
+_ROOT_MAX_AGE = 60
+
+
+def _project_or_400(raw: str) -> str:
+    try:
+        return normalize_project(raw)
+    except InvalidName as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+
+def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
+    if raw != project:
+        raise web.HTTPMovedPermanently(location=project_url(request, project, rest))
+
+
+def _negotiate(request: web.Request) -> str:
+    content_type = choose_content_type(request.headers.get("Accept"), request.query.get("format"))
+    if content_type is None:
+        raise web.HTTPNotAcceptable(text=f"this index serves only: {', '.join(SUPPORTED)}\n")
+    return content_type
+
+
+def _etag_matches(request: web.Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+# Bodies from this size on are written after their headers, piece by piece.
+SENT_APART_BYTES = 64 * 1024
+# Each piece, and at most twice that waiting in the transport: below glibc's mmap threshold
+# (malloc.py), so the transport's buffer stays in the heap.
+_PIECE_BYTES = 16 * 1024
+
+
+class _SentApart(payload.BytesPayload):
+    """A large page body written to the transport in pieces of a view of the held bytes.
+    aiohttp joins a body to its headers into one new bytes object before the write (on
+    Pythons before 3.12), and asyncio copies into its buffer whatever the socket does not take
+    at once: for every request, one or two fresh copies of every large page, each a new
+    mapping with its page faults, and the largest cost of serving warm pages to many
+    connections (a quarter of the process's time at 200)."""
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = memoryview(self._value)[:content_length]
+        await writer.write(b"")  # the headers, alone
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.set_write_buffer_limits(high=2 * _PIECE_BYTES)
+        for start in range(0, len(view), _PIECE_BYTES):
+            await writer.write(view[start : start + _PIECE_BYTES], drain=False)
+            await writer.drain()
+
+
+async def page_response(
+    request: web.Request, page: Rendered, content_type: str, max_age: int, **headers: str
+) -> web.Response:
+    """A rendered page: 304 on a matching ETag, gzip when the client takes it."""
+    common = {
+        "ETag": page.etag,
+        "Cache-Control": f"max-age={max_age}, public",
+        "Vary": PAGE_VARY,
+        **headers,
+    }
+    if _etag_matches(request, page.etag):
+        return web.Response(status=304, headers=common)
+    accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    compressed = page.gzipped is not None and accepts_gzip
+    body = page.gzipped if compressed else page.held_body
+    if body is None:  # held only gzipped, for a client that does not take gzip
+        body = await asyncio.to_thread(lambda: page.body)
+    sent_apart = len(body) >= SENT_APART_BYTES
+    response = web.Response(body=_SentApart(body) if sent_apart else body, headers=common)
+    response.headers["Content-Type"] = content_type
+    if compressed:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+def _upstream_failure(exc: UpstreamError) -> web.HTTPException:
+    if isinstance(exc, UpstreamRefused):
+        error = web.HTTPForbidden if exc.status == 403 else web.HTTPUnauthorized
+        return error(text=f"{exc}; check the proxy's upstream credentials\n")
+    if exc.timeout:
+        return web.HTTPGatewayTimeout(text=f"{exc}\n")
+    return web.HTTPBadGateway(text=f"{exc}\n")
+
+
+async def project_page(request: web.Request) -> web.StreamResponse:
+    raw = request.match_info["project"]
+    project = _project_or_400(raw)
+    _redirect_if_not_normalized(request, raw, project, "")
+    content_type = _negotiate(request)
+    try:
+        answer = await request.app[PAGES].answer(project, content_type)
+    except UpstreamError as exc:
+        raise _upstream_failure(exc) from None
+    request[CACHE_OUTCOME] = answer.outcome
+    if answer.refused:
+        raise refusal(403, answer.refused)
+    if answer.outcome == "offline":
+        raise web.HTTPNotFound(text=f"{project} is not cached and the proxy is offline\n")
+    if answer.page is None:
+        raise web.HTTPNotFound(
+            text=f"no project named {project}\n",
+            headers={"Cache-Control": f"max-age={answer.max_age}, public"},
+        )
+    user_agent = request.headers.get("User-Agent")
+    request.app[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
+    extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
+    return await page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
+
+
+async def project_file(request: web.Request) -> web.StreamResponse:
+    raw = request.match_info["project"]
+    project = _project_or_400(raw)
+    try:
+        filename = check_filename(request.match_info["filename"])
+    except InvalidName as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    _redirect_if_not_normalized(request, raw, project, filename)
+    asked = FileRequest(request.method, request.headers)
+    if filename.endswith(".whl" + METADATA_SUFFIX):
+        wheel = filename.removesuffix(METADATA_SUFFIX)
+        request.app[LOOKAHEAD].metadata_asked(project, wheel, request.headers.get("User-Agent"))
+    try:
+        answer = await request.app[FILES].answer(project, filename, asked)
+        return await respond(request, answer)
+    except UpstreamError as exc:
+        raise _upstream_failure(exc) from None
+
+
+async def project_without_slash(request: web.Request) -> web.StreamResponse:
+    project = _project_or_400(request.match_info["project"])
+    raise web.HTTPMovedPermanently(location=project_url(request, project))
+
+
+async def simple_root(request: web.Request) -> web.StreamResponse:
+    """Only what this cache holds: the upstream's full list is huge and no installer needs it."""
+    content_type = _negotiate(request)
+    projects = await request.app[STORE].projects()
+    body = render_project_list(projects, content_type == JSON_V1)
+    rendered = await asyncio.to_thread(with_variants, body)
+    return await page_response(request, rendered, content_type, _ROOT_MAX_AGE)
+
+
+async def simple_without_slash(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMovedPermanently(location=simple_url(request))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/simple", simple_without_slash)
+    app.router.add_get("/simple/", simple_root)
+    app.router.add_get("/simple/{project}", project_without_slash)
+    app.router.add_get("/simple/{project}/", project_page)
+    app.router.add_get("/simple/{project}/{filename}", project_file)

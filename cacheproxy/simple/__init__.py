@@ -1,1 +1,0 @@
-"""The Simple Repository API as data: pure, no I/O."""
