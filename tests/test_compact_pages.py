@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol import compact as compact_module
 from cacheproxy.protocol.canonical_json import encode_strings, encode_texts
 from cacheproxy.protocol.compact import CompactPage, encode_json, filenames
@@ -21,6 +20,7 @@ from cacheproxy.protocol.render import render_compact_json, render_json
 from cacheproxy.storage import pagecodec
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.maintenance import PAGE
+from cacheproxy.storage.records import CachedPage
 
 WHEEL = "demo-1.0-py3-none-any.whl"
 SDIST = "demo-1.0.tar.gz"

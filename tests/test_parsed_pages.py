@@ -7,10 +7,10 @@ import asyncio
 from aiohttp import ClientSession
 
 from cacheproxy.documents.memo import parsed_pages
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.http.keys import FILES
 from cacheproxy.protocol.compact import CompactPage
 from cacheproxy.protocol.page import ProjectPage
+from cacheproxy.storage.records import CachedPage
 from tests.test_tail_metadata import strip_metadata
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"

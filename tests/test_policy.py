@@ -1,6 +1,7 @@
 from cacheproxy.documents import policy
-from cacheproxy.documents.policy import CachedPage, PageAction
+from cacheproxy.documents.policy import PageAction
 from cacheproxy.protocol.page import ProjectPage
+from cacheproxy.storage.records import CachedPage
 
 PAGE = ProjectPage({"name": "x", "files": []})
 

@@ -9,8 +9,8 @@ import pytest
 from aiohttp import ClientSession
 
 from cacheproxy.documents.memo import HotPage, rendered_pages
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol.render import with_variants
+from cacheproxy.storage.records import CachedPage
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 

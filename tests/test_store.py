@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.storage.local import Store
+from cacheproxy.storage.records import CachedPage
 
 
 def _stage(store: Store, size: int, fill: bytes) -> Path:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol.compact import CompactPage
 from cacheproxy.protocol.render import Rendered
+from cacheproxy.storage.records import CachedPage
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -5,29 +5,10 @@ Nothing here does I/O, so every rule can be tested without a network or a disk.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from dataclasses import dataclass
 
 from cacheproxy.errors import UpstreamError, UpstreamRefused
-from cacheproxy.protocol.page import ProjectPage
-
-
-@dataclass
-class CachedPage:
-    """A project page as stored: the page (None for a project the upstream does not have),
-    the upstream's validators, and when it was last confirmed."""
-
-    status: int
-    page: ProjectPage | None
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
-
-
-def head_of(entry: CachedPage) -> CachedPage:
-    """The entry's status and validators without its page, to keep beside a rendered copy."""
-    return dataclasses.replace(entry, page=None)
+from cacheproxy.storage.records import CachedPage
 
 
 class PageAction(enum.Enum):

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from yarl import URL
@@ -30,22 +29,11 @@ from cacheproxy.jsonapi.document import render_document as render_body
 from cacheproxy.pages.service import PageService
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS
+from cacheproxy.storage.records import CachedDocument
 
 log = logging.getLogger(__name__)
 
 JSON_ACCEPT = "application/json"
-
-
-@dataclass(frozen=True)
-class CachedDocument:
-    """A JSON API document as stored: the upstream's data (None: it has no such document),
-    its validators and when it was last confirmed. Read by the pages' policy functions."""
-
-    status: int
-    data: dict[str, Any] | None
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
 
 
 @dataclass(frozen=True)

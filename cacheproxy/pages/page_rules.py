@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cacheproxy.documents.memo import VersionedCache
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.files.answers import Refused
 from cacheproxy.pages.rules import Rules, Visible
 from cacheproxy.pages.takedowns import base_filename, removed_files, taken_down_reason
@@ -22,6 +21,7 @@ from cacheproxy.protocol.page import ProjectPage, with_file_facts
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS
 from cacheproxy.storage.local import Store
+from cacheproxy.storage.records import CachedPage
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cacheproxy.documents.memo import HotPage
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol.render import Rendered
+from cacheproxy.storage.records import CachedPage
 
 
 @dataclass(frozen=True)

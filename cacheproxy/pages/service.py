@@ -17,7 +17,7 @@ from collections.abc import Callable
 from cacheproxy.config import Config
 from cacheproxy.documents import policy
 from cacheproxy.documents.memo import HotPage, memory_caches, visible_pages
-from cacheproxy.documents.policy import CachedPage, PageAction
+from cacheproxy.documents.policy import PageAction
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.pages.page_rules import PageRules
@@ -34,6 +34,7 @@ from cacheproxy.protocol.page import (
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS, DiskSpace, is_no_space
 from cacheproxy.storage.local import Store
+from cacheproxy.storage.records import CachedPage, head_of
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class PageService(PageRules):
                 )
         for rule in hidden:
             self.upstream.metrics.policy_hidden.labels(rule, "page").inc()
-        hot = HotPage(policy.head_of(result.entry), rendered, changes_at)
+        hot = HotPage(head_of(result.entry), rendered, changes_at)
         max_age = self._bounded_max_age(result.entry, changes_at)
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.

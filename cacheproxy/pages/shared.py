@@ -14,10 +14,10 @@ import json
 import logging
 from typing import Any
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol.compact import CompactPage, expand
 from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.page import ProjectPage
+from cacheproxy.storage.records import CachedPage
 from cacheproxy.storage.s3.tier import SharedTier
 
 log = logging.getLogger(__name__)

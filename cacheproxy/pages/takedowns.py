@@ -4,9 +4,9 @@ so they are never taken down here."""
 
 from __future__ import annotations
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.pages.rules import format_time
 from cacheproxy.protocol.compact import filenames
+from cacheproxy.storage.records import CachedPage
 
 
 def _filenames(entry: CachedPage | None) -> set[str]:

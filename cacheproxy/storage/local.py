@@ -25,9 +25,9 @@ from pathlib import Path
 
 import diskcache
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.storage import pagecodec
 from cacheproxy.storage.maintenance import FILE, PAGE, Maintenance
+from cacheproxy.storage.records import CachedPage
 from cacheproxy.storage.stored_files import RenamingDisk, StagedFile, StoredFile
 from cacheproxy.storage.versions import Versions
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from cacheproxy.documents.policy import CachedPage
 from cacheproxy.protocol.compact import CompactPage, compact
+from cacheproxy.storage.records import CachedPage
 
 FORMAT = "cacheproxy-page/1"
 
