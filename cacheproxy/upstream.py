@@ -1,24 +1,29 @@
-"""The one HTTP client session that talks to the upstream index and its file hosts."""
+"""The one HTTP client session that talks to the upstream index and its file hosts.
+
+Also what governs it: the environment it reads once (proxy variables, netrc) and the floor
+under a transfer's speed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import netrc
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.helpers import basicauth_from_netrc, netrc_from_env, proxies_from_env
 from yarl import URL
 
 from cacheproxy import __version__
 from cacheproxy.config import Config
-from cacheproxy.errors import UpstreamError
-from cacheproxy.files.pace import RateFloor
+from cacheproxy.errors import DownloadFailed, UpstreamError
 from cacheproxy.ops.metrics import Metrics
 from cacheproxy.protocol.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
-from cacheproxy.upstream_env import ClientEnvironment
 
 PAGE_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {HTML_LEGACY};q=0.01"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
@@ -291,3 +296,89 @@ async def _guarded(chunks: AsyncIterator[bytes], floor: RateFloor) -> AsyncItera
         raise
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise describe_failure(exc) from None
+
+
+# What the environment tells the upstream client: proxy variables and netrc credentials.
+#
+# aiohttp's `trust_env` reads both again for every request, each in a worker thread: two turns
+# through the thread pool that also parses pages, and the netrc file read twice, before a
+# request leaves. A cold resolution sends hundreds of small range requests, each one waiting
+# there behind page parses. So both are read once, as the session opens, and a request then
+# finds its credentials in memory. With proxy variables set, aiohttp keeps choosing the proxy
+# for each request itself: whether a host bypasses the proxy is its rule, redirects included.
+
+
+@dataclass(frozen=True)
+class ClientEnvironment:
+    uses_proxies: bool  # proxy variables are set: aiohttp reads the environment per request
+    netrc: netrc.netrc | None
+
+    @classmethod
+    def read(cls) -> ClientEnvironment:
+        """Blocking (a file read): call it in a worker thread."""
+        return cls(uses_proxies=bool(proxies_from_env()), netrc=netrc_from_env())
+
+    def authorization(self, host: str | None) -> str | None:
+        """The Authorization header the netrc file gives this host, as aiohttp would send it;
+        None when it gives none, or when aiohttp looks the file up itself (proxies)."""
+        if self.uses_proxies or self.netrc is None or host is None:
+            return None
+        try:
+            return basicauth_from_netrc(self.netrc, host).encode()
+        except (LookupError, ValueError):  # no entry, or a login aiohttp cannot send
+            return None
+
+
+# A floor under the speed of an upstream file transfer.
+#
+# --read-timeout bounds only the gap between two bytes, so an upstream that sends one byte a
+# second would hold a download (and every client waiting on it) for as long as the file is
+# long. Files vary from kilobytes to gigabytes, so an overall deadline would be either too short
+# for large files or useless for small ones; instead the average rate over a sliding window must
+# stay above a floor. The first window is grace (connection set-up, a slow start), and the
+# window is long enough that a slow but steady link passes.
+#
+# Time is counted only while waiting for the upstream: a reader that is slow itself (a relay to
+# a slow client, a busy disk) pauses the clock rather than being blamed on the upstream.
+
+
+# Samples kept per window: the average is measured over a span at most 1/16 longer than it.
+_SAMPLES_PER_WINDOW = 16
+
+
+class RateFloor:
+    """Counts a transfer's bytes as they arrive and fails it when too few came in the last
+    window. min_rate 0 turns the check off."""
+
+    def __init__(self, min_rate: int, window: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self._waited = 0.0  # seconds spent waiting for the upstream so far
+        self._received = 0
+        # (seconds waited, bytes received by then), oldest first; the first is always at or
+        # before the start of the window, so the average covers at least a whole window.
+        self._samples: deque[tuple[float, int]] = deque([(0.0, 0)])
+
+    def add(self, size: int, waited: float) -> None:
+        """Count size bytes that took waited seconds to arrive; raises DownloadFailed when
+        the average rate over the last window is below the floor."""
+        if self.min_rate <= 0:
+            return
+        self._waited += waited
+        now = self._waited
+        self._received += size
+        samples = self._samples
+        if now - samples[-1][0] >= self.window / _SAMPLES_PER_WINDOW:
+            samples.append((now, self._received))
+        while len(samples) > 1 and samples[1][0] <= now - self.window:
+            samples.popleft()
+        since, received_then = samples[0]
+        elapsed = now - since
+        if elapsed < self.window:
+            return  # still within the grace of the first window
+        rate = (self._received - received_then) / elapsed
+        if rate < self.min_rate:
+            raise DownloadFailed(
+                f"upstream too slow: {rate:.0f} bytes/s over the last {elapsed:.0f} s,"
+                f" below the minimum of {self.min_rate} bytes/s"
+            )

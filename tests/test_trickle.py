@@ -10,9 +10,9 @@ import pytest
 
 from cacheproxy.config import load_config
 from cacheproxy.errors import DownloadFailed
-from cacheproxy.files.pace import RateFloor
 from cacheproxy.http.keys import STORE
 from cacheproxy.protocol.negotiation import JSON_V1
+from cacheproxy.upstream import RateFloor
 from tests.fakes.clock import FakeClock
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
