@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import zlib
@@ -25,7 +26,7 @@ _MAX_RATIO = 1100
 _MIN_OUTPUT_BOUND = 64 * 1024 * 1024
 
 _ZIP_SUFFIXES = (".whl", ".zip")
-_STREAMS: tuple[tuple[tuple[str, ...], str, Callable[[str], BinaryIO], bool], ...] = (
+_STREAMS: tuple[tuple[tuple[str, ...], str, Callable[[str], io.BufferedIOBase], bool], ...] = (
     ((".tar.gz", ".tgz"), "gzip", gzip.open, False),
     ((".tar.bz2", ".tbz2", ".tbz"), "bzip2", bz2.open, True),
     ((".tar.xz", ".txz"), "xz", lzma.open, True),
@@ -63,7 +64,7 @@ def _zip_problem(path: str, size: int) -> str | None:
 
 
 def _stream_problem(
-    path: str, kind: str, opener: Callable[[str], BinaryIO], limit: int | None
+    path: str, kind: str, opener: Callable[[str], io.BufferedIOBase], limit: int | None
 ) -> str | None:
     produced = 0
     try:

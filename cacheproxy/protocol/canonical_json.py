@@ -21,12 +21,12 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+# The C accelerator's factory is not in the standard library's type stubs.
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
 _ENCODE_OBJECT = (
     None
-    if json.encoder.c_make_encoder is None
-    else json.encoder.c_make_encoder(
-        None, _not_json, _ENCODE_STRING, None, ":", ",", False, False, True
-    )
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(None, _not_json, _ENCODE_STRING, None, ":", ",", False, False, True)
 )
 
 

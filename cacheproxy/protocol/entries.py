@@ -89,8 +89,9 @@ class Adopter:
         count = len(entries)
         if not count or self._seen or set(map(type, entries)) != {dict}:
             return None
-        names = list(map(dict.get, entries, repeat("filename", count)))
-        raws = list(map(dict.get, entries, repeat("url", count)))
+        # Any JSON values until the one pass over each just below shows them all strings.
+        names: list[Any] = list(map(dict.get, entries, repeat("filename", count)))
+        raws: list[Any] = list(map(dict.get, entries, repeat("url", count)))
         if set(map(type, names)) != {str} or set(map(type, raws)) != {str}:
             return None
         if len(set(names)) != count or not _PLAIN_NAMES.fullmatch("\n".join(names)):

@@ -31,7 +31,7 @@ def _adopted(
         wanting = None if served is None else render.wants_metadata_true(entries, names)
         entries.clear()  # megabytes of dictionaries for a large page: gone before its lines
         builder.add_texts(names, texts, origins)
-        if wanting is not None:
+        if served is not None and wanting is not None:
             served += render.served_texts(texts, wanting)
         return builder
     for number in range(len(entries)):
