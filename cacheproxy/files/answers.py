@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from cacheproxy.files.ranges import Decision, Outcome
 
@@ -69,6 +69,14 @@ class Streamed(Answer):
     """Bytes that arrive as they are sent: a running download, a relay of the upstream."""
 
     body: Body | None = None
+
+
+class AnswerFields(TypedDict):
+    """The fields the answers one request may get share, passed on as **fields."""
+
+    filename: str
+    decision: Decision
+    total: int | None
 
 
 @dataclass(frozen=True)

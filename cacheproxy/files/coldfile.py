@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.errors import UpstreamError
-from cacheproxy.files.answers import Answer, FileAnswer, FileRequest, InMemory
+from cacheproxy.files.answers import Answer, AnswerFields, FileAnswer, FileRequest, InMemory
 from cacheproxy.files.ranges import Outcome, Validators, evaluate
 from cacheproxy.files.relay import fetch_range
 from cacheproxy.protocol.page import FileSource
@@ -86,7 +86,7 @@ class ColdFiles:
             return None
         validators = Validators(expected_etag(source), None)
         decision = evaluate(method, request.headers, validators, probe.total)
-        common = dict(filename=filename, decision=decision, total=probe.total)
+        common: AnswerFields = dict(filename=filename, decision=decision, total=probe.total)
         if method == "HEAD" or decision.outcome not in (Outcome.WHOLE, Outcome.PARTIAL):
             return Answer("cold-head", **common, etag=validators.etag)
         if decision.outcome is Outcome.WHOLE or decision.end is None:

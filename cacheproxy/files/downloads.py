@@ -177,7 +177,8 @@ class Downloads:
             download._begin(tail.total, None)
         else:
             await self._receive(download, digests)
-        if download.tail is not None:
+        tail = download.tail  # None now if the whole file came after all (see _receive)
+        if tail is not None:
             await asyncio.to_thread(digests.add_from, download._fd, tail.start, tail.total)
             download._advance(tail.total - tail.start)
         if source.hash_value is not None and digests.checked() != source.hash_value:
@@ -197,6 +198,8 @@ class Downloads:
         only the bytes before it."""
         source, tail = download.source, download.tail
         headers = {"Range": f"bytes=0-{tail.start - 1}"} if tail is not None else None
+        total: int | None
+        expected: int | None
         async with self.upstream.open_file(source.url, headers) as body:
             if tail is not None and body.status == 206:
                 total, expected = _ranged_total(body.headers, tail), tail.start
@@ -215,8 +218,10 @@ class Downloads:
             if not await self.disk.has_room(total or 0):
                 raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
             download._begin(total, body.headers.get("Last-Modified"))
+            # With a kept tail only the bytes before it were asked for.
+            asked = expected if download.tail is not None else None
             async for chunk in body.chunks:
-                if download.tail is not None and download.written + len(chunk) > expected:
+                if asked is not None and download.written + len(chunk) > asked:
                     raise DownloadFailed(f"upstream sent more than the {expected} bytes asked for")
                 try:
                     # Hashing in the same thread as the write: sha256 releases the GIL.

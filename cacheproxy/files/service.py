@@ -10,6 +10,7 @@ import logging
 from cacheproxy.errors import DiskFull
 from cacheproxy.files.answers import (
     Answer,
+    AnswerFields,
     FileAnswer,
     FileRequest,
     FromStore,
@@ -125,15 +126,14 @@ class FileService:
         outcome = "coalesced" if coalesced else "miss"
         if download.from_shared:
             outcome = "shared"
-        common = dict(
+        common: AnswerFields = dict(
             filename=download.filename,
             decision=decision,
             total=download.total,
-            etag=validators.etag,
         )
         if not _has_body(decision, request):
             await reader.aclose()
-            return Answer(outcome, **common)
+            return Answer(outcome, **common, etag=validators.etag)
         if decision.outcome is Outcome.PARTIAL:
             ahead = await self._range_ahead(download, decision)
             if ahead is not None:
@@ -142,6 +142,7 @@ class FileService:
         return Streamed(
             outcome,
             **common,
+            etag=validators.etag,
             body=_DownloadBody(reader, decision),
         )
 
@@ -154,7 +155,9 @@ class FileService:
         assert end is not None
         if download.written >= end or download.error is not None:
             return None
-        common = dict(filename=download.filename, decision=decision, total=download.total)
+        common: AnswerFields = dict(
+            filename=download.filename, decision=decision, total=download.total
+        )
         url = download.source.url
         if end - start > SHARED_RANGE_LIMIT:
             opened = await open_relay(self.upstream, url, (start, end), None)
@@ -171,9 +174,8 @@ class FileService:
         """Pass a file through without storing it (the disk is full), still verified."""
         validators = Validators(_expected_etag(source), None)
         decision = evaluate(request.method, request.headers, validators, source.size)
-        common = dict(filename=filename, decision=decision, etag=validators.etag)
         if not _has_body(decision, request):
-            return Answer("uncached", **common, total=source.size)
+            return Answer("uncached", filename, decision, source.size, validators.etag)
         partial = decision.outcome is Outcome.PARTIAL
         span = (decision.start, decision.end) if partial and decision.end is not None else None
         opened = await open_relay(self.upstream, source.url, span, source)
@@ -181,7 +183,7 @@ class FileService:
             return NotFound(f"upstream has no {filename}", "uncached")
         relayed, length = opened
         total = source.size if partial else (length if length is not None else source.size)
-        return Streamed("uncached", **common, total=total, body=relayed)
+        return Streamed("uncached", filename, decision, total, validators.etag, body=relayed)
 
     async def _extracted(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         """Metadata the proxy advertised but no longer holds (evicted): extract it again from
@@ -201,8 +203,8 @@ class FileService:
             if reader.download.error is not None:
                 raise reader.download.error
             stored = await self.store.find_file(project, wheel)
-        if data is None:
-            data = stored and await extract_and_store(self.store, project, wheel, stored.path)
+        if data is None and stored is not None:
+            data = await extract_and_store(self.store, project, wheel, stored.path)
         if data is None:
             # Not advertised again: a client told it exists would fail on it.
             await self.store.learn(project, wheel, **{"metadata-unreadable": True})

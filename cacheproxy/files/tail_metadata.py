@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class TailMetadata:
         store: Store,
         upstream: Upstream,
         cold: ColdFiles,
-        keep_tail: Callable[[str, str, int, bytes], Awaitable[None]] | None = None,
+        keep_tail: Callable[[str, str, int, bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream

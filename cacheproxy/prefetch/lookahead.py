@@ -140,7 +140,7 @@ class Lookahead:
             return
         platform = client_platform(user_agent)
         # A large page's thousands of names: not on the event loop.
-        pick = files and await asyncio.to_thread(wheel_pick, files, wheel, platform)
+        pick = await asyncio.to_thread(wheel_pick, files, wheel, platform) if files else None
         if pick == "first":
             log.debug("lookahead: %s picks each release's first wheel", user_agent[:40])
             self._first_pickers.add(user_agent)
