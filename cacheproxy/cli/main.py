@@ -246,10 +246,12 @@ async def _warm_with_progress(wants, url: str, token: str | None):
         bar = click.progressbar(length=total, label="warming", file=sys.stderr)
         bar.__enter__()
 
+    def on_file() -> None:
+        if bar is not None:
+            bar.update(1)
+
     try:
-        return await run_warm(
-            wants, url, token, on_total=on_total, on_file=lambda: bar and bar.update(1)
-        )
+        return await run_warm(wants, url, token, on_total=on_total, on_file=on_file)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -21,7 +22,7 @@ from cacheproxy.storage.s3.settings import SharedCacheError
 EXIT_BAD_CONFIG = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"cacheproxy: error: {redact_url(message)}", err=True)
     sys.exit(EXIT_BAD_CONFIG)
 
