@@ -306,7 +306,7 @@ class SharedCacheSettings:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
-        **tuning: float,
+        **tuning: Any,
     ) -> SharedCacheSettings:
         """s3://BUCKET[/PREFIX]; the keywords are the config file's values, and the standard
         AWS environment variables beat them, as the environment beats the file everywhere."""
@@ -412,7 +412,7 @@ RULE_PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-_INDEX_KEYS = {
+_INDEX_KEYS: dict[str, Callable[[Any], Any]] = {
     "url": parse_upstream,
     "page_ttl": parse_duration,
     "negative_ttl": parse_duration,
@@ -719,7 +719,8 @@ def load_config(
     values = {}
     for name, (raw, source) in chosen.items():
         try:
-            values[name] = _PARSERS.get(name, _FILE_ONLY.get(name))(raw)
+            parser = _PARSERS[name] if name in _PARSERS else _FILE_ONLY[name]
+            values[name] = parser(raw)
         except ValueError as exc:
             # Values are quoted back to say what is wrong: never with a URL's password.
             raise ConfigError(redact_url(f"invalid {source}: {exc}")) from None
