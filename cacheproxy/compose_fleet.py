@@ -15,12 +15,11 @@ import os
 
 from aiohttp import web
 
-from cacheproxy.config import Config
+from cacheproxy.config import Config, SharedCacheSettings
 from cacheproxy.files.shared import SharedFiles
 from cacheproxy.http.keys import INDEX_PREFIX, METRICS, NAMED_INDEXES, SHARED, SHARED_TIERS
 from cacheproxy.pages.shared import SharedPages, index_label
 from cacheproxy.protocol.filehosts import FileHosts
-from cacheproxy.storage.s3.settings import SharedCacheSettings
 from cacheproxy.storage.s3.tier import SharedTier
 
 log = logging.getLogger(__name__)

@@ -1,49 +1,468 @@
-"""The one typed configuration object, and how it is assembled.
+"""The one typed configuration: its settings, how each value is read, the named indexes and
+where the shared tier lives, and how they are assembled.
 
 Precedence is flag > environment > config file > default, for every setting alike, and every
-value goes through the same parser whichever source it came from.
+value goes through the same parser whichever source it came from. A parser raises ValueError
+with a one-line reason; load_config turns it into a ConfigError naming the source.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from yarl import URL
 
-from cacheproxy.storage.s3.settings import SharedCacheSettings
+from cacheproxy.errors import ConfigError, SharedCacheError
+from cacheproxy.ops.redact import redact_url
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-from cacheproxy.config_indexes import RULE_PARSERS, NamedIndex, parse_indexes
-from cacheproxy.config_values import (
-    ConfigError,
-    parse_bool,
-    parse_duration,
-    parse_file_hosts,
-    parse_host,
-    parse_json_api_url,
-    parse_log_format,
-    parse_log_level,
-    parse_port,
-    parse_positive_duration,
-    parse_public_url,
-    parse_rate,
-    parse_retries,
-    parse_shared_cache,
-    parse_size,
-    parse_tokens,
-    parse_upstream,
-)
 
 ENV_PREFIX = "CACHEPROXY_"
 CONFIG_ENV = "CACHEPROXY_CONFIG"
+
+
+# -- single values: each parser returns the typed value or raises ValueError ----------------
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PROJECT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match and _SIZE_UNITS.get(match.group(2).lower())
+        if not match or unit is None:
+            raise ValueError(f"{value!r} is not a size (like 20GiB, 500MB or 1073741824)")
+        size = int(float(match.group(1)) * unit)
+    if size <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return size
+
+
+def parse_rate(value: Any) -> int:
+    """Bytes per second, like 10KiB or 10KiB/s; 0 turns the check off."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 0 if value == 0 else parse_size(value)
+    text = str(value).strip().removesuffix("/s")
+    return 0 if text == "0" else parse_size(text)
+
+
+def parse_positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return seconds
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (like 30, 30s, 10m or 1h)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return seconds
+
+
+def parse_port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{value!r} is not a port number (0-65535)")
+    return port
+
+
+def parse_retries(value: Any) -> int:
+    try:
+        retries = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 0 <= retries <= 10:
+        raise ValueError(f"{value!r} is not between 0 and 10")
+    return retries
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def parse_upstream(value: Any) -> str:
+    url = URL(str(value))
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL of a simple index")
+    return str(value)
+
+
+def parse_json_api_url(value: Any) -> str:
+    """An http(s) URL, or "off" for an upstream without a JSON API."""
+    text = str(value).strip()
+    if text.lower() in ("off", "none", "no"):
+        return "off"
+    url = URL(text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError('must be an http:// or https:// URL, or "off"')
+    return text
+
+
+def parse_public_url(value: Any) -> str:
+    url = URL(str(value).strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not carry credentials")
+    if url.query_string or url.fragment:
+        raise ValueError("must not have a query or fragment")
+    return str(url if url.path.endswith("/") else url.with_path(url.path + "/"))
+
+
+# A host name or an fnmatch pattern of one: no scheme, port, path or spaces.
+_HOST_PATTERN = re.compile(r"[a-z0-9*?\[\]._-]+")
+
+
+def parse_file_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    patterns = tuple(
+        part.strip().lower() for item in items for part in str(item).split(",") if part.strip()
+    )
+    for pattern in patterns:
+        if not _HOST_PATTERN.fullmatch(pattern):
+            raise ValueError(f"{pattern!r} is not a host name or pattern (like *.example.org)")
+    return patterns
+
+
+def parse_host(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return text
+
+
+def parse_log_level(value: Any) -> str:
+    level = str(value).strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{value!r} is not one of debug, info, warning, error")
+    return level
+
+
+def parse_tokens(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    tokens = tuple(str(t).strip() for t in items if str(t).strip())
+    if any(len(t) < 8 for t in tokens):
+        raise ValueError("each token needs at least 8 characters")
+    return tokens
+
+
+def parse_log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError(f"{value!r} is not text or json")
+    return text
+
+
+# -- what a fleet may install (see cacheproxy/pages/rules.py) ------------------------------
+
+
+def _items(value: Any, separators: str) -> list[str]:
+    """A TOML array or repeated flags give items; a string is split at separators."""
+    raw = value if isinstance(value, (list, tuple)) else [value]
+    items = [part.strip() for item in raw for part in re.split(separators, str(item))]
+    return [item for item in items if item]
+
+
+def _end_of(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time())
+
+
+def parse_timestamp(value: Any) -> float:
+    """RFC 3339 (2024-05-01T12:00:00Z) or a date (2024-05-01: the whole day counts, so the
+    snapshot is taken at the end of it); UTC unless an offset is given. Seconds since the
+    epoch."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):  # a TOML date
+        moment = _end_of(value)
+    else:
+        text = str(value).strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                moment = _end_of(datetime.date.fromisoformat(text))
+            else:
+                moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a timestamp (like 2024-05-01T12:00:00Z or 2024-05-01)"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def parse_projects(value: Any) -> tuple[str, ...]:
+    """Project names, comma or space separated, normalised as the index does."""
+    names = []
+    for item in _items(value, r"[,\s]+"):
+        if not _PROJECT.fullmatch(item):
+            raise ValueError(f"{item!r} is not a project name")
+        names.append(canonicalize_name(item))
+    return tuple(names)
+
+
+def parse_requirement_specs(value: Any) -> tuple[str, ...]:
+    """PEP 508 requirement strings (evilpkg, requests>=2.99, foo==1.2.3), separated by ';' or
+    new lines in a string (commas belong to specifiers); kept in their normalised form."""
+    specs = []
+    for item in _items(value, r"[;\n]"):
+        try:
+            requirement = Requirement(item)
+        except InvalidRequirement:
+            raise ValueError(f"{item!r} is not a requirement (like evilpkg or foo>=2.0)") from None
+        if requirement.url or requirement.extras or requirement.marker:
+            raise ValueError(f"{item!r}: only a name and version specifiers are allowed")
+        specs.append(f"{canonicalize_name(requirement.name)}{requirement.specifier}")
+    return tuple(specs)
+
+
+_UNKNOWN_UPLOAD_TIME = ("hide", "show")
+
+
+def parse_unknown_upload_time(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in _UNKNOWN_UPLOAD_TIME:
+        raise ValueError(f"{value!r} is not hide or show")
+    return text
+
+
+# -- the shared tier: an S3 bucket and prefix, the endpoint, region and keys ---------------
+
+# S3's rule for new buckets, less the rarely used dotted names that break TLS virtual hosting.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()-]+")
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class SharedCacheSettings:
+    """Where the shared tier lives (an S3 bucket and prefix), how to reach it, and its tuning."""
+
+    bucket: str
+    prefix: str = ""  # without slashes at either end; "" for the bucket's root
+    endpoint: str | None = None  # None: the provider's own endpoint for the region
+    region: str = DEFAULT_REGION
+    access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    # None for both keys: the SDK's own chain (profile, instance role, web identity).
+    secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    session_token: str | None = dataclasses.field(default=None, repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    multipart_threshold: int = 8 * 1024 * 1024
+    part_size: int = 5 * 1024 * 1024  # the smallest part S3 accepts: bounds the memory per upload
+    failure_threshold: int = 5  # consecutive failures that open the breaker
+    cooldown: float = 30.0  # seconds the breaker stays open before one probe
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        environ: Mapping[str, str] | None = None,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        **tuning: Any,
+    ) -> SharedCacheSettings:
+        """s3://BUCKET[/PREFIX]; the keywords are the config file's values, and the standard
+        AWS environment variables beat them, as the environment beats the file everywhere."""
+        env = os.environ if environ is None else environ
+        bucket, prefix = parse_s3_url(url)
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or endpoint
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or region
+        if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_SECRET_ACCESS_KEY"):
+            access_key_id = env.get("AWS_ACCESS_KEY_ID")
+            secret_access_key = env.get("AWS_SECRET_ACCESS_KEY")
+            session_token = env.get("AWS_SESSION_TOKEN")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise SharedCacheError("shared cache: give both the access key id and the secret key")
+        return cls(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint=parse_endpoint(endpoint) if endpoint else None,
+            region=region or DEFAULT_REGION,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            **tuning,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def __str__(self) -> str:
+        """For logs and status pages: where, never with which keys."""
+        where = self.endpoint or f"region {self.region}"
+        return f"{self.url} at {where}"
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    text = str(url).strip()
+    if not text.startswith("s3://"):
+        raise SharedCacheError(f"shared cache {text!r} is not an s3://BUCKET[/PREFIX] URL")
+    bucket, _, prefix = text[len("s3://") :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise SharedCacheError(
+            f"shared cache bucket {bucket!r} is not a bucket name "
+            "(3-63 lowercase letters, digits, dots and dashes)"
+        )
+    parts = [part for part in prefix.split("/") if part]
+    if any(not _PREFIX_PART.fullmatch(part) or part in (".", "..") for part in parts):
+        raise SharedCacheError(f"shared cache prefix {prefix!r} has characters S3 keys avoid")
+    return bucket, "/".join(parts)
+
+
+def parse_endpoint(value: str) -> str:
+    url = URL(str(value).strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SharedCacheError("shared cache endpoint must be an http:// or https:// URL")
+    if url.user or url.password:
+        raise SharedCacheError("shared cache endpoint must not carry credentials; use the keys")
+    return str(url.with_path(url.path.rstrip("/"))).rstrip("/")
+
+
+def parse_shared_cache(value: Any) -> str:
+    parse_s3_url(str(value))  # raises SharedCacheError, a ValueError that says what is wrong
+    return str(value).strip()
+
+
+# -- named indexes: extra upstreams served under /index/NAME/simple/ -----------------------
+
+_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class NamedIndex:
+    """An extra upstream served under /index/<name>/simple/, never merged with the others."""
+
+    name: str
+    # May carry credentials: kept out of repr, shown only through Config.public_upstream.
+    upstream: str = dataclasses.field(repr=False)
+    page_ttl: float | None = None  # None: the main index's setting
+    negative_ttl: float | None = None
+    max_size: int | None = None
+    password_env: str | None = None  # the variable holding its password, read at start-up
+    username: str | None = None
+    shared_cache: str | None = None  # None: the main index's setting
+    # What may be installed (pages/rules.py); None: the main index's rule.
+    min_release_age: float | None = None
+    release_age_exempt: tuple[str, ...] | None = None
+    exclude_newer: float | None = None
+    deny: tuple[str, ...] | None = None
+    allow: tuple[str, ...] | None = None
+    unknown_upload_time: str | None = None
+
+
+# The install rules (pages/rules.py) a named index may set for itself, and their readers.
+RULE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "min_release_age": parse_duration,
+    "release_age_exempt": parse_projects,
+    "exclude_newer": parse_timestamp,
+    "deny": parse_requirement_specs,
+    "allow": parse_requirement_specs,
+    "unknown_upload_time": parse_unknown_upload_time,
+}
+
+
+_INDEX_KEYS: dict[str, Callable[[Any], Any]] = {
+    "url": parse_upstream,
+    "page_ttl": parse_duration,
+    "negative_ttl": parse_duration,
+    "max_size": parse_size,
+    "username": str,
+    "password_env": str,
+    "shared_cache": parse_shared_cache,
+    **RULE_PARSERS,
+}
+
+
+def _parse_index(name: str, value: Any) -> NamedIndex:
+    if not _INDEX_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not an index name (lowercase letters, digits, . _ -)")
+    table = {"url": value} if isinstance(value, str) else value
+    if not isinstance(table, dict) or "url" not in table:
+        raise ValueError(f"index {name!r} needs a url")
+    fields: dict[str, Any] = {}
+    for key, raw in table.items():
+        field_name = key.replace("-", "_")
+        if field_name not in _INDEX_KEYS:
+            raise ValueError(f"index {name!r}: unknown key {key!r}")
+        try:
+            fields[field_name] = _INDEX_KEYS[field_name](raw)
+        except ValueError as exc:
+            raise ValueError(f"index {name!r} {key}: {exc}") from None
+    return NamedIndex(name=name, upstream=fields.pop("url"), **fields)
+
+
+def parse_indexes(value: Any) -> tuple[NamedIndex, ...]:
+    """NAME=URL pairs (comma or space separated), or a TOML table of names to URLs or tables."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in re.split(r"[,\s]+", str(value).strip()):
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not NAME=URL")
+            pairs.append((name, url))
+    indexes = tuple(_parse_index(str(name), raw) for name, raw in pairs)
+    names = [index.name for index in indexes]
+    if len(set(names)) != len(names):
+        raise ValueError("an index name is given twice")
+    return indexes
+
+
+# -- the Config and how it is assembled ----------------------------------------------------
 
 
 def default_upstream() -> str:
@@ -59,15 +478,8 @@ def default_cache_dir() -> Path:
     return user_cache_path("cacheproxy", appauthor=False)
 
 
-# The settings of cache/rules.py, which a named index may set for itself.
-RULE_SETTINGS = (
-    "min_release_age",
-    "release_age_exempt",
-    "exclude_newer",
-    "deny",
-    "allow",
-    "unknown_upload_time",
-)
+# The settings of pages/rules.py, which a named index may set for itself.
+RULE_SETTINGS = tuple(RULE_PARSERS)
 
 
 @dataclass(frozen=True)
@@ -116,7 +528,7 @@ class Config:
     shared_cache_region: str | None = None
     shared_cache_access_key_id: str | None = dataclasses.field(default=None, repr=False)
     shared_cache_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
-    # What may be installed: see cache/rules.py and docs/policy.md.
+    # What may be installed: see pages/rules.py and docs/policy.md.
     min_release_age: float = 0.0
     release_age_exempt: tuple[str, ...] = ()
     exclude_newer: float | None = None  # seconds since the epoch
@@ -125,7 +537,7 @@ class Config:
     # Files whose upload time is not known while a cooldown or snapshot is on: hidden, since
     # a file that cannot be dated cannot be shown to be old enough.
     unknown_upload_time: str = "hide"
-    # Resolution lookahead (cache/lookahead.py): read ahead what a resolver will ask for next.
+    # Resolution lookahead (prefetch/lookahead.py): read ahead what a resolver will ask for next.
     lookahead: bool = True
 
     def shared_cache_settings(self, environ: Mapping[str, str]) -> SharedCacheSettings | None:
@@ -278,7 +690,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        raise ConfigError(redact_url(f"config file {path} cannot be read: {exc}")) from None
     settings = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -307,9 +719,11 @@ def load_config(
     values = {}
     for name, (raw, source) in chosen.items():
         try:
-            values[name] = _PARSERS.get(name, _FILE_ONLY.get(name))(raw)
+            parser = _PARSERS[name] if name in _PARSERS else _FILE_ONLY[name]
+            values[name] = parser(raw)
         except ValueError as exc:
-            raise ConfigError(f"invalid {source}: {exc}") from None
+            # Values are quoted back to say what is wrong: never with a URL's password.
+            raise ConfigError(redact_url(f"invalid {source}: {exc}")) from None
     if "indexes" in values:
         values["indexes"] = tuple(_with_credentials(i, environ) for i in values["indexes"])
     return Config(**values)

@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 from uv import find_uv_bin
 
-from cacheproxy.cli.clientenv import ClientEnvError, index_url
+from cacheproxy.cli.clientenv import index_url
 from cacheproxy.cli.main import main
+from cacheproxy.errors import ClientEnvError
 from tests.fakes.clients import clean_env, run
 
 

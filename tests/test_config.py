@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.config import ConfigError, load_config, parse_duration, parse_size
+from cacheproxy.config import load_config, parse_duration, parse_size
+from cacheproxy.errors import ConfigError
 
 
 def test_defaults_name_no_host_but_come_from_constants(tmp_path):

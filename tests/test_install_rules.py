@@ -7,8 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from cacheproxy.config import NamedIndex
-from cacheproxy.config_values import parse_timestamp
+from cacheproxy.config import NamedIndex, parse_timestamp
 from cacheproxy.http.keys import STORE
 from cacheproxy.pages.rules import parse_upload_time
 from cacheproxy.protocol.negotiation import JSON_V1

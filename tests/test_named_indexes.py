@@ -12,7 +12,8 @@ import sys
 import pytest
 from aiohttp import ClientSession
 
-from cacheproxy.config import ConfigError, NamedIndex, load_config
+from cacheproxy.config import NamedIndex, load_config
+from cacheproxy.errors import ConfigError
 from tests.fakes.clients import uv_pip_install
 from tests.fakes.clock import FakeClock
 from tests.fakes.upstream import UpstreamIndex, make_app

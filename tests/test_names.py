@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
+from cacheproxy.errors import InvalidName
+from cacheproxy.protocol.names import check_filename, normalize_project
 
 
 @pytest.mark.parametrize(

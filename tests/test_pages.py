@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from cacheproxy.errors import PageError
 from cacheproxy.protocol.filehosts import FileHosts
-from cacheproxy.protocol.page import PageError, find_source
+from cacheproxy.protocol.page import find_source
 from cacheproxy.protocol.parse import parse_html_page, parse_json_page
 from cacheproxy.protocol.render import render_html, render_json
 

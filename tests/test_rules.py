@@ -2,8 +2,7 @@
 
 import math
 
-from cacheproxy.config import Config
-from cacheproxy.config_values import parse_timestamp
+from cacheproxy.config import Config, parse_timestamp
 from cacheproxy.pages.rules import Rules
 from cacheproxy.protocol.page import ProjectPage
 

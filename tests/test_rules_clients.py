@@ -2,7 +2,7 @@
 
 import pytest
 
-from cacheproxy.config_values import parse_timestamp
+from cacheproxy.config import parse_timestamp
 from tests.fakes.clients import uv_pip_install
 from tests.test_installs import INSTALLERS, installed
 

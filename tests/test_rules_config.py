@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.config import load_config
-from cacheproxy.config_values import ConfigError, parse_timestamp
+from cacheproxy.config import load_config, parse_timestamp
+from cacheproxy.errors import ConfigError
 from cacheproxy.pages.rules import Rules
 from tests.test_cli import run_cli
 

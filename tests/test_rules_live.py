@@ -6,8 +6,7 @@ import time
 import aiohttp
 import pytest
 
-from cacheproxy.config import default_upstream
-from cacheproxy.config_values import parse_timestamp
+from cacheproxy.config import default_upstream, parse_timestamp
 from cacheproxy.pages.rules import parse_upload_time
 from cacheproxy.protocol.negotiation import JSON_V1
 from tests.fakes.clients import uv_pip_install

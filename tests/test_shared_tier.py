@@ -14,12 +14,9 @@ import tracemalloc
 
 import pytest
 
+from cacheproxy.config import SharedCacheSettings
+from cacheproxy.errors import SharedCacheConfigError, SharedCacheError
 from cacheproxy.storage.s3.breaker import CLOSED, OPEN, CircuitBreaker
-from cacheproxy.storage.s3.settings import (
-    SharedCacheConfigError,
-    SharedCacheError,
-    SharedCacheSettings,
-)
 from cacheproxy.storage.s3.tier import SharedTier
 from tests.fakes.clock import FakeClock
 from tests.fakes.seaweed import free_ports, s3_client
@@ -296,7 +293,7 @@ CHILD = textwrap.dedent(
     import asyncio, dataclasses, json, sys
     from pathlib import Path
     from cacheproxy.storage.s3.tier import SharedTier
-    from cacheproxy.storage.s3.settings import SharedCacheSettings
+    from cacheproxy.config import SharedCacheSettings
 
     async def main():
         args = json.loads(sys.argv[1])
@@ -381,7 +378,8 @@ async def test_prune_by_age(tier, tmp_path):
 
 
 def test_shared_cache_setting_from_flag_env_file_and_per_index(tmp_path):
-    from cacheproxy.config import ConfigError, load_config
+    from cacheproxy.config import load_config
+    from cacheproxy.errors import ConfigError
 
     file = tmp_path / "cacheproxy.toml"
     file.write_text(

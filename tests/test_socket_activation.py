@@ -11,7 +11,8 @@ import sys
 import aiohttp
 import pytest
 
-from cacheproxy.http.activation import ActivationError, inherited_sockets
+from cacheproxy.errors import ActivationError
+from cacheproxy.http.activation import inherited_sockets
 from tests.fakes.clients import clean_env
 from tests.fakes.process import ProxyProcess
 

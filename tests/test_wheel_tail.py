@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cacheproxy.protocol.wheel_tail import TailMetadataReader, UnreadableZip
+from cacheproxy.errors import UnreadableZip
+from cacheproxy.protocol.wheel_tail import TailMetadataReader
 from tests.fakes.wheels import build_wheel, metadata_of, metadata_text
 from tests.fakes.zips import (
     patch_central_entry,

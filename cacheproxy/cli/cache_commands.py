@@ -24,8 +24,9 @@ from cacheproxy.cli.shared_commands import (
     shared_verify,
 )
 from cacheproxy.config import parse_size
+from cacheproxy.errors import InvalidName
 from cacheproxy.http.status import human_bytes
-from cacheproxy.protocol.names import InvalidName, normalize_project
+from cacheproxy.protocol.names import normalize_project
 
 
 @click.command()

@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 from yarl import URL
 
-from cacheproxy.cli.clientenv import RENDERERS, ClientEnvError, client_env, index_url
+from cacheproxy.cli.clientenv import RENDERERS, client_env, index_url
 from cacheproxy.cli.doctor.diagnose import diagnose
 from cacheproxy.cli.doctor.dockerfile import parse_dockerfile
-from cacheproxy.config import ConfigError, env_name, load_config
+from cacheproxy.config import env_name, load_config
+from cacheproxy.errors import ClientEnvError, ConfigError
 
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2

@@ -12,16 +12,13 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from cacheproxy.errors import ClientEnvError
 from cacheproxy.http.server import index_url as served_index_url
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The name a container reaches its host by, once `--add-host=...:host-gateway` maps it.
 DOCKER_HOST_NAME = "host.docker.internal"
 _POETRY_SOURCE = "cacheproxy"
-
-
-class ClientEnvError(ValueError):
-    """An address that cannot be made into an index URL; the message fits on one line."""
 
 
 @dataclass(frozen=True)

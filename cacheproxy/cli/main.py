@@ -22,16 +22,16 @@ from cacheproxy.cli.preflight import check_cache_dir, tls_context
 from cacheproxy.cli.shared_commands import (
     all_shared_settings,
 )
-from cacheproxy.cli.warm import WarmError, read_wants, resolve_with_pip
+from cacheproxy.cli.warm import read_wants, resolve_with_pip
 from cacheproxy.cli.warm import warm as run_warm
-from cacheproxy.config import ConfigError, env_name
-from cacheproxy.http.activation import ActivationError, inherited_sockets
+from cacheproxy.config import env_name
+from cacheproxy.errors import ActivationError, ConfigError, SharedCacheError, WarmError
+from cacheproxy.http.activation import inherited_sockets
 from cacheproxy.http.server import index_url as index_url_for
 from cacheproxy.http.server import serve as run_server
 from cacheproxy.http.status import human_bytes
 from cacheproxy.ops import malloc, memtrace
 from cacheproxy.ops.logs import configure_logging
-from cacheproxy.storage.s3.settings import SharedCacheError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,11 +13,10 @@ from typing import NoReturn
 
 import click
 
-from cacheproxy.config import Config, ConfigError, env_name, load_config
+from cacheproxy.config import Config, env_name, load_config
+from cacheproxy.errors import ConfigError, SharedCacheError, SharedTierError
 from cacheproxy.ops.redact import redact_url
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.s3.body import SharedTierError
-from cacheproxy.storage.s3.settings import SharedCacheError
 
 EXIT_BAD_CONFIG = 2
 

@@ -9,8 +9,9 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from cacheproxy.config import Config, ConfigError
-from cacheproxy.http.tls import TlsError, TlsFiles, server_context
+from cacheproxy.config import Config
+from cacheproxy.errors import ConfigError, TlsError
+from cacheproxy.http.tls import TlsFiles, server_context
 
 
 def check_cache_dir(path: Path) -> None:

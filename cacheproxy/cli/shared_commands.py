@@ -10,10 +10,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from cacheproxy.config import Config
-from cacheproxy.storage.s3.body import SharedTierError
+from cacheproxy.config import Config, SharedCacheSettings
+from cacheproxy.errors import SharedCacheError, SharedTierError
 from cacheproxy.storage.s3.maintenance import PruneReport, VerifyReport
-from cacheproxy.storage.s3.settings import SharedCacheError, SharedCacheSettings
 from cacheproxy.storage.s3.tier import SharedTier
 
 T = TypeVar("T")

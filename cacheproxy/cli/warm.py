@@ -24,13 +24,10 @@ import aiohttp
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from cacheproxy.config import tomllib
+from cacheproxy.errors import WarmError
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 CONCURRENCY = 8
-
-
-class WarmError(Exception):
-    """The input cannot be used (unknown or broken file, proxy unreachable): one line."""
 
 
 @dataclass(frozen=True)

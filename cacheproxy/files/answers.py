@@ -23,7 +23,7 @@ class FileRequest:
 
 
 class Body(Protocol):
-    """Bytes to stream; raising a ProxyError mid-way means the transfer must be cut off."""
+    """Bytes to stream; raising an UpstreamError mid-way means the transfer must be cut off."""
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 

@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import logging
 
-from cacheproxy.protocol.metadata import NoMetadata, extract_metadata
+from cacheproxy.errors import NoMetadata
+from cacheproxy.protocol.metadata import extract_metadata
 from cacheproxy.storage.local import Store
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cacheproxy.errors import SharedTierError
 from cacheproxy.files.download import write_at
 from cacheproxy.protocol.page import FileSource
-from cacheproxy.storage.s3.body import SharedTierError
 from cacheproxy.storage.s3.tier import SharedTier
 
 log = logging.getLogger(__name__)

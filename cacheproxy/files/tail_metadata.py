@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from cacheproxy.documents.singleflight import SingleFlight
-from cacheproxy.errors import UpstreamError
+from cacheproxy.errors import UnreadableZip, UpstreamError
 from cacheproxy.files.coldfile import ColdFiles
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
-from cacheproxy.protocol.wheel_tail import TailMetadataReader, UnreadableZip
+from cacheproxy.protocol.wheel_tail import TailMetadataReader
 from cacheproxy.storage.local import Store
 from cacheproxy.upstream import Upstream
 
@@ -35,7 +35,7 @@ WHOLE_BODY_LIMIT = 2 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-class _RangesRefused(Exception):
+class _RangesRefused(UpstreamError):
     pass
 
 

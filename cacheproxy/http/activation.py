@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import socket
 
+from cacheproxy.errors import ActivationError
+
 _FIRST_FD = 3  # SD_LISTEN_FDS_START
-
-
-class ActivationError(Exception):
-    """The environment says sockets were passed, but they cannot be used."""
 
 
 def inherited_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:

@@ -9,7 +9,7 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from cacheproxy.errors import ProxyError
+from cacheproxy.errors import UpstreamError
 from cacheproxy.files.answers import (
     Answer,
     FileAnswer,
@@ -121,7 +121,7 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
                 async for chunk in answer.body.chunks():
                     await response.write(chunk)
                     del chunk  # not held while the next one is awaited (download.py)
-        except ProxyError as exc:
+        except UpstreamError as exc:
             _abort(request, str(exc))
             return writer
         await response.write_eof()

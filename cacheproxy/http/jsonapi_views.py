@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cacheproxy.errors import UpstreamError
+from cacheproxy.errors import InvalidName, UpstreamError
 from cacheproxy.http.file_responses import refusal
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, INDEX_PREFIX, JSON_API
 from cacheproxy.http.views import _upstream_failure, page_response
 from cacheproxy.jsonapi.document import check_release
 from cacheproxy.jsonapi.service import JsonApiService
-from cacheproxy.protocol.names import InvalidName, normalize_project
+from cacheproxy.protocol.names import normalize_project
 
 JSON_TYPE = "application/json"
 _PREFIXES = ("/pypi", "/simple/pypi", "")

@@ -7,11 +7,9 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from cacheproxy.errors import TlsError
+
 log = logging.getLogger("cacheproxy")
-
-
-class TlsError(ValueError):
-    """A certificate or key that cannot be used, said in one line."""
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ import asyncio
 from aiohttp import payload, web
 from aiohttp.abc import AbstractStreamWriter
 
-from cacheproxy.errors import UpstreamError, UpstreamRefused
+from cacheproxy.errors import InvalidName, UpstreamError, UpstreamRefused
 from cacheproxy.files.answers import FileRequest
 from cacheproxy.http.file_responses import refusal, respond
 from cacheproxy.http.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
 from cacheproxy.http.urls import project_url, simple_url
-from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
+from cacheproxy.protocol.names import check_filename, normalize_project
 from cacheproxy.protocol.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.protocol.page import METADATA_SUFFIX
 from cacheproxy.protocol.render import Rendered, render_project_list, with_variants

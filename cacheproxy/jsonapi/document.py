@@ -13,15 +13,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cacheproxy.errors import DocumentError, InvalidName
 from cacheproxy.ops.redact import redact_url
-from cacheproxy.protocol.names import InvalidName, check_filename
+from cacheproxy.protocol.names import check_filename
 
 # A release as it may appear in a path: PEP 440 versions and the legacy ones PyPI still has.
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,127}")
-
-
-class DocumentError(ValueError):
-    """An upstream JSON API answer that is not a document."""
 
 
 def check_release(raw: str) -> str:

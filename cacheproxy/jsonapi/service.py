@@ -23,8 +23,8 @@ from cacheproxy.documents import policy
 from cacheproxy.documents.memo import MAX_PARSED_FILES, MAX_RENDERED_BYTES, VersionedCache
 from cacheproxy.documents.policy import PageAction
 from cacheproxy.documents.singleflight import SingleFlight
-from cacheproxy.errors import BadUpstreamPage, UpstreamError, UpstreamRefused
-from cacheproxy.jsonapi.document import DocumentError, file_count, parse_document
+from cacheproxy.errors import BadUpstreamPage, DocumentError, UpstreamError, UpstreamRefused
+from cacheproxy.jsonapi.document import file_count, parse_document
 from cacheproxy.jsonapi.document import render_document as render_body
 from cacheproxy.pages.service import PageService
 from cacheproxy.protocol.render import Rendered, with_variants

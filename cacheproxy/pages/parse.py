@@ -3,11 +3,10 @@ a worker thread by PageService."""
 
 from __future__ import annotations
 
-from cacheproxy.errors import BadUpstreamPage
+from cacheproxy.errors import BadUpstreamPage, PageError
 from cacheproxy.protocol.compact import CompactPage
 from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.negotiation import JSON_V1
-from cacheproxy.protocol.page import PageError
 from cacheproxy.protocol.parse import parse_html, parse_json_served
 from cacheproxy.upstream import PageResponse
 

@@ -17,7 +17,8 @@ import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
-from cacheproxy.protocol.zipinfo import END_SEARCH, UnreadableZip, find_directory, iter_entries
+from cacheproxy.errors import UnreadableZip
+from cacheproxy.protocol.zipinfo import END_SEARCH, find_directory, iter_entries
 
 _CHUNK = 1024 * 1024
 # Deflate cannot expand more than about 1032:1, so a gzip stream is read to its end whatever

@@ -8,9 +8,7 @@ from collections.abc import Iterable
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-
-class NotOwnMetadata(ValueError):
-    """No single METADATA of the wheel's own dist-info directory."""
+from cacheproxy.errors import NotOwnMetadata
 
 
 def pick_metadata(names: Iterable[str], name: NormalizedName, version: Version) -> str:

@@ -9,13 +9,14 @@ from itertools import repeat
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin
 
+from cacheproxy.errors import InvalidInput, InvalidName
 from cacheproxy.protocol.filehosts import FileHosts
-from cacheproxy.protocol.names import InvalidName, check_filename
+from cacheproxy.protocol.names import check_filename
 
 PROVENANCE_SUFFIX = ".provenance"
 
 
-class _Unusable(Exception):
+class _Unusable(InvalidInput):
     """An entry the proxy cannot serve; the message is the reason, safe to log."""
 
 

@@ -3,13 +3,7 @@ read, and which bytes it still lacks. Pure: no I/O."""
 
 from __future__ import annotations
 
-
-class MissingBytes(Exception):
-    """Bytes asked of HeldBytes that it does not hold: the range to fetch."""
-
-    def __init__(self, start: int, end: int) -> None:
-        super().__init__(start, end)
-        self.start, self.end = start, end
+from cacheproxy.errors import MissingBytes
 
 
 class HeldBytes:

@@ -8,7 +8,8 @@ import zlib
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from cacheproxy.protocol.dist_info import NotOwnMetadata, pick_metadata
+from cacheproxy.errors import NoMetadata, NotOwnMetadata
+from cacheproxy.protocol.dist_info import pick_metadata
 
 _MAX_METADATA = 16 * 1024 * 1024
 # What zipfile raises on a damaged or hostile archive, besides BadZipFile.
@@ -16,10 +17,6 @@ _BROKEN_ZIP = (
     zipfile.BadZipFile, OSError, KeyError, EOFError, ValueError, NotImplementedError,
     RuntimeError, zlib.error, struct.error,
 )  # fmt: skip
-
-
-class NoMetadata(ValueError):
-    """The file is not a wheel with a readable METADATA."""
 
 
 def extract_metadata(wheel_path: str, filename: str) -> bytes:

@@ -6,14 +6,12 @@ import re
 
 from packaging.utils import canonicalize_name
 
+from cacheproxy.errors import InvalidName
+
 # PEP 508 names; the length cap keeps hostile paths from reaching the store or the upstream.
 # Used with fullmatch: "$" would also match before a trailing newline.
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?")
 _MAX_FILENAME = 255
-
-
-class InvalidName(ValueError):
-    """A project or file name that no index could hold."""
 
 
 def normalize_project(raw: str) -> str:

@@ -25,10 +25,6 @@ METADATA_SUFFIX = ".metadata"
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5")
 
 
-class PageError(ValueError):
-    """An upstream page that cannot be understood."""
-
-
 @dataclass
 class ProjectPage:
     """A project's page as clients see it, plus where each file really lives."""

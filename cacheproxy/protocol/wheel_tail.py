@@ -24,14 +24,14 @@ from collections.abc import Iterable
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from cacheproxy.protocol.dist_info import NotOwnMetadata, pick_metadata
-from cacheproxy.protocol.held_bytes import HeldBytes, MissingBytes
+from cacheproxy.errors import MissingBytes, NotOwnMetadata, UnreadableZip
+from cacheproxy.protocol.dist_info import pick_metadata
+from cacheproxy.protocol.held_bytes import HeldBytes
 from cacheproxy.protocol.zipinfo import (
     END_SEARCH,
     LOCAL_HEADER,
     Directory,
     Entry,
-    UnreadableZip,
     entries_of_part,
     find_directory,
     iter_entries,

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cacheproxy.errors import UnreadableZip
+
 Read = Callable[[int, int], bytes]
 
 _EOCD = struct.Struct("<4sHHHHIIH")
@@ -34,10 +36,6 @@ _FLAG_ENCRYPTED = 0x1
 _FLAG_UTF8 = 0x800
 # Places in a part of a directory tried as the start of an entry before giving up on it.
 _PART_TRIES = 16
-
-
-class UnreadableZip(ValueError):
-    """The bytes are not a zip this code will read (damaged, hostile or unsupported)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from cacheproxy.storage.s3.settings import SharedCacheSettings
+from cacheproxy.config import SharedCacheSettings
 from tests.fakes.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, s3_client, start_seaweed
 
 

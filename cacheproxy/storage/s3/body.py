@@ -8,28 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from cacheproxy.errors import CorruptObject, SharedReadError
+
 if TYPE_CHECKING:
     from cacheproxy.storage.s3.bucket import GuardedBucket
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-
-
-class SharedTierError(Exception):
-    """A shared read that failed after it had started; the caller falls back to the upstream."""
-
-
-class SharedReadError(SharedTierError):
-    """The store stopped answering in the middle of a body."""
-
-
-class CorruptObject(SharedTierError):
-    """A shared file whose bytes do not hash to its key: never to be served."""
-
-    def __init__(self, sha256: str, actual: str) -> None:
-        super().__init__(f"shared object {sha256} holds bytes with sha256 {actual}")
-        self.sha256 = sha256
-        self.actual = actual
 
 
 class SharedBody:

@@ -12,20 +12,13 @@ from typing import Any, TypeVar
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from cacheproxy.config import SharedCacheSettings
+from cacheproxy.errors import ObjectMissing, SharedCacheConfigError, TierUnavailable
 from cacheproxy.storage.s3.breaker import CLOSED, CircuitBreaker, SharedCounters
-from cacheproxy.storage.s3.settings import SharedCacheConfigError, SharedCacheSettings
 from cacheproxy.storage.s3.uploads import already_exists, conditional_unsupported
 
 log = logging.getLogger("cacheproxy.storage.s3.tier")
 T = TypeVar("T")
-
-
-class ObjectMissing(Exception):
-    """The store answered 404: a plain miss."""
-
-
-class TierUnavailable(Exception):
-    """Skipped by the open breaker, or failed; already counted."""
 
 
 def _status(exc: ClientError) -> int | None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from cacheproxy.storage.s3.body import CorruptObject, SharedTierError
-from cacheproxy.storage.s3.bucket import GuardedBucket, ObjectMissing, TierUnavailable
+from cacheproxy.errors import CorruptObject, ObjectMissing, SharedTierError, TierUnavailable
+from cacheproxy.storage.s3.bucket import GuardedBucket
 
 if TYPE_CHECKING:
     from cacheproxy.storage.s3.tier import SharedTier

@@ -24,11 +24,12 @@ from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
+from cacheproxy.config import SharedCacheSettings
+from cacheproxy.errors import ObjectMissing, SharedTierError, TierUnavailable
 from cacheproxy.storage.s3 import maintenance
-from cacheproxy.storage.s3.body import SharedBody, SharedTierError
+from cacheproxy.storage.s3.body import SharedBody
 from cacheproxy.storage.s3.breaker import SharedCounters
-from cacheproxy.storage.s3.bucket import GuardedBucket, ObjectMissing, TierUnavailable
-from cacheproxy.storage.s3.settings import SharedCacheSettings
+from cacheproxy.storage.s3.bucket import GuardedBucket
 from cacheproxy.storage.s3.uploads import (
     UploadQueue,
     already_exists,
