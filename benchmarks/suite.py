@@ -27,6 +27,11 @@ pages        the workload's project pages warm in a fresh proxy; 200 connections
              them with the PEP 691 JSON Accept and gzip: back to back (closed loop) and paced.
 
 Every proxy scenario starts a fresh `cacheproxy serve` process; its peak RSS is VmHWM.
+--trees before=PATH,after=PATH compares checkouts in one run: every proxy of `installs` and
+`pages` is started once per tree, interleaved (before, after, before, after...), each through
+the CLI with PYTHONPATH=PATH (so two package layouts can be compared), each with its own cache;
+variants and rows are named "cold[before]", ..., with ratios of each tree to the first.
+Without --trees the proxies run whatever `python -m cacheproxy` imports, as before.
 --json PATH merges this run's results into that file. --profile DIR records each measured
 proxy with py-spy (raw collapsed stacks; slows the proxy, so not for the reported numbers).
 """
@@ -47,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import Request, urlopen
 
@@ -130,12 +136,101 @@ class RelayProcess:
 
 # -- the proxy -------------------------------------------------------------------------------
 
+# The proxy's command line run under a tree: `-P` keeps the working directory off sys.path, so
+# PYTHONPATH decides which `cacheproxy` is imported; the process says which before it serves.
+# Equivalent to `python -m cacheproxy serve ...` (the launcher's arguments are that command).
+TREE_MAIN = """\
+import runpy, sys
+import cacheproxy
+print("cacheproxy imported from", cacheproxy.__file__, file=sys.stderr, flush=True)
+command = sys.argv[1:]
+if command[1:3] != ["-m", "cacheproxy"]:
+    raise SystemExit(f"not a cacheproxy command line: {command}")
+sys.argv[:] = ["cacheproxy", *command[3:]]
+runpy.run_module("cacheproxy", run_name="__main__", alter_sys=True)
+"""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A checkout whose `cacheproxy` a proxy runs: --trees before=/work/base,after=."""
+
+    label: str
+    path: Path
+
+    def launcher(self) -> tuple[str, ...]:
+        return ("env", f"PYTHONPATH={self.path}", sys.executable, "-P", "-c", TREE_MAIN)
+
+
+def parse_trees(text: str | None) -> list[Tree] | None:
+    if not text:
+        return None
+    trees = []
+    for item in text.split(","):
+        label, sep, path = item.partition("=")
+        root = Path(path).expanduser().resolve()
+        if not sep or not label or not (root / "cacheproxy" / "__init__.py").is_file():
+            raise SystemExit(f"--trees: {item!r} is not NAME=PATH of a cacheproxy checkout")
+        trees.append(Tree(label, root))
+    if len({t.label for t in trees}) != len(trees):
+        raise SystemExit(f"--trees: names repeat in {text!r}")
+    return trees
+
+
+def tree_key(name: str, tree: Tree | None) -> str:
+    """A variant's name in the results: 'cold', or 'cold[before]' when trees are compared."""
+    return name if tree is None else f"{name}[{tree.label}]"
+
+
+def tree_note(tree: Tree | None) -> str:
+    return "" if tree is None else f"-{tree.label}"
+
+
+def tree_meta(trees: list[Tree]) -> dict:
+    """Each tree's path, commit and the `cacheproxy` its proxies imported."""
+
+    def commit(path: Path) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return result.stdout.strip() or "?"
+
+    return {
+        t.label: {"path": str(t.path), "commit": commit(t.path), "cacheproxy": IMPORTED.get(t)}
+        for t in trees
+    }
+
+
+IMPORTED: dict[Tree, str] = {}  # tree -> the cacheproxy/__init__.py its first proxy imported
+
+
+def check_import(tree: Tree, log_lines: list[str]) -> None:
+    """The proxy must have imported that tree's package; said once per tree."""
+    found = next(
+        (ln.split(" from ", 1)[1].strip() for ln in log_lines if "imported from" in ln), ""
+    )
+    if not found or not Path(found).resolve().is_relative_to(tree.path):
+        raise SystemExit(f"tree {tree.label}: the proxy imported {found or '?'}, not {tree.path}")
+    if tree not in IMPORTED:
+        IMPORTED[tree] = found
+        log(f"tree {tree.label}: cacheproxy imported from {found}")
+
 
 class Proxy:
-    """A fresh `cacheproxy serve`, optionally recorded by py-spy."""
+    """A fresh `cacheproxy serve`, optionally recorded by py-spy; under a tree's code when given."""
 
-    def __init__(self, cache_dir: Path, upstream: str, *args: str, profile: Path | None = None):
-        self.process = ProxyProcess(cache_dir, upstream, *args)
+    def __init__(
+        self,
+        cache_dir: Path,
+        upstream: str,
+        *args: str,
+        profile: Path | None = None,
+        tree: Tree | None = None,
+    ):
+        launcher = tree.launcher() if tree else ()
+        self.process = ProxyProcess(cache_dir, upstream, *args, launcher=launcher)
+        if tree is not None:
+            check_import(tree, self.process.log)
         self.url = self.process.url
         self.base = self.url.removesuffix("/simple/")
         self.spy = None
@@ -363,12 +458,14 @@ def scenario_installs(args: argparse.Namespace, relay: RelayProcess) -> dict:
             for number in range(args.runs):
                 log(f"installs: {workload} {installer} run {number + 1}/{args.runs}")
                 runs.append(one_install_run(args, relay, installer, pinned, wheels, workload))
-            per_installer[installer] = summarize_runs(runs)
+            per_installer[installer] = summarize_runs(runs, args.tree_list)
         results[workload] = {
             "files": sum(1 for p in wheels.iterdir() if not p.name.startswith(".")),
             "set_bytes": size,
             "installers": per_installer,
         }
+        if args.tree_list:
+            results[workload]["trees"] = [t.label for t in args.tree_list]
     return results
 
 
@@ -380,33 +477,52 @@ def one_install_run(args, relay, installer, pinned, wheels, workload) -> dict:
     relay.reset()
     run["direct"] = asyncio.run(install(installer, pinned, relay.url))
     run["direct upstream bytes"] = relay.stats()["body_bytes"]
-    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+    trees = args.tree_list or [None]
+    with contextlib.ExitStack() as stack:
+        caches = {  # one cache per tree: their formats may differ
+            tree: Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cache-")))
+            for tree in trees
+        }
         for variant in ("cold", "warm"):  # warm: a fresh proxy process on the cold run's cache
-            relay.reset()
-            name = f"{workload}-{installer}-{variant}"
-            proxy = Proxy(Path(cache), relay.url, profile=profile_path(args, name))
-            try:
-                run[variant] = asyncio.run(install(installer, pinned, proxy.url))
-                run[f"{variant} RSS MiB"] = proxy.peak_rss_mib()
-            finally:
-                proxy.stop()
-            stats = relay.stats()
-            run[f"{variant} upstream bytes"] = stats["body_bytes"]
-            run[f"{variant} upstream requests"] = stats["requests"]
+            for tree in trees:  # interleaved: cold[before], cold[after], warm[before], ...
+                key = tree_key(variant, tree)
+                relay.reset()
+                name = f"{workload}-{installer}-{variant}{tree_note(tree)}"
+                proxy = Proxy(caches[tree], relay.url, profile=profile_path(args, name), tree=tree)
+                try:
+                    run[key] = asyncio.run(install(installer, pinned, proxy.url))
+                    run[f"{key} RSS MiB"] = proxy.peak_rss_mib()
+                finally:
+                    proxy.stop()
+                stats = relay.stats()
+                run[f"{key} upstream bytes"] = stats["body_bytes"]
+                run[f"{key} upstream requests"] = stats["requests"]
     log("  " + ", ".join(f"{k} {v:.1f}" for k, v in run.items()))
     return run
 
 
-def summarize_runs(runs: list[dict]) -> dict:
+def summarize_runs(runs: list[dict], trees: list[Tree] | None = None) -> dict:
     summary = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
     summary["runs"] = len(runs)
     summary["raw"] = runs
-    summary["warm/floor"] = round(summary["warm"] / summary["floor"], 3)
-    summary["cold/direct"] = round(summary["cold"] / summary["direct"], 3)
-    summary["warm/static"] = round(summary["warm"] / summary["static"], 3)
-    # Ratios within each run, then their median: steadier when the machine's speed drifts.
-    for a, b in (("warm", "floor"), ("cold", "direct")):
-        summary[f"{a}/{b} paired"] = round(statistics.median(r[a] / r[b] for r in runs), 3)
+    for tree in trees or [None]:
+        cold, warm = tree_key("cold", tree), tree_key("warm", tree)
+        summary[f"{warm}/floor"] = round(summary[warm] / summary["floor"], 3)
+        summary[f"{cold}/direct"] = round(summary[cold] / summary["direct"], 3)
+        summary[f"{warm}/static"] = round(summary[warm] / summary["static"], 3)
+        # Ratios within each run, then their median: steadier when the machine's speed drifts.
+        for a, b in ((warm, "floor"), (cold, "direct")):
+            summary[f"{a}/{b} paired"] = round(statistics.median(r[a] / r[b] for r in runs), 3)
+    for tree in (trees or [])[1:]:  # each tree against the first, e.g. "cold after/before"
+        base = trees[0]
+        for measure in ("cold", "warm", "cold RSS MiB", "warm RSS MiB"):
+            new, old = tree_key(measure.split()[0], tree), tree_key(measure.split()[0], base)
+            unit = measure.removeprefix(measure.split()[0])  # "" or " RSS MiB"
+            name = f"{measure} {tree.label}/{base.label}"
+            summary[name] = round(summary[new + unit] / summary[old + unit], 3)
+            summary[f"{name} paired"] = round(
+                statistics.median(r[new + unit] / r[old + unit] for r in runs), 3
+            )
     return summary
 
 
@@ -567,17 +683,22 @@ def scenario_pages(args: argparse.Namespace, relay: RelayProcess) -> dict:
                 projects.append(name.replace(".", "-"))
     projects = sorted(set(projects))
     paths = [f"/simple/{p}/" for p in projects]
-    headers = [JSON_ACCEPT, "Accept-Encoding: gzip"]
     results: dict = {"projects": len(projects)}
-    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
-        # warm means fresh: no revalidation during the run
-        ttl = ("--page-ttl", "1h", *shlex.split(args.proxy_args))
-        proxy = Proxy(Path(cache), relay.url, *ttl)
-        try:
-            log(f"pages: warming {len(paths)} project pages")
-            fetch_all(proxy.base, paths, JSON_ACCEPT)
-        finally:
-            proxy.stop()
+    trees = args.tree_list or [None]
+    # warm means fresh: no revalidation during the run
+    ttl = ("--page-ttl", "1h", *shlex.split(args.proxy_args))
+    with contextlib.ExitStack() as stack:
+        caches = {  # one cache per tree: their formats may differ
+            tree: Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cache-")))
+            for tree in trees
+        }
+        for tree in trees:
+            proxy = Proxy(caches[tree], relay.url, *ttl, tree=tree)
+            try:
+                log(f"pages: warming {len(paths)} project pages{tree_note(tree)}")
+                fetch_all(proxy.base, paths, JSON_ACCEPT)
+            finally:
+                proxy.stop()
         sizes = {}
         modes = [("closed loop", 0.0)]
         modes += [
@@ -585,33 +706,91 @@ def scenario_pages(args: argparse.Namespace, relay: RelayProcess) -> dict:
             for ms in map(float, args.interval_ms.split(",") if args.interval_ms else [])
         ]
         for label, interval in modes:
-            proxy = Proxy(
-                Path(cache), relay.url, *ttl,
-                profile=profile_path(args, f"pages-{'paced' if interval else 'closed'}"),
-            )  # fmt: skip
-            try:
-                if not sizes:
-                    for path in paths:
-                        with urlopen(
-                            Request(proxy.base + path, headers={"Accept": JSON_ACCEPT[8:]})
-                        ) as r:
-                            sizes[path] = len(r.read())
-                fetch_all(proxy.base, paths, *headers)  # warm in this process too
-                log(f"pages: {args.connections} connections, {label}, {args.duration:g}s")
-                extra = [f"--header={h}" for h in headers] + ["--per-path"]
-                if interval:
-                    extra.append(f"--interval-ms={interval}")
-                cpu_before = proxy.cpu_seconds()
-                row = loadgen(proxy.base, paths, args.connections, args.duration, *extra)
-                cpu = proxy.cpu_seconds() - cpu_before
-                row["proxy CPU us/request"] = round(cpu / max(row["requests"], 1) * 1e6)
-                row["RSS MiB"] = proxy.peak_rss_mib()
-            finally:
-                proxy.stop()
-            log(f"  { {k: v for k, v in row.items() if k != 'p50_ms_by_path'} }")
-            results[label] = row
+            rows: dict = {tree: [] for tree in trees}
+            for number in range(args.page_runs):
+                if args.page_runs > 1:
+                    log(f"pages: {label}, run {number + 1}/{args.page_runs}")
+                for tree in trees:  # interleaved: before, after, before, after...
+                    rows[tree].append(
+                        one_pages_run(
+                            args, relay, caches[tree], tree, paths, sizes, label, interval
+                        )
+                    )
+            for tree in trees:
+                results[tree_key(label, tree)] = median_row(rows[tree])
+            for tree in trees[1:]:
+                results[f"{label} {tree.label}/{trees[0].label}"] = pages_ratios(
+                    rows[tree], rows[trees[0]]
+                )
         results["json_page_bytes"] = sizes
     return results
+
+
+def one_pages_run(args, relay, cache, tree, paths, sizes, label, interval) -> dict:
+    """One load generator run against a fresh proxy on that tree's warm cache."""
+    headers = [JSON_ACCEPT, "Accept-Encoding: gzip"]
+    ttl = ("--page-ttl", "1h", *shlex.split(args.proxy_args))
+    name = f"pages-{'paced' if interval else 'closed'}{tree_note(tree)}"
+    proxy = Proxy(cache, relay.url, *ttl, profile=profile_path(args, name), tree=tree)
+    try:
+        if not sizes:
+            for path in paths:
+                with urlopen(Request(proxy.base + path, headers={"Accept": JSON_ACCEPT[8:]})) as r:
+                    sizes[path] = len(r.read())
+        fetch_all(proxy.base, paths, *headers)  # warm in this process too
+        log(f"pages: {args.connections} connections, {tree_key(label, tree)}, {args.duration:g}s")
+        extra = [f"--header={h}" for h in headers] + ["--per-path"]
+        if interval:
+            extra.append(f"--interval-ms={interval}")
+        cpu_before = proxy.cpu_seconds()
+        row = loadgen(proxy.base, paths, args.connections, args.duration, *extra)
+        cpu = proxy.cpu_seconds() - cpu_before
+        row["proxy CPU us/request"] = round(cpu / max(row["requests"], 1) * 1e6)
+        row["RSS MiB"] = proxy.peak_rss_mib()
+    finally:
+        proxy.stop()
+    log(f"  { {k: v for k, v in row.items() if k != 'p50_ms_by_path'} }")
+    return row
+
+
+PAGE_MEASURES = ("requests_per_second", "p50_ms", "p99_ms", "proxy CPU us/request", "RSS MiB")
+PAGE_RATIO_NAMES = (
+    ("req/s", "requests_per_second"),
+    ("p50", "p50_ms"),
+    ("p99", "p99_ms"),
+    ("CPU/request", "proxy CPU us/request"),
+    ("RSS", "RSS MiB"),
+)
+
+
+def ratio(new: float, old: float) -> float:
+    return round(new / old, 3) if old else float("nan")
+
+
+def median_row(rows: list[dict]) -> dict:
+    """One run's row as it is; of several, the median of each measure and the runs' values."""
+    if len(rows) == 1:
+        return rows[0]
+    row = dict(rows[0])
+    for key, value in rows[0].items():
+        values = [r[key] for r in rows]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and len(set(values)) > 1:
+            row[key] = round(statistics.median(values), 2)  # settings such as connections stay
+    row["runs"] = len(rows)
+    row["raw"] = [{k: r[k] for k in PAGE_MEASURES if k in r} for r in rows]
+    return row
+
+
+def pages_ratios(new: list[dict], old: list[dict]) -> dict:
+    """A tree against the first: the ratio of medians and the median of per-run ratios."""
+    ratios = {}
+    for key in PAGE_MEASURES:
+        medians = [statistics.median(r[key] for r in rows) for rows in (new, old)]
+        ratios[key] = ratio(*medians)
+        ratios[f"{key} paired"] = statistics.median(
+            ratio(a[key], b[key]) for a, b in zip(new, old, strict=True)
+        )
+    return ratios
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -644,21 +823,38 @@ def print_tables(results: dict) -> None:
         print(
             f"\ninstalls: {workload} ({data['files']} files, {data['set_bytes'] / 2**20:.0f} MiB)"
         )
+        labels = data.get("trees") or [None]
+        width = 9 if labels == [None] else 10 + max(len(label) for label in labels)
         print(
-            f"{'installer':<9}{'floor':>8}{'static':>8}{'direct':>8}{'cold':>8}{'warm':>8}"
+            f"{'installer':<{width}}{'floor':>8}{'static':>8}{'direct':>8}{'cold':>8}{'warm':>8}"
             f"{'warm/floor':>12}{'warm/static':>12}{'cold/direct':>13}{'RSS cold':>10}"
             f"{'RSS warm':>10}"
         )
         for installer, r in data["installers"].items():
             static = r.get("static", float("nan"))
-            print(
-                f"{installer:<9}{r['floor']:>7.1f}s{static:>7.1f}s{r['direct']:>7.1f}s"
-                f"{r['cold']:>7.1f}s{r['warm']:>7.1f}s{r['warm/floor']:>12.2f}"
-                f"{r['warm'] / static:>12.2f}{r['cold/direct']:>13.2f}"
-                f"{r['cold RSS MiB']:>9.0f}M{r['warm RSS MiB']:>9.0f}M"
-                f"  warm/floor {ok(r['warm/floor'] <= 1.05)}, cold/direct "
-                f"{ok(r['cold/direct'] <= 1.05)}"
-            )
+            for label in labels:
+                cold, warm = (
+                    name if label is None else f"{name}[{label}]" for name in ("cold", "warm")
+                )
+                print(
+                    f"{installer if label is None else f'{installer}[{label}]':<{width}}"
+                    f"{r['floor']:>7.1f}s{static:>7.1f}s{r['direct']:>7.1f}s"
+                    f"{r[cold]:>7.1f}s{r[warm]:>7.1f}s{r[f'{warm}/floor']:>12.2f}"
+                    f"{r[warm] / static:>12.2f}{r[f'{cold}/direct']:>13.2f}"
+                    f"{r[f'{cold} RSS MiB']:>9.0f}M{r[f'{warm} RSS MiB']:>9.0f}M"
+                    f"  warm/floor {ok(r[f'{warm}/floor'] <= 1.05)}, cold/direct "
+                    f"{ok(r[f'{cold}/direct'] <= 1.05)}"
+                )
+            for label in labels[1:]:
+                pair = f"{label}/{labels[0]}"
+                print(
+                    f"  {installer} {pair} (median of {r['runs']} runs; paired in brackets): "
+                    + ", ".join(
+                        f"{measure} {r[f'{measure} {pair}']:.3f}"
+                        f" ({r[f'{measure} {pair} paired']:.3f})"
+                        for measure in ("cold", "warm", "cold RSS MiB", "warm RSS MiB")
+                    )
+                )
     for workload, data in results.get("concurrency", {}).items():
         print(f"\nconcurrency: {workload} ({data['set_bytes'] / 2**20:.0f} MiB set), cold proxy")
         print(
@@ -686,13 +882,27 @@ def print_tables(results: dict) -> None:
     pages = results.get("pages")
     if pages:
         print(f"\npages: {pages['projects']} warm project pages, JSON + gzip")
+        width = max([16] + [len(k) for k, v in pages.items() if isinstance(v, dict)])
         for label, row in pages.items():
-            if isinstance(row, dict) and "p99_ms" in row:
+            if not isinstance(row, dict):
+                continue
+            if "requests_per_second paired" in row:  # a tree against the first
                 print(
-                    f"  {label:<16} {row['connections']} conns: {row['requests_per_second']:.0f}"
-                    f" req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                    f"  {label:<{width}} "
+                    + ", ".join(
+                        f"{name} {row[key]:.3f} ({row[f'{key} paired']:.3f})"
+                        for name, key in PAGE_RATIO_NAMES
+                    )
+                    + "  (ratio of medians; paired in brackets)"
+                )
+            elif "p99_ms" in row:
+                runs = f" (median of {row['runs']})" if row.get("runs") else ""
+                print(
+                    f"  {label:<{width}} {row['connections']} conns: "
+                    f"{row['requests_per_second']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
+                    f"p99 {row['p99_ms']:.1f} ms, "
                     f"{row.get('proxy CPU us/request', 0)} us CPU/request, "
-                    f"RSS {row['RSS MiB']:.0f} MiB  (p99 <= 20 ms {ok(row['p99_ms'] <= 20)})"
+                    f"RSS {row['RSS MiB']:.0f} MiB{runs}  (p99 <= 20 ms {ok(row['p99_ms'] <= 20)})"
                 )
 
 
@@ -736,9 +946,19 @@ def main() -> None:
         default="",
         help="pages: more settings for its proxies, e.g. '--min-release-age 7d --deny evilpkg'",
     )
+    parser.add_argument(
+        "--page-runs", type=int, default=1, help="pages: runs of each load, medians reported"
+    )
+    parser.add_argument(
+        "--trees",
+        default=None,
+        help="installs, pages: NAME=PATH[,NAME=PATH...] checkouts to compare, interleaved "
+        "(e.g. before=/work/base,after=.); ratios are each tree over the first",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
+    args.tree_list = parse_trees(args.trees)
     if args.scenario == "report":  # the tables of an earlier run's --json
         print_tables(json.loads(args.json.read_text()))
         return
@@ -772,6 +992,10 @@ def main() -> None:
     finally:
         if relay is not None:
             relay.stop()
+    if args.tree_list:
+        results["meta"]["trees"] = tree_meta(args.tree_list)
+        for label, meta in results["meta"]["trees"].items():
+            print(f"tree {label}: {meta['path']} at {meta['commit']}, {meta['cacheproxy']}")
     print_tables(results)
     if args.json:
         merged = json.loads(args.json.read_text()) if args.json.exists() else {}
