@@ -52,3 +52,8 @@ class Unsatisfiable(ProxyError):
     def __init__(self, total: int) -> None:
         super().__init__(f"range not satisfiable for a file of {total} bytes")
         self.total = total
+
+
+class CaError(ProxyError):
+    """The transparent face's CA cannot be used as asked: its files, or a host it may not
+    vouch for. The message names files and hosts, never key material."""
