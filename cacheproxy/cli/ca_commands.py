@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from cryptography import x509
 from yarl import URL
 
 from cacheproxy.cli.options import CONFIG_OPTION, fail, load_settings, setting
 from cacheproxy.config import Config
 from cacheproxy.errors import CaError
-from cacheproxy.http.ca import CertificateAuthority, normalize_host
+from cacheproxy.http.ca import CertificateAuthority, fingerprint, normalize_host
 
 CA_DIR = "ca"
 
@@ -46,11 +47,8 @@ def _show(config: Config, only_fingerprint: bool) -> None:
     pem = CertificateAuthority.read_certificate(directory)
     if pem is None:
         fail(f"no CA in {directory}: 'cacheproxy ca init' makes one (so does the first serve)")
+        return
     if only_fingerprint:
-        from cryptography import x509
-
-        from cacheproxy.http.ca import fingerprint
-
         try:
             click.echo(fingerprint(x509.load_pem_x509_certificate(pem)))
         except ValueError:

@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -186,12 +187,22 @@ class _Permitted:
         permitted = ext.permitted_subtrees or []
         excluded = ext.excluded_subtrees or []
         dns = [n.value.lower().lstrip(".") for n in permitted if isinstance(n, x509.DNSName)]
-        nets = [n.value for n in permitted if isinstance(n, x509.IPAddress)]
+        nets = [
+            n.value
+            for n in permitted
+            if isinstance(n, x509.IPAddress)
+            and isinstance(n.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+        ]
         return cls(
             tuple(dns) if dns else None,
             tuple(nets) if nets else None,
             tuple(n.value.lower().lstrip(".") for n in excluded if isinstance(n, x509.DNSName)),
-            tuple(n.value for n in excluded if isinstance(n, x509.IPAddress)),
+            tuple(
+                n.value
+                for n in excluded
+                if isinstance(n, x509.IPAddress)
+                and isinstance(n.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+            ),
         )
 
     def _name_ok(self, name: str) -> bool:
@@ -317,7 +328,7 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _signing_hash(key) -> hashes.HashAlgorithm | None:
+def _signing_hash(key) -> hashes.SHA256 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     return hashes.SHA256()
@@ -444,7 +455,7 @@ class CertificateAuthority:
                             "makes a narrower CA)",
                             ", ".join(extra),
                         )
-                    return cls(*found, host_set, cert_path=cert_path)
+                    return cls(cert, found[1], host_set, cert_path=cert_path)
             previous = None
             if reason is not None:
                 previous = cls._retire(cert_path, key_path, found)
@@ -471,7 +482,7 @@ class CertificateAuthority:
             return ca
 
     @staticmethod
-    def _load_own(cert_path: Path, key_path: Path):
+    def _load_own(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any] | None:
         """(cert, key) of the CA in the directory, or None when there is no usable pair."""
         if not key_path.exists() or not cert_path.exists():
             return None
