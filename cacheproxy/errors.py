@@ -27,6 +27,7 @@ CacheproxyError
 │   │   └── CorruptObject        a shared file whose bytes do not hash to its key
 │   ├── ObjectMissing            the object store answered 404: a plain miss
 │   └── TierUnavailable          the shared tier was skipped (open breaker) or failed
+├── CaError                      the transparent face's CA cannot be used, or not for a host
 └── CommandError                 a client-side command cannot do what it was asked
     ├── ClientEnvError           an address that cannot be made into an index URL (`env`)
     └── WarmError                a file `warm` cannot read, or a proxy it cannot reach
@@ -186,3 +187,8 @@ class ClientEnvError(CommandError):
 
 class WarmError(CommandError):
     """The input cannot be used (unknown or broken file, proxy unreachable): one line."""
+
+
+class CaError(CacheproxyError):
+    """The transparent face's CA cannot be used as asked: its files, or a host it may not
+    vouch for. The message names files and hosts, never key material."""

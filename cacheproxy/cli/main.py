@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from cacheproxy import __version__
+from cacheproxy.cli.ca_commands import ca
 from cacheproxy.cli.cache_commands import prune, purge, stats, verify
 from cacheproxy.cli.client_commands import doctor, env
 from cacheproxy.cli.options import (
@@ -263,3 +264,4 @@ main.add_command(verify)
 main.add_command(stats)
 main.add_command(purge)
 main.add_command(prune)
+main.add_command(ca)
