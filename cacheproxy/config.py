@@ -47,10 +47,16 @@ CONFIG_ENV = "CACHEPROXY_CONFIG"
 
 
 def default_upstream() -> str:
-    # Imported here: the constant is the only thing taken from that library.
-    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+    # The public index's Simple API URL, taken from distlib (no dependencies of its own) so that
+    # it is written nowhere in this project: its default locator reads that index's simple pages.
+    # Imported here: the import builds a few objects that only this value is wanted from.
+    from distlib.locators import SimpleScrapingLocator, default_locator
 
-    return PYPI_SIMPLE_ENDPOINT
+    return next(
+        locator.base_url
+        for locator in default_locator.locators
+        if isinstance(locator, SimpleScrapingLocator)
+    )
 
 
 def default_cache_dir() -> Path:
