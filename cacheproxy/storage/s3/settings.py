@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,29 @@ class SharedCacheError(ValueError):
 
 class SharedCacheConfigError(SharedCacheError):
     """The object store answered, and said no: no such bucket, or the keys were rejected."""
+
+
+EXTRA = "s3"
+CLIENT = "aiobotocore"  # the library that extra installs
+
+
+class SharedCacheExtraMissing(SharedCacheError):
+    """A shared cache is configured, but the S3 client library (the s3 extra) is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"the shared cache needs the {EXTRA} extra: pip install 'cacheproxy-server[{EXTRA}]'"
+        )
+
+
+def require_client() -> None:
+    """Raises SharedCacheExtraMissing without the client library; imports nothing of it."""
+    try:
+        found = importlib.util.find_spec(CLIENT) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise SharedCacheExtraMissing
 
 
 # S3's rule for new buckets, less the rarely used dotted names that break TLS virtual hosting.
@@ -60,6 +84,7 @@ class SharedCacheSettings:
         AWS environment variables beat them, as the environment beats the file everywhere."""
         env = os.environ if environ is None else environ
         bucket, prefix = parse_s3_url(url)
+        require_client()  # checked with the settings, so that `serve` refuses before it binds
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or endpoint
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or region
         if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_SECRET_ACCESS_KEY"):

@@ -22,12 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from botocore.exceptions import ClientError
-
 from cacheproxy.storage.s3 import maintenance
 from cacheproxy.storage.s3.body import SharedBody, SharedTierError
 from cacheproxy.storage.s3.breaker import SharedCounters
 from cacheproxy.storage.s3.bucket import GuardedBucket, ObjectMissing, TierUnavailable
+from cacheproxy.storage.s3.sdk import ClientError
 from cacheproxy.storage.s3.settings import SharedCacheSettings
 from cacheproxy.storage.s3.uploads import (
     UploadQueue,
