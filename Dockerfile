@@ -2,18 +2,20 @@
 # Run:    docker run -d -p 3145:3145 -v cacheproxy-cache:/var/cache/cacheproxy cacheproxy
 # BASE picks the Python image; PIP_INDEX_URL, if set, is where the build installs cacheproxy's own
 # dependencies from (for example another cacheproxy: http://127.0.0.1:3145/simple/ with
-# --network=host).
+# --network=host). EXTRAS are the optional parts installed with it: s3, the shared tier (on by
+# default, for fleets: docs/fleet.md); "s3,doctor" adds `cacheproxy doctor`.
 ARG BASE=python:3.12-slim
 
 FROM $BASE AS build
 ARG PIP_INDEX_URL
+ARG EXTRAS=s3
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY cacheproxy ./cacheproxy
 # doctor: ignore=pip-not-uv: one project into a venv, once per image; the image has pip already.
 RUN python3 -m venv /opt/cacheproxy \
  && /opt/cacheproxy/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
-      ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} . \
+      ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} ".${EXTRAS:+[$EXTRAS]}" \
  && find /opt/cacheproxy -name __pycache__ -prune -exec rm -rf {} + \
  && rm -rf /opt/cacheproxy/lib/python*/site-packages/pip
 

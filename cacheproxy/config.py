@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from yarl import URL
 
-from cacheproxy.errors import ConfigError, SharedCacheError
+from cacheproxy.errors import ConfigError, SharedCacheError, SharedCacheExtraMissing
 from cacheproxy.ops.redact import redact_url
 
 if sys.version_info >= (3, 11):
@@ -276,6 +277,20 @@ _PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()-]+")
 DEFAULT_REGION = "us-east-1"
 
 
+# The library the s3 extra installs: a shared cache needs it, nothing else does.
+S3_CLIENT = "aiobotocore"
+
+
+def require_client() -> None:
+    """Raises SharedCacheExtraMissing without the S3 client library; imports nothing of it."""
+    try:
+        found = importlib.util.find_spec(S3_CLIENT) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise SharedCacheExtraMissing
+
+
 @dataclass(frozen=True)
 class SharedCacheSettings:
     """Where the shared tier lives (an S3 bucket and prefix), how to reach it, and its tuning."""
@@ -312,6 +327,7 @@ class SharedCacheSettings:
         AWS environment variables beat them, as the environment beats the file everywhere."""
         env = os.environ if environ is None else environ
         bucket, prefix = parse_s3_url(url)
+        require_client()  # checked with the settings, so that `serve` refuses before it binds
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or endpoint
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or region
         if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_SECRET_ACCESS_KEY"):
@@ -466,10 +482,16 @@ def parse_indexes(value: Any) -> tuple[NamedIndex, ...]:
 
 
 def default_upstream() -> str:
-    # Imported here: the constant is the only thing taken from that library.
-    from pypi_simple import PYPI_SIMPLE_ENDPOINT
+    # The public index's Simple API URL, taken from distlib (no dependencies of its own) so that
+    # it is written nowhere in this project: its default locator reads that index's simple pages.
+    # Imported here: the import builds a few objects that only this value is wanted from.
+    from distlib.locators import SimpleScrapingLocator, default_locator
 
-    return PYPI_SIMPLE_ENDPOINT
+    return next(
+        locator.base_url
+        for locator in default_locator.locators
+        if isinstance(locator, SimpleScrapingLocator)
+    )
 
 
 def default_cache_dir() -> Path:

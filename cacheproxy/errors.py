@@ -5,6 +5,7 @@ the settings it quotes).
 CacheproxyError
 ├── ConfigError (ValueError)     a setting that cannot be used: exit code 2 at start
 │   ├── SharedCacheError         a shared-cache setting that cannot be used
+│   │   ├── SharedCacheExtraMissing  the S3 client library (the s3 extra) is not installed
 │   │   └── SharedCacheConfigError   the object store said no: no such bucket, keys rejected
 │   ├── TlsError                 a certificate or key that cannot be used
 │   └── ActivationError          sockets said to be passed by systemd that cannot be used
@@ -56,6 +57,13 @@ class ConfigError(CacheproxyError, ValueError):
 
 class SharedCacheError(ConfigError):
     """A shared-cache setting that cannot be used; one line, never with a secret in it."""
+
+
+class SharedCacheExtraMissing(SharedCacheError):
+    """A shared cache is configured, but the S3 client library (the s3 extra) is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("the shared cache needs the s3 extra: pip install 'cacheproxy-server[s3]'")
 
 
 class SharedCacheConfigError(SharedCacheError):

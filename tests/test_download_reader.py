@@ -24,8 +24,8 @@ async def test_readers_waiting_for_more_of_a_download_hold_none_of_it(tmp_path):
     source = FileSource("http://upstream.invalid/f.whl", None, None, None)
     download = Download("demo", "f.whl", source, tmp_path / "staging")
     written = 3 * READ_CHUNK + 1  # the last byte is held back until the download ends
-    os.write(download._fd, os.urandom(written))
-    download._advance(written)
+    os.write(download.fd, os.urandom(written))
+    download.advance(written)
     readers = [download.reader() for _ in range(READERS)]
     got: list[list[int]] = [[] for _ in readers]
     reached = [asyncio.Event() for _ in readers]
@@ -42,9 +42,9 @@ async def test_readers_waiting_for_more_of_a_download_hold_none_of_it(tmp_path):
         tracemalloc.stop()
     # One read kept by each waiting reader would be 50 x 64 KiB = 3.2 MiB.
     assert held < READERS * READ_CHUNK // 4, held
-    download._commit()
+    download.commit()
     await asyncio.gather(*tasks)
     assert all(sum(sizes) == written for sizes in got)
     for reader in readers:
         await reader.aclose()
-    download._close()
+    download.close()

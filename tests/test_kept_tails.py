@@ -62,7 +62,7 @@ async def test_download_after_a_tail_read_fetches_only_the_bytes_before_it(
     await read_metadata(proxy, "bigpkg", BIG)
     tail_bytes = upstream.index.bytes_sent[BIG]
     assert 0 < tail_bytes < len(wheel) // 8
-    (kept,) = proxy.server.app[FILES].downloads.kept_tails._kept.values()
+    (kept,) = proxy.server.app[FILES].downloads.kept_tails
     assert kept.total == len(wheel) and kept.start < kept.total
 
     status, body = await fetch(proxy.url + f"bigpkg/{BIG}")
@@ -97,7 +97,7 @@ async def test_a_kept_tail_that_does_not_match_fails_the_hash_and_is_not_stored(
     wheel = wheel_bytes(BIG)
     await read_metadata(proxy, "bigpkg", BIG)
     kept_tails = proxy.server.app[FILES].downloads.kept_tails
-    (kept,) = kept_tails._kept.values()
+    (kept,) = kept_tails
     # As if the upstream's file had changed since.
     fd = os.open(kept.path, os.O_WRONLY)
     os.pwrite(fd, b"\0" * 50, kept.total - 100)
@@ -116,12 +116,12 @@ async def test_a_kept_tail_that_does_not_match_fails_the_hash_and_is_not_stored(
 async def test_kept_tails_are_bounded_and_removed_with_the_server(proxy, upstream):
     strip_metadata(upstream)
     kept_tails = proxy.server.app[FILES].downloads.kept_tails
-    kept_tails._limit = 1
+    kept_tails.limit = 1
     await read_metadata(proxy, "bigpkg", BIG)
-    (first,) = kept_tails._kept.values()
+    (first,) = kept_tails
     await read_metadata(proxy, "tinyalpha", ALPHA)
     assert len(kept_tails) == 1 and not first.path.exists()
-    (second,) = kept_tails._kept.values()
+    (second,) = kept_tails
     await proxy.server.app[FILES].downloads.close()
     assert not second.path.exists()
 
@@ -142,7 +142,7 @@ async def test_a_kept_tail_emptied_since_is_fetched_whole(proxy, upstream, wheel
     strip_metadata(upstream)
     wheel = wheel_bytes(BIG)
     await read_metadata(proxy, "bigpkg", BIG)
-    (kept,) = proxy.server.app[FILES].downloads.kept_tails._kept.values()
+    (kept,) = proxy.server.app[FILES].downloads.kept_tails
     os.truncate(kept.path, 0)  # as a failed copy from the shared tier leaves it
     upstream.index.reset_counts()
     status, body = await fetch(proxy.url + f"bigpkg/{BIG}")

@@ -92,7 +92,8 @@ async def settle(proxy) -> None:
 
 
 def fetched(proxy, kind: str) -> float:
-    return proxy.server.app[METRICS].lookahead_fetches.labels(kind)._value.get()
+    metrics = proxy.server.app[METRICS]
+    return metrics.total(metrics.lookahead_fetches, kind=kind)
 
 
 async def test_a_cold_page_leads_to_the_likely_wheel_and_its_dependencies(proxy, chain):
@@ -117,7 +118,7 @@ async def test_a_cold_page_leads_to_the_likely_wheel_and_its_dependencies(proxy,
 
 async def test_a_page_served_is_looked_ahead_from_while_deeper_visits_wait(proxy, chain):
     lookahead = proxy.server.app[LOOKAHEAD]
-    lookahead._slots = asyncio.Semaphore(0)  # every deeper visit waits, as behind slow ones
+    lookahead.concurrency = 0  # every deeper visit waits, as behind slow ones
     await get(proxy.url + "rootpkg/", LINUX_PIP)
     for _ in range(500):
         if chain.index.file_hits(ROOT_NEW):

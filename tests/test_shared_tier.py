@@ -185,10 +185,10 @@ async def test_conditional_put_keeps_the_existing_object(tier, tmp_path, seaweed
         await client.put_object(Bucket=tier.settings.bucket, Key=key, Body=b"first writer")
         # Past the existence check, as when two nodes race: the store refuses the overwrite.
         with await asyncio.to_thread(open, path, "rb") as fh:
-            assert not await tier._upload(sha256, fh, 1000)
+            assert not await tier.upload(sha256, fh, 1000)
         answer = await client.get_object(Bucket=tier.settings.bucket, Key=key)
         assert await answer["Body"].read() == b"first writer"
-    assert tier._conditional and not tier.degraded
+    assert tier.conditional_writes and not tier.degraded
 
 
 async def test_pages_roundtrip_with_their_meta(tier):

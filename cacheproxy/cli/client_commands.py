@@ -14,7 +14,7 @@ from yarl import URL
 
 from cacheproxy.cli.clientenv import RENDERERS, client_env, index_url
 from cacheproxy.cli.doctor.diagnose import diagnose
-from cacheproxy.cli.doctor.dockerfile import parse_dockerfile
+from cacheproxy.cli.doctor.dockerfile import DoctorExtraMissing, parse_dockerfile
 from cacheproxy.config import env_name, load_config
 from cacheproxy.errors import ClientEnvError, ConfigError
 
@@ -39,7 +39,10 @@ def doctor(dockerfile: str, as_json: bool) -> None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
-    parsed = parse_dockerfile(text)
+    try:
+        parsed = parse_dockerfile(text)
+    except DoctorExtraMissing as exc:
+        _fail(str(exc))
     if not parsed.stages:
         _fail(f"{path} has no FROM line: not a Dockerfile")
     findings = diagnose(parsed)

@@ -98,25 +98,30 @@ class Download:
 
     # -- transitions, made by the driver only --------------------------------------------
 
-    def _begin(self, total: int | None, last_modified: str | None) -> None:
+    @property
+    def fd(self) -> int:
+        """The staging file's descriptor, which the driver writes through."""
+        return self._fd
+
+    def begin(self, total: int | None, last_modified: str | None) -> None:
         self.total, self.last_modified = total, last_modified
         self._started.set()
 
-    def _advance(self, size: int) -> None:
+    def advance(self, size: int) -> None:
         self.written += size
         self._notify()
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         self.total = self.written
         self.committed = True
         self._notify()
 
-    def _fail(self, error: DownloadFailed) -> None:
+    def fail(self, error: DownloadFailed) -> None:
         self.error = error
         self._started.set()
         self._notify()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         os.close(self._fd)
 
     def _notify(self) -> None:

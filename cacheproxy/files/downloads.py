@@ -108,30 +108,30 @@ class Downloads:
         try:
             sha256 = await self._from_shared(download) or await self._transfer(download)
             await self._keep(download, sha256)
-            download._commit()
+            download.commit()
         except asyncio.CancelledError:
-            download._fail(DownloadFailed("proxy is shutting down"))
+            download.fail(DownloadFailed("proxy is shutting down"))
             raise
         except DiskFull as exc:
             log.warning("disk full: %s is served without being cached (%s)", download.filename, exc)
-            download._fail(exc)
+            download.fail(exc)
         except UpstreamError as exc:
             log.warning("download of %s failed: %s", download.filename, exc)
             failed = exc if isinstance(exc, DownloadFailed) else DownloadFailed(str(exc))
-            download._fail(failed)
+            download.fail(failed)
         except OSError as exc:
             if exc.errno in NO_SPACE:
                 self.disk.note_full()
             log.error("cannot store %s: %s", download.filename, exc)
-            download._fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
+            download.fail(DownloadFailed(f"cannot store the file: {exc.strerror or exc}"))
         except Exception as exc:
             # Whatever went wrong, the readers waiting on this download must hear of it: a
             # download that never reports would hold them (and their descriptors) for good.
             log.exception("download of %s failed unexpectedly", download.filename)
-            download._fail(DownloadFailed(f"download failed ({type(exc).__name__})"))
+            download.fail(DownloadFailed(f"download failed ({type(exc).__name__})"))
         finally:
             self._running.pop(key, None)
-            download._close()
+            download.close()
             if not download.committed:
                 await self.store.discard(download.staging)
 
@@ -158,29 +158,29 @@ class Downloads:
         if self.shared is None or sha256 is None:
             return None
         name = download.filename
-        size = await self.shared.copy_into(sha256, download._fd, self.disk.has_room, name)
+        size = await self.shared.copy_into(sha256, download.fd, self.disk.has_room, name)
         if size is None:
             return None
         download.from_shared = True
-        download._begin(size, None)
-        download._advance(size)
+        download.begin(size, None)
+        download.advance(size)
         return sha256
 
     async def _transfer(self, download: Download) -> str:
         """Copy the upstream body to the staging file; the verified sha256 of its bytes."""
         source = download.source
-        if download.tail is not None and os.fstat(download._fd).st_size < download.tail.total:
+        if download.tail is not None and os.fstat(download.fd).st_size < download.tail.total:
             download.tail = None  # cut off since (a failed copy from the shared tier)
         tail = download.tail
         digests = _Digests(source.hash_name)
         if tail is not None and tail.start == 0:  # the tail read took the whole file
-            download._begin(tail.total, None)
+            download.begin(tail.total, None)
         else:
             await self._receive(download, digests)
         tail = download.tail  # None now if the whole file came after all (see _receive)
         if tail is not None:
-            await asyncio.to_thread(digests.add_from, download._fd, tail.start, tail.total)
-            download._advance(tail.total - tail.start)
+            await asyncio.to_thread(digests.add_from, download.fd, tail.start, tail.total)
+            download.advance(tail.total - tail.start)
         if source.hash_value is not None and digests.checked() != source.hash_value:
             raise DownloadFailed(
                 f"{download.filename} does not match its {source.hash_name or 'sha256'} hash"
@@ -206,7 +206,7 @@ class Downloads:
             elif body.status == 200:
                 if tail is not None:  # the whole file after all: the kept tail is written over
                     download.tail = None
-                    await asyncio.to_thread(os.ftruncate, download._fd, 0)
+                    await asyncio.to_thread(os.ftruncate, download.fd, 0)
                 total = body.content_length if body.content_length is not None else source.size
                 expected = total
             else:
@@ -217,7 +217,7 @@ class Downloads:
                 raise DownloadFailed("upstream sent an encoded file body")
             if not await self.disk.has_room(total or 0):
                 raise DiskFull(f"less than {self.disk.needed_mib(total or 0)} MiB free")
-            download._begin(total, body.headers.get("Last-Modified"))
+            download.begin(total, body.headers.get("Last-Modified"))
             # With a kept tail only the bytes before it were asked for.
             asked = expected if download.tail is not None else None
             async for chunk in body.chunks:
@@ -225,13 +225,13 @@ class Downloads:
                     raise DownloadFailed(f"upstream sent more than the {expected} bytes asked for")
                 try:
                     # Hashing in the same thread as the write: sha256 releases the GIL.
-                    await asyncio.to_thread(digests.write, download._fd, chunk, download.written)
+                    await asyncio.to_thread(digests.write, download.fd, chunk, download.written)
                 except OSError as exc:
                     if exc.errno in NO_SPACE:
                         self.disk.note_full()
                         raise DiskFull("no space left while writing") from None
                     raise
-                download._advance(len(chunk))
+                download.advance(len(chunk))
         if expected is not None and download.written != expected:
             raise DownloadFailed(
                 f"upstream sent {download.written} bytes of {expected} for {download.filename}"

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +37,15 @@ class KeptTail:
 class KeptTails:
     def __init__(self, new_path: Callable[[], Path], limit: int = KEPT_TAILS) -> None:
         self._new_path = new_path
-        self._limit = limit
+        self.limit = limit  # tails kept at most; the oldest goes first
         self._kept: OrderedDict[tuple[str, str], KeptTail] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def __iter__(self) -> Iterator[KeptTail]:
+        """The tails kept, oldest first."""
+        return iter(list(self._kept.values()))
 
     async def keep(self, key: tuple[str, str], start: int, data: bytes) -> None:
         """Keep `data`, the bytes of the file `key` from `start` to its end."""
@@ -53,7 +57,7 @@ class KeptTails:
         except OSError:  # only a saving lost: the download fetches the tail again
             return
         self._kept[key] = KeptTail(path, start, start + len(data))
-        while len(self._kept) > self._limit:
+        while len(self._kept) > self.limit:
             _, oldest = self._kept.popitem(last=False)
             discard_quietly(oldest.path)
 

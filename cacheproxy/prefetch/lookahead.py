@@ -107,6 +107,7 @@ class Lookahead:
         self.enabled = enabled
         self.max_depth = max_depth
         self._fetches = pages.upstream.metrics.lookahead_fetches
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._visited = _Recent(REMEMBERED)  # a visit started, at any depth
         self._expanded = _Recent(REMEMBERED)  # a visit started that may go on to dependencies
@@ -114,6 +115,17 @@ class Lookahead:
         self._first_pickers = _Recent(REMEMBERED)
         self._platform_pickers = _Recent(REMEMBERED)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def concurrency(self) -> int:
+        """Visits below a page that run at once (a page's own visit takes no slot)."""
+        return self._concurrency
+
+    @concurrency.setter
+    def concurrency(self, slots: int) -> None:
+        """For visits that start waiting from now on; those already in keep their slots."""
+        self._concurrency = slots
+        self._slots = asyncio.Semaphore(slots)
 
     def page_served(
         self, project: str, content_type: str, user_agent: str | None, outcome: str

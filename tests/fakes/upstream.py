@@ -27,13 +27,15 @@ HTML_V1 = "application/vnd.pypi.simple.v1+html"
 class UpstreamFile:
     project: str
     filename: str
-    data: bytes
+    # Bodies are left out of the repr: pytest formats fixture values, and two wheels are 8 MiB.
+    data: bytes = field(repr=False)
     requires_python: str | None = None
     yanked: bool | str = False
-    metadata: bytes | None = None
+    metadata: bytes | None = field(default=None, repr=False)
     upload_time: str = "2024-01-02T03:04:05.000000Z"
     gpg_sig: bool | None = None
-    provenance: bytes | None = None  # PEP 740 attestations, served at <file url>.provenance
+    # PEP 740 attestations, served at <file url>.provenance
+    provenance: bytes | None = field(default=None, repr=False)
 
     @property
     def sha256(self) -> str:
@@ -55,7 +57,8 @@ class UpstreamIndex:
     chunk_size: int = 64 * 1024
     page_status: int | None = None
     fail_next: int = 0  # that many page requests answer 503 first
-    page_body: bytes | None = None  # served instead of the real page: garbage tests
+    # Served instead of the real page: garbage tests (left out of the repr, like file bodies).
+    page_body: bytes | None = field(default=None, repr=False)
     page_body_type: str = JSON_V1
     required_auth: tuple[str, str] | None = None
     page_delay: float = 0.0

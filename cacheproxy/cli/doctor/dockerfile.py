@@ -13,8 +13,22 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dockerfile_parse import DockerfileParser
+if TYPE_CHECKING:
+    from dockerfile_parse import DockerfileParser
+
+EXTRA = "doctor"
+
+
+class DoctorExtraMissing(Exception):
+    """dockerfile-parse, the doctor extra, is not installed; the message is one line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"doctor needs the {EXTRA} extra: pip install 'cacheproxy-server[{EXTRA}]'"
+        )
+
 
 _HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
 
@@ -109,6 +123,11 @@ def _ignored_rules(comment: str) -> set[str]:
 
 
 def parse_dockerfile(text: str) -> Dockerfile:
+    """Raises DoctorExtraMissing without dockerfile-parse (an optional extra)."""
+    try:
+        from dockerfile_parse import DockerfileParser
+    except ImportError:
+        raise DoctorExtraMissing from None
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
     lines = text.splitlines(keepends=True)
     stages: list[dict] = []

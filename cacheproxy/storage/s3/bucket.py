@@ -10,11 +10,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cacheproxy.config import SharedCacheSettings
-from cacheproxy.errors import ObjectMissing, SharedCacheConfigError, TierUnavailable
+from cacheproxy.errors import (
+    ObjectMissing,
+    SharedCacheConfigError,
+    SharedCacheExtraMissing,
+    TierUnavailable,
+)
 from cacheproxy.storage.s3.breaker import CLOSED, CircuitBreaker, SharedCounters
+from cacheproxy.storage.s3.sdk import BotoCoreError, ClientError, NoCredentialsError
 from cacheproxy.storage.s3.uploads import already_exists, conditional_unsupported
 
 log = logging.getLogger("cacheproxy.storage.s3.tier")
@@ -70,9 +75,12 @@ class GuardedBucket:
         An endpoint that does not answer is only a warning: the node serves without the tier
         and the breaker retries it."""
         # Here, not at the top: the client's modules are 10 MiB of a process's memory, and a
-        # node without a shared tier never needs them.
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
+        # node without a shared tier never needs them (nor installs them: the s3 extra).
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError:
+            raise SharedCacheExtraMissing from None
 
         s = self.settings
         config = AioConfig(

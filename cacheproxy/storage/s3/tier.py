@@ -22,14 +22,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from botocore.exceptions import ClientError
-
 from cacheproxy.config import SharedCacheSettings
 from cacheproxy.errors import ObjectMissing, SharedTierError, TierUnavailable
 from cacheproxy.storage.s3 import maintenance
 from cacheproxy.storage.s3.body import SharedBody
 from cacheproxy.storage.s3.breaker import SharedCounters
 from cacheproxy.storage.s3.bucket import GuardedBucket
+from cacheproxy.storage.s3.sdk import ClientError
 from cacheproxy.storage.s3.uploads import (
     UploadQueue,
     already_exists,
@@ -66,6 +65,12 @@ class SharedTier:
     @property
     def degraded(self) -> bool:
         return self.bucket.degraded
+
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether uploads still ask the store to refuse an overwrite (If-None-Match: *):
+        True until the store answers that it does not know the header."""
+        return self._conditional
 
     @property
     def reason(self) -> str:
@@ -132,11 +137,14 @@ class SharedTier:
         except FileNotFoundError:
             return False
         try:
-            return await self._upload(sha256, fh, size)
+            return await self.upload(sha256, fh, size)
         finally:
             await asyncio.to_thread(fh.close)
 
-    async def _upload(self, sha256: str, fh: BinaryIO, size: int) -> bool:
+    async def upload(self, sha256: str, fh: BinaryIO, size: int) -> bool:
+        """Write the open file under its key without first asking whether the tier has it
+        (put_file asks); False when another node was first (the store refused to overwrite),
+        the tier is unavailable, or the file is not `size` bytes any more."""
         key, s = self.file_key(sha256), self.settings
         small = None if size > s.multipart_threshold else await asyncio.to_thread(fh.read)
         if small is not None and len(small) != size:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
-from botocore.exceptions import ClientError
+from cacheproxy.storage.s3.sdk import ClientError
 
 log = logging.getLogger(__name__)
 
