@@ -118,11 +118,12 @@ class DocumentCache:
             elif isinstance(state, Store) and not state.from_upstream:
                 state = state.stored(await self._keep(kind, key, state.entry))
             else:
-                assert not isinstance(state, Missing)
+                asking = state
+                assert isinstance(asking, (NeedsFetch, NeedsRevalidation, NeedsParse, Store))
                 try:
-                    state = await self._upstream_step(kind, key, state)
+                    state = await self._upstream_step(kind, key, asking)
                 except UpstreamError as exc:
-                    state = self._failed(kind, key, state.previous, exc)
+                    state = self._failed(kind, key, asking.previous, exc)
         return state
 
     async def _upstream_step(self, kind: DocumentKind, key: Any, state: State) -> State:

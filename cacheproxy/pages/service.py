@@ -107,7 +107,7 @@ class StoredPages:
 
     async def current_page(self, project: str) -> CachedPage | None:
         result = await self.get(project)
-        return result and result.entry
+        return None if result is None else result.entry
 
     async def stored_page(self, project: str) -> CachedPage | None:
         """The stored page as it is, read once per store version."""
@@ -271,7 +271,8 @@ class PageService:
             and not facts
             and self.visibility.renders_lines(stored, content_type)
         ):
-            hidden, changes_at, rendered = [], math.inf, result.fresh_render
+            hidden: list[str] = []
+            changes_at, rendered = math.inf, result.fresh_render
         else:
             async with self._page_work:
                 hidden, changes_at, rendered = await asyncio.to_thread(
