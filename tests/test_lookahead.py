@@ -136,7 +136,7 @@ async def test_pages_looked_at_are_not_kept_expanded(proxy, chain):
     await settle(proxy)
     assert fetched(proxy, "page") == 2
     # Only the compact stored pages and the rendered ones stay in memory, within the budget.
-    assert len(proxy.server.app[PAGES]._visible) == 0
+    assert len(proxy.server.app[PAGES].visibility) == 0
 
 
 async def test_each_page_the_client_asks_for_looks_further_ahead(proxy, chain):

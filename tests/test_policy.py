@@ -1,5 +1,10 @@
-from cacheproxy.documents import policy
+from dataclasses import dataclass
+
+import pytest
+
+from cacheproxy.documents import policy, states
 from cacheproxy.documents.policy import PageAction
+from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.protocol.page import ProjectPage
 from cacheproxy.storage.records import CachedPage
 
@@ -68,3 +73,81 @@ def test_upstream_rests_after_being_unreachable():
     assert not policy.upstream_resting(None, 1000)
     assert policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS - 1)
     assert not policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS)
+
+
+# The states a cached document goes through (documents/states.py): pure transitions.
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    etag: str | None = '"e2"'
+    last_modified: str | None = None
+
+
+def decide(e, now, offline=False):
+    return states.decide(e, now, states.Freshness(600, 60, offline))
+
+
+def test_decide_names_the_next_step():
+    assert decide(entry(), 1000 + 599) == states.Serve(entry())
+    assert decide(entry(), 1000 + 600) == states.NeedsRevalidation(entry())
+    assert decide(None, 0) == states.NeedsFetch()
+    assert decide(None, 0, offline=True) == states.Missing()
+
+
+def test_a_304_confirms_the_stored_entry():
+    asking = states.NeedsRevalidation(entry())
+    assert asking.headers == {"If-None-Match": '"e1"'}
+    store = asking.answered(Answer(304), "x", 2000, CachedPage)
+    assert store == states.Store(entry(fetched_at=2000), "revalidated", entry())
+    assert store.stored(True) == states.Serve(entry(fetched_at=2000), "revalidated")
+    assert store.stored(False).outcome == "uncached"
+
+
+def test_a_304_for_a_negative_entry_is_an_error():
+    with pytest.raises(UpstreamError, match="upstream answered 304 for x"):
+        states.NeedsRevalidation(entry(404)).answered(Answer(304), "x", 2000, CachedPage)
+
+
+def test_a_body_is_parsed_then_stored_and_none_is_stored_negative():
+    parse = states.NeedsFetch(peer_asked=True).answered(Answer(200), "x", 2000, CachedPage)
+    assert isinstance(parse, states.NeedsParse)
+    store = parse.parsed(PAGE, "render", 2001, CachedPage)
+    assert store == states.Store(CachedPage(200, PAGE, 2001, '"e2"'), "miss", None, "render")
+    gone = states.NeedsRevalidation(entry()).answered(Answer(404), "x", 2000, CachedPage)
+    assert gone == states.Store(CachedPage(404, None, 2000, '"e2"'), "miss", entry())
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refusals_are_raised_and_never_stored(status):
+    with pytest.raises(UpstreamRefused):
+        states.NeedsRevalidation(entry()).answered(Answer(status), "x", 2000, CachedPage)
+    with pytest.raises(UpstreamRefused):
+        states.failed(entry(), UpstreamRefused(status))
+
+
+def test_stale_if_error_and_while_the_upstream_rests():
+    error = UpstreamError("upstream answered 503 for x")
+    assert states.failed(entry(), error) == states.Serve(entry(), "stale", str(error))
+    with pytest.raises(UpstreamError):
+        states.failed(entry(404), error)
+    with pytest.raises(UpstreamError):
+        states.failed(None, error)
+    rested = states.NeedsRevalidation(entry()).rested(True)
+    assert rested == states.Serve(entry(), "stale", "upstream unreachable")
+    assert states.NeedsRevalidation(entry()).rested(False) is None
+    assert states.NeedsFetch().rested(True) is None
+
+
+def test_a_peers_copy_is_served_if_fresh_else_revalidated():
+    asking = states.NeedsFetch()
+
+    def at(now):
+        return lambda found: decide(found, now)
+
+    assert asking.peer_answered(entry(), at(1001)) == states.Store(
+        entry(), "shared", from_upstream=False
+    )
+    assert asking.peer_answered(entry(), at(5000)) == states.NeedsRevalidation(entry())
+    assert asking.peer_answered(None, at(5000)) == states.NeedsFetch(peer_asked=True)

@@ -25,7 +25,7 @@ from cacheproxy.storage.records import CachedPage
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-Version = tuple[int, int]
+Version = tuple[int, ...]  # a store version: the page alone, or the page and its facts
 
 # The pages as the install rules let clients see them, and the JSON API's documents.
 MAX_PARSED_FILES = 20_000

@@ -51,7 +51,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     upstream = Upstream(config, app[METRICS])
     await upstream.open()
     disk = DiskSpace(store.staging_dir, app[DISK_RESERVE_BYTES])
-    pages = PageService(config, store, upstream, disk, clock=app[CLOCK], shared=shared_pages)
+    pages = PageService(
+        config, store, upstream, disk, app[METRICS], clock=app[CLOCK], shared=shared_pages
+    )
     downloads = Downloads(store, upstream, disk, shared_files)
     app[METRICS].track_in_flight(lambda: len(downloads))
     for cache in ("parsed", "rendered"):
@@ -60,7 +62,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[DISK] = disk
     app[PAGES] = pages
     app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
-    app[JSON_API] = JsonApiService(pages)
+    app[JSON_API] = JsonApiService(
+        config, store, upstream, disk, pages.visibility, clock=app[CLOCK]
+    )
     enabled = config.lookahead and not config.offline
     app[LOOKAHEAD] = Lookahead(pages, app[FILES].tail_metadata, store, enabled=enabled)
     try:

@@ -3,7 +3,7 @@
 pip-tools asks `…/PROJECT/json` for the hashes of a release and, finding none, downloads every
 file of it to hash them; poetry, pip-audit, renovate and dependabot read the same documents.
 A document is stored as the upstream sent it, with its validators, under a key of its own;
-the freshness decision is the pages' one (`policy.page_action`, page TTL for a document,
+it goes through the pages' states and driver (`documents.driver`: page TTL for a document,
 negative TTL for "none"), with revalidation, stale-if-error and one fetch per document at a
 time. Its file URLs are pointed at the proxy's own /simple/PROJECT/FILENAME when it is
 rendered for a client (`api_documents.rewritten`), so downloads come back through the proxy.
@@ -12,28 +12,31 @@ rendered for a client (`api_documents.rewritten`), so downloads come back throug
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from yarl import URL
 
-from cacheproxy.documents import policy
+from cacheproxy.config import Config
+from cacheproxy.documents.driver import DocumentCache
 from cacheproxy.documents.memo import MAX_PARSED_FILES, MAX_RENDERED_BYTES, VersionedCache
-from cacheproxy.documents.policy import PageAction
-from cacheproxy.documents.singleflight import SingleFlight
-from cacheproxy.errors import BadUpstreamPage, DocumentError, UpstreamError, UpstreamRefused
+from cacheproxy.documents.states import Freshness
+from cacheproxy.errors import BadUpstreamPage, DocumentError
 from cacheproxy.jsonapi.document import file_count, parse_document
 from cacheproxy.jsonapi.document import render_document as render_body
-from cacheproxy.pages.service import PageService
+from cacheproxy.pages.visibility import PageVisibility
 from cacheproxy.protocol.render import Rendered, with_variants
-from cacheproxy.storage.disk import STORE_WRITE_ERRORS
+from cacheproxy.storage.disk import DiskSpace
+from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedDocument
-
-log = logging.getLogger(__name__)
+from cacheproxy.upstream import PageResponse, Upstream
 
 JSON_ACCEPT = "application/json"
+
+Key = tuple[str, str]  # (project, release), release "" for the project's own document
 
 
 @dataclass(frozen=True)
@@ -51,68 +54,115 @@ class _HotDocument:
     rendered: Rendered
 
 
+class StoredDocuments:
+    """The JSON API documents of one index as cached documents (a
+    `documents.driver.DocumentKind`), kept in memory per page version."""
+
+    name = "JSON API document"
+
+    def __init__(self, base: URL, store: Store, upstream: Upstream) -> None:
+        self.base = base
+        self.store = store
+        self.upstream = upstream
+        self._entries: VersionedCache[tuple, CachedDocument] = VersionedCache(
+            MAX_PARSED_FILES, lambda entry: 1 + file_count(entry.data)
+        )
+
+    def url(self, key: Key) -> URL:
+        project, release = key
+        path = f"{project}/{release}/json" if release else f"{project}/json"
+        return self.base.join(URL(path))
+
+    async def stored(self, key: Key) -> CachedDocument | None:
+        version = await self.store.page_version(key[0])
+        entry = self._entries.get(key, version)
+        if entry is None:
+            found = await self.store.get_api_document(*key)
+            if isinstance(found, CachedDocument):
+                entry = found
+                self._entries.put(key, version, entry)
+        return entry
+
+    def make(
+        self, status: int, body: Any, fetched_at: float, etag: str | None, modified: str | None
+    ) -> CachedDocument:
+        return CachedDocument(status, body, fetched_at, etag, modified)
+
+    def project(self, key: Key) -> str:
+        return key[0]
+
+    def describe(self, key: Key) -> str:
+        return f"{key[0]}'s JSON document"
+
+    async def peer(self, key: Key) -> None:
+        return None  # documents are not shared between nodes
+
+    async def fetch(self, key: Key, headers: dict[str, str]) -> PageResponse:
+        return await self.upstream.fetch_document("json", self.url(key), JSON_ACCEPT, headers)
+
+    async def parse(self, key: Key, answer: PageResponse) -> tuple[dict[str, Any], None]:
+        try:
+            return await asyncio.to_thread(lambda: parse_document(answer.body)), None
+        except DocumentError as exc:
+            raise BadUpstreamPage(str(exc)) from None
+
+    async def finish(self, extra: Any) -> Any:
+        return extra
+
+    async def keep(self, key: Key, entry: CachedDocument) -> None:
+        await self.store.put_api_document(*key, entry)
+        self._entries.put(key, await self.store.page_version(key[0]), entry)
+
+    async def refreshed(self, key: Key, previous: Any, entry: CachedDocument) -> None:
+        pass
+
+
 class JsonApiService:
     """Documents of one index: `answer(project, release, files_base)`, release "" for the
     project's own document, files_base the absolute URL its files are served under
     (…/simple/), ending in a slash."""
 
-    def __init__(self, pages: PageService) -> None:
-        # The pages' settings, store, upstream client and disk, and their freshness decision.
-        self.pages = pages
-        self.config = pages.config
-        self.base = pages.config.json_api_base
-        self.store = pages.store
-        self.upstream = pages.upstream
-        self.disk = pages.disk
-        self.clock = pages.clock
-        self._flights: SingleFlight[object] = SingleFlight()
-        self._stored_entries: VersionedCache[tuple, CachedDocument] = VersionedCache(
-            MAX_PARSED_FILES, lambda entry: 1 + file_count(entry.data)
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        upstream: Upstream,
+        disk: DiskSpace,
+        visibility: PageVisibility,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.visibility = visibility
+        self.clock = clock
+        self.base = config.json_api_base
+        self.documents = (
+            StoredDocuments(self.base, store, upstream) if self.base is not None else None
         )
+        self.cache = DocumentCache(Freshness.of(config), disk, clock)
         self._hot: VersionedCache[tuple, _HotDocument] = VersionedCache(
             MAX_RENDERED_BYTES, lambda hot: hot.rendered.size
         )
-        self._unreachable_at: float | None = None
-
-    def document_url(self, project: str, release: str) -> URL:
-        assert self.base is not None
-        path = f"{project}/{release}/json" if release else f"{project}/json"
-        return self.base.join(URL(path))
-
-    def _action(self, entry: CachedDocument | None) -> PageAction:
-        # The one freshness decision; a document has a page's status, time and validators.
-        return self.pages._action(entry)
-
-    def _max_age(self, entry: CachedDocument) -> int:
-        config = self.config
-        return policy.page_max_age(entry, self.clock(), config.page_ttl, config.negative_ttl)
 
     async def answer(self, project: str, release: str, files_base: str) -> DocumentAnswer:
         """The document rendered for a client. Raises UpstreamError (UpstreamRefused) when
         there is nothing to serve."""
-        refused = self.pages.rules.refusal(project) if self.pages.rules.active else None
+        refused = self.visibility.project_refusal(project)
         if refused is not None:
             return DocumentAnswer("refused", None, 0, refused=refused)
-        if self.base is None:
+        if self.documents is None:
             # No JSON API upstream: "none" at once, for as long as a missing project.
             return DocumentAnswer("absent", None, int(self.config.negative_ttl))
-        entry = await self._stored(project, release)
-        action = self._action(entry)
-        if action is PageAction.MISSING:
+        key = (project, release)
+        served = await self.cache.refresh(self.documents, key, await self.documents.stored(key))
+        if served is None:
             return DocumentAnswer("offline", None, 0)
-        outcome, warning = "hit", None
-        if action is not PageAction.SERVE:
-            refreshed = await self._flights.run(
-                ("refresh", project, release), lambda: self._refresh(project, release, entry)
-            )
-            assert isinstance(refreshed, tuple)
-            entry, outcome, warning = refreshed
-        assert entry is not None
-        max_age = self._max_age(entry)
+        entry: CachedDocument = served.entry
+        max_age = self.cache.max_age(entry)
         if entry.data is None:
-            return DocumentAnswer(outcome, None, max_age)
+            return DocumentAnswer(served.outcome, None, max_age)
         rendered = await self._render(project, release, files_base, entry)
-        return DocumentAnswer(outcome, rendered, max_age, warning)
+        return DocumentAnswer(served.outcome, rendered, max_age, served.warning)
 
     async def _render(
         self, project: str, release: str, files_base: str, entry: CachedDocument
@@ -120,7 +170,7 @@ class JsonApiService:
         key = (project, release, files_base)
         version = await self.store.page_version(project)
         # What the rules hide changes with the clock: such documents are rendered each time.
-        hidden = await self.pages.hidden_files(project)
+        hidden = await self.visibility.hidden_files(project)
         hot = None if hidden else self._hot.get(key, version)
         if hot is not None and hot.source is entry:
             return hot.rendered
@@ -137,74 +187,3 @@ class JsonApiService:
         if not hidden:
             self._hot.put(key, version, _HotDocument(entry, rendered))
         return rendered
-
-    async def _stored(self, project: str, release: str) -> CachedDocument | None:
-        version = await self.store.page_version(project)
-        entry = self._stored_entries.get((project, release), version)
-        if entry is None:
-            found = await self.store.get_api_document(project, release)
-            if isinstance(found, CachedDocument):
-                entry = found
-                self._stored_entries.put((project, release), version, entry)
-        return entry
-
-    async def _keep(self, project: str, release: str, entry: CachedDocument) -> bool:
-        """Store a document just fetched; False when the store cannot take it (a full disk):
-        it is served uncached then, as pages are."""
-        if self.disk.full and not await self.disk.has_room(0):
-            return False
-        try:
-            await self.store.put_api_document(project, release, entry)
-        except STORE_WRITE_ERRORS as exc:
-            log.warning("JSON API document of %s is served without being cached: %s", project, exc)
-            return False
-        version = await self.store.page_version(project)
-        self._stored_entries.put((project, release), version, entry)
-        return True
-
-    async def _refresh(
-        self, project: str, release: str, entry: CachedDocument | None
-    ) -> tuple[CachedDocument, str, str | None]:
-        stale_ok = entry is not None and entry.status == 200
-        if stale_ok and policy.upstream_resting(self._unreachable_at, self.clock()):
-            assert entry is not None
-            return entry, "stale", "upstream unreachable"
-        try:
-            return await self._fetch(project, release, entry)
-        except UpstreamRefused:
-            raise  # never cached: the credentials may be fixed
-        except UpstreamError as exc:
-            if exc.unreachable:
-                self._unreachable_at = self.clock()
-            if not stale_ok:
-                raise
-            assert entry is not None
-            log.warning("serving stale JSON API document for %s: %s", project, exc)
-            return entry, "stale", str(exc)
-
-    async def _fetch(
-        self, project: str, release: str, entry: CachedDocument | None
-    ) -> tuple[CachedDocument, str, str | None]:
-        url = self.document_url(project, release)
-        headers = policy.revalidation_headers(entry)
-        response = await self.upstream.fetch_document("json", url, JSON_ACCEPT, headers)
-        if response.status == 304 and entry is not None and entry.status == 200:
-            confirmed = dataclasses.replace(entry, fetched_at=self.clock())
-            stored = await self._keep(project, release, confirmed)
-            return confirmed, "revalidated" if stored else "uncached", None
-        policy.check_page_status(response.status, f"{project}'s JSON document")
-        data = None
-        if response.status == 200:
-            try:
-                data = await asyncio.to_thread(lambda: parse_document(response.body))
-            except DocumentError as exc:
-                raise BadUpstreamPage(str(exc)) from None
-        fresh = CachedDocument(
-            status=200 if data is not None else 404,
-            data=data,
-            fetched_at=self.clock(),
-            etag=response.etag,
-            last_modified=response.last_modified,
-        )
-        stored = await self._keep(project, release, fresh)
-        return fresh, "miss" if stored else "uncached", None

@@ -1,63 +1,82 @@
-"""The install rules and takedowns as the page service applies them (see rules.py and
+"""What the install rules and takedowns let a client see of a project (see rules.py and
 takedowns.py): which files a client may have, which left the upstream's page, and the page
-rendered as the rules let clients see it."""
+rendered as the rules leave it."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from cacheproxy.documents.memo import VersionedCache
+from cacheproxy.documents.memo import visible_pages
 from cacheproxy.files.answers import Refused
+from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.rules import Rules, Visible
-from cacheproxy.pages.takedowns import base_filename, removed_files, taken_down_reason
+from cacheproxy.pages.takedowns import base_filename, taken_down_reason
 from cacheproxy.protocol import render
 from cacheproxy.protocol.compact import CompactPage, expand
 from cacheproxy.protocol.negotiation import JSON_V1
 from cacheproxy.protocol.page import ProjectPage, with_file_facts
 from cacheproxy.protocol.render import Rendered, with_variants
-from cacheproxy.storage.disk import STORE_WRITE_ERRORS
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedPage
-from cacheproxy.upstream import Upstream
-
-log = logging.getLogger(__name__)
 
 
-class PageRules:
-    """Part of PageService: the rules' side of it, kept apart so the page path reads alone."""
+class PageSource(Protocol):
+    """Where the pages the rules are applied to come from (the page service)."""
 
-    store: Store
-    upstream: Upstream
-    rules: Rules
-    clock: Callable[[], float]
-    _visible: VersionedCache
+    async def stored_page(self, project: str) -> CachedPage | None:
+        """The stored page as it is, not refreshed."""
 
-    async def _stored_page(self, project: str) -> CachedPage | None:  # PageService's own
-        raise NotImplementedError
+    async def current_page(self, project: str) -> CachedPage | None:
+        """The page, refreshed if it is due; None when there is none."""
 
-    async def get(self, project: str):  # PageService's own
-        raise NotImplementedError
 
-    def _apply_rules(self, page: ProjectPage) -> Visible:
+class PageVisibility:
+    """The install rules as applied to one index's pages: refusals of projects and files,
+    files hidden now, the page rendered as clients may see it, takedowns."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        store: Store,
+        pages: PageSource,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.pages = pages
+        self.metrics = metrics
+        self.clock = clock
+        # Pages as the rules leave them, per page version, while the clock leaves them so.
+        self._visible = visible_pages()
+
+    def __len__(self) -> int:
+        """How many judged pages are held."""
+        return len(self._visible)
+
+    def project_refusal(self, project: str) -> str | None:
+        """Why the rules refuse the whole project, or None."""
+        return self.rules.refusal(project) if self.rules.active else None
+
+    def apply(self, page: ProjectPage) -> Visible:
         return self.rules.visible(page, self.clock()) if self.rules.active else Visible(page)
 
-    def _renders_lines(self, stored: ProjectPage | CompactPage, content_type: str) -> bool:
+    def renders_lines(self, stored: ProjectPage | CompactPage, content_type: str) -> bool:
         """Whether the page is rendered from its stored lines, no rule to apply."""
         return content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage)
 
-    def _render_page(
+    def render(
         self, stored: ProjectPage | CompactPage, facts: dict, content_type: str
     ) -> tuple[list[str], float, Rendered]:
         """The page as clients may see it, rendered: the rules that hid files, when the clock
         changes what is hidden, and the body. CPU work: run it in a thread."""
-        if self._renders_lines(stored, content_type):
+        if self.renders_lines(stored, content_type):
             assert isinstance(stored, CompactPage)
             return [], math.inf, with_variants(render.render_compact_json(stored, facts))
-        visible = self._apply_rules(with_file_facts(expand(stored), facts))
+        visible = self.apply(with_file_facts(expand(stored), facts))
         body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
         hidden = [hidden.rule for hidden in visible.hidden.values()]
         return hidden, visible.changes_at, with_variants(body)
@@ -68,13 +87,13 @@ class PageRules:
             return None
         refused = self.rules.refusal(project)
         if refused is not None:
-            self.upstream.metrics.policy_hidden.labels("project", "file").inc()
+            self.metrics.policy_hidden.labels("project", "file").inc()
             return Refused(refused)
         visible = await self._visible_page(project)
         hidden = visible and visible.hidden.get(base_filename(filename))
         if not hidden:
             return None
-        self.upstream.metrics.policy_hidden.labels(hidden.rule, "file").inc()
+        self.metrics.policy_hidden.labels(hidden.rule, "file").inc()
         return Refused(hidden.reason)
 
     async def hidden_files(self, project: str) -> frozenset[str]:
@@ -91,7 +110,7 @@ class PageRules:
         with rules, the page as they leave it, made for this look and not kept (expanded, a
         large page is megabytes of objects)."""
         if not self.rules.active:
-            entry = await self._stored_page(project)
+            entry = await self.pages.stored_page(project)
             page = entry and entry.page
             if isinstance(page, CompactPage):
                 return page.files
@@ -105,10 +124,9 @@ class PageRules:
         visible = self._visible.get(project, version)
         if visible is not None and self.clock() < visible.changes_at:
             return visible
-        entry = await self._stored_page(project)
+        entry = await self.pages.stored_page(project)
         if entry is None:  # a first request for a file: the page says whether it may be had
-            result = await self.get(project)
-            entry = result and result.entry
+            entry = await self.pages.current_page(project)
             version = await self.store.page_version(project)
         if entry is None or entry.page is None:
             return None
@@ -116,7 +134,7 @@ class PageRules:
         stored = entry.page
         # The stored page is compact: expanded, completed and judged in a thread.
         visible = await asyncio.to_thread(
-            lambda: self._apply_rules(with_file_facts(expand(stored), facts))
+            lambda: self.apply(with_file_facts(expand(stored), facts))
         )
         if keep:
             self._visible.put(project, version, visible)
@@ -127,16 +145,3 @@ class PageRules:
         gone = await asyncio.to_thread(self.store.taken_down, project)
         seen_at = gone.get(base_filename(filename))
         return None if seen_at is None else Refused(taken_down_reason(filename, seen_at), 410)
-
-    async def _forget_taken_down(
-        self, project: str, old: CachedPage | None, new: CachedPage
-    ) -> None:
-        removed = removed_files(old, new)
-        if not removed:
-            return
-        shown = ", ".join(removed[:3])
-        log.warning("%s: %d files gone from the upstream's page: %s", project, len(removed), shown)
-        try:
-            await asyncio.to_thread(self.store.forget_taken_down, project, removed, self.clock())
-        except STORE_WRITE_ERRORS as exc:
-            log.warning("files taken down upstream are still in the cache: %s", exc)
