@@ -29,7 +29,7 @@ from cacheproxy.http.activation import ActivationError, inherited_sockets
 from cacheproxy.http.server import index_url as index_url_for
 from cacheproxy.http.server import serve as run_server
 from cacheproxy.http.status import human_bytes
-from cacheproxy.ops import malloc, memtrace
+from cacheproxy.ops import runtime
 from cacheproxy.ops.logs import configure_logging
 from cacheproxy.storage.s3.settings import SharedCacheError
 
@@ -173,9 +173,9 @@ def serve(config_file: str | None, **flags: str | None) -> None:
     except ActivationError as exc:
         fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
-    malloc.limit_arenas()  # before any worker thread allocates
-    malloc.fix_thresholds()
-    memtrace.start_from_env()  # only when asked to, for benchmark runs
+    runtime.limit_arenas()  # before any worker thread allocates
+    runtime.fix_thresholds()
+    runtime.trace_memory_from_env()  # only when asked to, for benchmark runs
     try:
         asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:

@@ -33,6 +33,7 @@ from cacheproxy.http.ops import add_ops_routes
 from cacheproxy.http.urls import index_path
 from cacheproxy.http.views import add_routes
 from cacheproxy.jsonapi.service import JsonApiService
+from cacheproxy.ops import runtime
 from cacheproxy.pages.service import PageService
 from cacheproxy.prefetch.lookahead import Lookahead
 from cacheproxy.storage.disk import DISK_RESERVE, DiskSpace
@@ -94,18 +95,10 @@ async def index_list(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n")
 
 
-# What one read of a client's connection may return: requests here are a few hundred bytes.
-SOCKET_READ_BYTES = 16 * 1024
-
-
 @web.middleware
 async def small_socket_reads(request: web.Request, handler) -> web.StreamResponse:
-    """asyncio's transports read up to 256 KiB at a time into a new bytes object, shrunk
-    afterwards; with glibc's mmap threshold fixed at 64 KiB (malloc.py) that is a fresh
-    mapping for every read of every request. Set once per connection, on its first request."""
-    transport = request.transport
-    if transport is not None and getattr(transport, "max_size", 0) > SOCKET_READ_BYTES:
-        transport.max_size = SOCKET_READ_BYTES
+    """Client connections read in small pieces (ops/runtime.py says why)."""
+    runtime.limit_socket_reads(request.transport)
     return await handler(request)
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import payload, web
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp import web
 
 from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.files.answers import FileRequest
 from cacheproxy.http.file_responses import refusal, respond
 from cacheproxy.http.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
 from cacheproxy.http.urls import project_url, simple_url
+from cacheproxy.ops import runtime
 from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
 from cacheproxy.protocol.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.protocol.page import METADATA_SUFFIX
@@ -48,37 +48,6 @@ def _etag_matches(request: web.Request, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-# Bodies from this size on are written after their headers, piece by piece.
-SENT_APART_BYTES = 64 * 1024
-# Each piece, and at most twice that waiting in the transport: below glibc's mmap threshold
-# (malloc.py), so the transport's buffer stays in the heap.
-_PIECE_BYTES = 16 * 1024
-
-
-class _SentApart(payload.BytesPayload):
-    """A large page body written to the transport in pieces of a view of the held bytes.
-    aiohttp joins a body to its headers into one new bytes object before the write (on
-    Pythons before 3.12), and asyncio copies into its buffer whatever the socket does not take
-    at once: for every request, one or two fresh copies of every large page, each a new
-    mapping with its page faults, and the largest cost of serving warm pages to many
-    connections (a quarter of the process's time at 200)."""
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        view = memoryview(self._value)[:content_length]
-        await writer.write(b"")  # the headers, alone
-        transport = getattr(writer, "transport", None)
-        if transport is not None:
-            transport.set_write_buffer_limits(high=2 * _PIECE_BYTES)
-        for start in range(0, len(view), _PIECE_BYTES):
-            await writer.write(view[start : start + _PIECE_BYTES], drain=False)
-            await writer.drain()
-
-
 async def page_response(
     request: web.Request, page: Rendered, content_type: str, max_age: int, **headers: str
 ) -> web.Response:
@@ -96,8 +65,9 @@ async def page_response(
     body = page.gzipped if compressed else page.held_body
     if body is None:  # held only gzipped, for a client that does not take gzip
         body = await asyncio.to_thread(lambda: page.body)
-    sent_apart = len(body) >= SENT_APART_BYTES
-    response = web.Response(body=_SentApart(body) if sent_apart else body, headers=common)
+    if len(body) >= runtime.SENT_APART_BYTES:
+        body = runtime.SentApart(body)
+    response = web.Response(body=body, headers=common)
     response.headers["Content-Type"] = content_type
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
