@@ -8,10 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cacheproxy.compose_fleet import SharedTiers, close_shared, open_shared
+from cacheproxy import compose
 from cacheproxy.config import Config, NamedIndex
-from cacheproxy.files.downloads import Downloads
-from cacheproxy.files.service import FileService
 from cacheproxy.http.access import require_token
 from cacheproxy.http.jsonapi_views import add_json_api_routes
 from cacheproxy.http.keys import (
@@ -26,52 +24,47 @@ from cacheproxy.http.keys import (
     METRICS,
     NAMED_INDEXES,
     PAGES,
+    SHARED,
     SHARED_TIERS,
     STORE,
 )
 from cacheproxy.http.ops import add_ops_routes
 from cacheproxy.http.urls import index_path
 from cacheproxy.http.views import add_routes
-from cacheproxy.jsonapi.service import JsonApiService
 from cacheproxy.ops import runtime
-from cacheproxy.pages.service import PageService
-from cacheproxy.prefetch.lookahead import Lookahead
-from cacheproxy.storage.disk import DISK_RESERVE, DiskSpace
-from cacheproxy.storage.local import Store
-from cacheproxy.upstream import Upstream
+from cacheproxy.storage.disk import DISK_RESERVE
 
 log = logging.getLogger(__name__)
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    # First: a wrong bucket or rejected keys stop the start before anything else is open.
-    shared_pages, shared_files = await open_shared(app, config)
-    store = Store(config.cache_dir, config.max_size)
-    await store.open()
-    upstream = Upstream(config, app[METRICS])
-    await upstream.open()
-    disk = DiskSpace(store.staging_dir, app[DISK_RESERVE_BYTES])
-    pages = PageService(config, store, upstream, disk, clock=app[CLOCK], shared=shared_pages)
-    downloads = Downloads(store, upstream, disk, shared_files)
-    app[METRICS].track_in_flight(lambda: len(downloads))
-    for cache in ("parsed", "rendered"):
-        app[METRICS].track_memory(cache, lambda cache=cache: pages.memory_held()[cache])
-    app[STORE] = store
-    app[DISK] = disk
-    app[PAGES] = pages
-    app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
-    app[JSON_API] = JsonApiService(pages)
-    enabled = config.lookahead and not config.offline
-    app[LOOKAHEAD] = Lookahead(pages, app[FILES].tail_metadata, store, enabled=enabled)
-    try:
-        yield
-    finally:
-        await app[LOOKAHEAD].close()
-        await downloads.close()
-        await close_shared(app)  # drains the upload backlog first, with a timeout
-        await upstream.close()
-        await store.close()
+def _services(name: str | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx of one index's app (name None for the main index): its services,
+    opened by the composition root and put under the app's keys for the views."""
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        tiers = app[SHARED_TIERS]
+        opened = await compose.open_index_services(
+            app[CONFIG],
+            name=name,
+            metrics=app[METRICS],
+            clock=app[CLOCK],
+            disk_reserve=app[DISK_RESERVE_BYTES],
+            tiers=tiers,
+        )
+        app[STORE] = opened.store
+        app[DISK] = opened.disk
+        app[PAGES] = opened.pages
+        app[FILES] = opened.files
+        app[JSON_API] = opened.json_api
+        app[LOOKAHEAD] = opened.lookahead
+        if opened.shared is not None:
+            app[SHARED] = opened.shared  # for the ops pages
+        try:
+            yield
+        finally:
+            await compose.close_index_services(opened, tiers)
+
+    return services
 
 
 def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -> web.Application:
@@ -84,7 +77,7 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app[METRICS] = root[METRICS]
     app[SHARED_TIERS] = root[SHARED_TIERS]
     app[INDEX_PREFIX] = f"/index/{index.name}"
-    app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_services(index.name))
     add_routes(app)
     add_json_api_routes(app)
     return app
@@ -113,8 +106,8 @@ def create_app(
     app[CLOCK] = clock
     app[DISK_RESERVE_BYTES] = disk_reserve
     app[INDEX_PREFIX] = ""
-    app[SHARED_TIERS] = SharedTiers()
-    app.cleanup_ctx.append(_resources)
+    app[SHARED_TIERS] = compose.SharedTiers()
+    app.cleanup_ctx.append(_services(None))
     app.middlewares.append(small_socket_reads)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
     tokens = config.client_tokens()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from cacheproxy.compose import SharedTiers
 from cacheproxy.config import Config
 from cacheproxy.files.service import FileService
 from cacheproxy.jsonapi.service import JsonApiService
@@ -34,7 +35,7 @@ INDEX_PREFIX = web.AppKey("index_prefix", str)
 NAMED_INDEXES = web.AppKey("named_indexes", dict[str, web.Application])
 # This index's shared tier (absent without one), and the registry every index takes it from.
 SHARED = web.AppKey("shared", SharedTier)
-SHARED_TIERS = web.AppKey("shared_tiers", object)
+SHARED_TIERS = web.AppKey("shared_tiers", SharedTiers)
 
 # How the cache answered (hit, miss, coalesced, stale...), for the access log and metrics.
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)

@@ -6,7 +6,6 @@ import time
 
 from aiohttp import web
 
-from cacheproxy.compose_fleet import shared_cache_state
 from cacheproxy.http.keys import (
     CACHE_OUTCOME,
     CONFIG,
@@ -14,6 +13,7 @@ from cacheproxy.http.keys import (
     METRICS,
     NAMED_INDEXES,
     PAGES,
+    SHARED,
     STARTED_AT,
     STORE,
     STORED_SIZE,
@@ -82,11 +82,27 @@ def _count_outcome(
         metrics.bytes_served.labels(source).inc(sent)
 
 
+def _index_apps(app: web.Application) -> list[web.Application]:
+    """The main index's app (the root) and each named index's."""
+    return [app, *app.get(NAMED_INDEXES, {}).values()]
+
+
+def shared_cache_state(app: web.Application) -> str | None:
+    """For /ready and the status page: None without a shared tier, "ok", or "shared cache
+    degraded: REASON" for the first degraded tier of any index."""
+    tiers = [tier for tier in (a.get(SHARED) for a in _index_apps(app)) if tier is not None]
+    if not tiers:
+        return None
+    for tier in tiers:
+        if tier.degraded:
+            return f"shared cache degraded: {tier.reason}"
+    return "ok"
+
+
 async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
     """Cache size and limit over every index's store (each named index has its own)."""
-    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
     volume = entries = files = limit = evictions = 0
-    for index_app in apps:
+    for index_app in _index_apps(app):
         store = index_app[STORE]
         index_volume, index_entries, index_files = await store.usage()
         volume, entries, files = volume + index_volume, entries + index_entries, files + index_files
@@ -103,8 +119,7 @@ async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
 
 async def _disk_full(app: web.Application) -> bool:
     """Whether any index's disk is full, looked at now (each named index has its own)."""
-    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
-    return any([await index_app[DISK].refresh() for index_app in apps])
+    return any([await index_app[DISK].refresh() for index_app in _index_apps(app)])
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
