@@ -18,7 +18,6 @@ from cacheproxy.http.keys import (
     DISK,
     DISK_RESERVE_BYTES,
     FILES,
-    INDEX_PREFIX,
     JSON_API,
     LOOKAHEAD,
     METRICS,
@@ -29,7 +28,6 @@ from cacheproxy.http.keys import (
     STORE,
 )
 from cacheproxy.http.ops import add_ops_routes
-from cacheproxy.http.urls import index_path
 from cacheproxy.http.views import add_routes
 from cacheproxy.ops import runtime
 from cacheproxy.storage.disk import DISK_RESERVE
@@ -76,7 +74,6 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app[DISK_RESERVE_BYTES] = root[DISK_RESERVE_BYTES]
     app[METRICS] = root[METRICS]
     app[SHARED_TIERS] = root[SHARED_TIERS]
-    app[INDEX_PREFIX] = f"/index/{index.name}"
     app.cleanup_ctx.append(_services(index.name))
     add_routes(app)
     add_json_api_routes(app)
@@ -84,7 +81,9 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
 
 
 async def index_list(request: web.Request) -> web.Response:
-    lines = [index_path(), *(index_path(name) for name in request.app[NAMED_INDEXES])]
+    """The /simple/ URL of every index: the main one, then each named one."""
+    apps = [request.app, *request.app[NAMED_INDEXES].values()]
+    lines = [str(app.router["simple"].url_for()) for app in apps]
     return web.Response(text="\n".join(lines) + "\n")
 
 
@@ -105,7 +104,6 @@ def create_app(
     app[CONFIG] = config
     app[CLOCK] = clock
     app[DISK_RESERVE_BYTES] = disk_reserve
-    app[INDEX_PREFIX] = ""
     app[SHARED_TIERS] = compose.SharedTiers()
     app.cleanup_ctx.append(_services(None))
     app.middlewares.append(small_socket_reads)
@@ -120,5 +118,5 @@ def create_app(
         sub = _named_index_app(config, index, app)
         app.add_subapp(f"/index/{index.name}", sub)
         app[NAMED_INDEXES][index.name] = sub
-    app.router.add_get("/index/", index_list)
+    app.router.add_get("/index/", index_list, name="indexes")
     return app

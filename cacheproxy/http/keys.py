@@ -29,8 +29,6 @@ JSON_API = web.AppKey("json_api", JsonApiService)
 LOOKAHEAD = web.AppKey("lookahead", Lookahead)
 METRICS = web.AppKey("metrics", Metrics)
 STARTED_AT = web.AppKey("started_at", float)
-# Where this app's /simple/ tree is mounted: "" for the main index, /index/<name> otherwise.
-INDEX_PREFIX = web.AppKey("index_prefix", str)
 # The sub-application of each named index, by name (the main index is the root app itself).
 NAMED_INDEXES = web.AppKey("named_indexes", dict[str, web.Application])
 # This index's shared tier (absent without one), and the registry every index takes it from.

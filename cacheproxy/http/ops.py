@@ -19,53 +19,52 @@ from cacheproxy.http.keys import (
     STORED_SIZE,
 )
 from cacheproxy.http.status import StatusSnapshot, render_status
-from cacheproxy.http.urls import absolute_index_url
+from cacheproxy.http.views import absolute_url
 from cacheproxy.ops.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
 
-_FILE_ROUTE = "/simple/{project}/{filename}"
-_PAGE_ROUTE = "/simple/{project}/"
-_JSON_API_ROUTE = "/json"  # /pypi/{project}/json, /pypi/{project}/{release}/json and the rest
 # Not traffic: the charts count what clients of the index ask.
-_OPS_ROUTES = frozenset({"/", "/metrics", "/health", "/ready"})
+_OPS_ROUTES = frozenset({"status", "metrics", "health", "ready"})
 
 
 @web.middleware
 async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    if name not in _OPS_ROUTES:
+    resource = request.match_info.route.resource
+    # Labelled by path (named indexes apart), counted by route name (named indexes alike).
+    label = resource.canonical if resource is not None else "unmatched"
+    route = request.match_info.route.name or ""
+    if route not in _OPS_ROUTES:
         metrics.history.request()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        metrics.requests.labels(name, str(exc.status)).inc()
+        metrics.requests.labels(label, str(exc.status)).inc()
         # A 404 from a negative entry, an offline miss or a 502 after a retry still has an
         # outcome; counting it keeps the outcome totals equal to the page and file requests.
-        _count_outcome(request, metrics, name, exc, served=False)
+        _count_outcome(request, metrics, route, exc, served=False)
         raise
-    metrics.requests.labels(name, str(response.status)).inc()
-    _count_outcome(request, metrics, name, response, served=True)
+    metrics.requests.labels(label, str(response.status)).inc()
+    _count_outcome(request, metrics, route, response, served=True)
     return response
 
 
 def _count_outcome(
     request: web.Request, metrics: Metrics, route: str, response: web.StreamResponse, served: bool
 ) -> None:
+    """route is the route's name (views.add_routes, jsonapi_views.ROUTES)."""
     outcome = request.get(CACHE_OUTCOME)
     if not outcome:
         return
     if not response.prepared:
         # Streamed answers have sent their headers already; the access log has every outcome.
         response.headers["X-Cache"] = outcome
-    if route.endswith(_JSON_API_ROUTE):
+    if route.startswith("json-api"):
         # Not a page nor a file: kept out of the file history and the top projects.
         metrics.outcomes.labels("json-api", outcome).inc()
         return
-    # Named indexes mount the same routes under /index/<name>: counted alike.
-    if not route.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
+    if route not in ("file", "project"):
         return
-    kind = "file" if route.endswith(_FILE_ROUTE) else "page"
+    kind = "file" if route == "file" else "page"
     metrics.outcomes.labels(kind, outcome).inc()
     if kind == "file":
         sent_now = request.get(STORED_SIZE, response.content_length) if served else 0
@@ -134,11 +133,8 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
-    # The Host header is the client's to choose: a configured public URL is preferred.
-    base = app[CONFIG].public_url or str(request.url.with_path("/").with_query(None))
-    index_url = absolute_index_url(base)
     snapshot = StatusSnapshot(
-        index_url=index_url,
+        index_url=absolute_url(request, app.router["simple"].url_for()),
         upstream=app[CONFIG].public_upstream,
         cache_bytes=volume,
         cache_limit=limit,
@@ -161,12 +157,13 @@ async def status_page(request: web.Request) -> web.Response:
         ],
         shared_cache=shared_cache_state(app) or "",
         started_at=app[STARTED_AT],
+        links={name: str(app.router[name].url_for()) for name in ("metrics", "simple", "health")},
         hour=metrics.history.series(60),
         day=metrics.history.series(1440, per_bin=10),
         named_indexes=[
             (
                 name,
-                absolute_index_url(base, name),
+                absolute_url(request, sub.router["simple"].url_for()),
                 sub[CONFIG].public_upstream,
             )
             for name, sub in app[NAMED_INDEXES].items()
@@ -199,7 +196,7 @@ def add_ops_routes(app: web.Application) -> None:
     app[METRICS] = Metrics()
     app[STARTED_AT] = time.time()
     app.middlewares.append(record_metrics)
-    app.router.add_get("/", status_page)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get("/", status_page, name="status")
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/ready", ready, name="ready")

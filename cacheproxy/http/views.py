@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from yarl import URL
 
 from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.files.answers import FileRequest
 from cacheproxy.http.file_responses import refusal, respond
-from cacheproxy.http.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
-from cacheproxy.http.urls import project_url, simple_url
+from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, FILES, LOOKAHEAD, PAGES, STORE
 from cacheproxy.ops import runtime
 from cacheproxy.protocol.names import InvalidName, check_filename, normalize_project
 from cacheproxy.protocol.negotiation import JSON_V1, SUPPORTED, choose_content_type
@@ -26,6 +26,24 @@ def _project_or_400(raw: str) -> str:
         return normalize_project(raw)
     except InvalidName as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+
+def project_url(request: web.Request, project: str, filename: str = "") -> URL:
+    """Where a project's page (or one of its files) lives in this request's index, keeping
+    the query string."""
+    routes = request.app.router
+    if filename:
+        url = routes["file"].url_for(project=project, filename=filename)
+    else:
+        url = routes["project"].url_for(project=project)
+    return url.with_query(request.query_string)
+
+
+def absolute_url(request: web.Request, url: URL) -> str:
+    """One of this proxy's URLs (from url_for) made absolute, for people and documents to
+    copy. The Host header is the client's to choose: a configured public URL is preferred."""
+    base = request.app[CONFIG].public_url or str(request.url.origin())
+    return base.rstrip("/") + str(url)
 
 
 def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
@@ -142,12 +160,14 @@ async def simple_root(request: web.Request) -> web.StreamResponse:
 
 
 async def simple_without_slash(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPMovedPermanently(location=simple_url(request))
+    raise web.HTTPMovedPermanently(location=request.app.router["simple"].url_for())
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/simple", simple_without_slash)
-    app.router.add_get("/simple/", simple_root)
-    app.router.add_get("/simple/{project}", project_without_slash)
-    app.router.add_get("/simple/{project}/", project_page)
-    app.router.add_get("/simple/{project}/{filename}", project_file)
+    """The Simple API's routes, by name: "simple", "project" and "file" are the ones to
+    make URLs with (url_for adds a named index's /index/NAME prefix)."""
+    app.router.add_get("/simple", simple_without_slash, name="simple-without-slash")
+    app.router.add_get("/simple/", simple_root, name="simple")
+    app.router.add_get("/simple/{project}", project_without_slash, name="project-without-slash")
+    app.router.add_get("/simple/{project}/", project_page, name="project")
+    app.router.add_get("/simple/{project}/{filename}", project_file, name="file")
