@@ -11,6 +11,7 @@ import click
 from cacheproxy import __version__
 from cacheproxy.cli.cache_commands import prune, purge, stats, verify
 from cacheproxy.cli.client_commands import doctor, env
+from cacheproxy.cli.clientenv import index_url as index_url_for
 from cacheproxy.cli.options import (
     CONFIG_OPTION,
     fail,
@@ -26,7 +27,6 @@ from cacheproxy.cli.warm import WarmError, read_wants, resolve_with_pip
 from cacheproxy.cli.warm import warm as run_warm
 from cacheproxy.config import ConfigError, env_name
 from cacheproxy.http.activation import ActivationError, inherited_sockets
-from cacheproxy.http.server import index_url as index_url_for
 from cacheproxy.http.server import serve as run_server
 from cacheproxy.http.status import human_bytes
 from cacheproxy.ops import runtime
