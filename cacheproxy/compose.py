@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 from cacheproxy.config import Config
 from cacheproxy.files.downloads import Downloads
@@ -134,7 +135,7 @@ async def open_index_services(
 
         metrics.track_in_flight(lambda: len(downloads))
         for cache in ("parsed", "rendered"):
-            metrics.track_memory(cache, lambda cache=cache: pages.memory_held()[cache])
+            metrics.track_memory(cache, partial(_held, pages, cache))
         opened.pop_all()  # all open: close_index_services closes them from now on
     return IndexServices(
         store, disk, upstream, pages, downloads, files, json_api, lookahead, shared=tier
@@ -150,6 +151,10 @@ async def close_index_services(services: IndexServices, tiers: SharedTiers) -> N
         await tiers.release(services.shared)
     await services.upstream.close()
     await services.store.close()
+
+
+def _held(pages: PageService, cache: str) -> int:
+    return pages.memory_held()[cache]
 
 
 async def _acquire_shared(

@@ -18,7 +18,7 @@ from cacheproxy.storage.local import Store
 from cacheproxy.storage.s3.tier import SharedTier
 
 CONFIG = web.AppKey("config", Config)
-CLOCK = web.AppKey("clock", Callable[[], float])
+CLOCK = web.AppKey[Callable[[], float]]("clock")
 STORE = web.AppKey("store", Store)
 DISK = web.AppKey("disk", DiskSpace)
 # Free space DiskSpace keeps beyond a file's size (DISK_RESERVE unless a test sets it).

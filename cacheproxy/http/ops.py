@@ -185,7 +185,11 @@ async def ready(request: web.Request) -> web.Response:
     writable = await request.app[STORE].writable()
     disk_full = await _disk_full(request.app)
     upstream_ok = not request.app[PAGES].upstream_unreachable()
-    body = {"cache_writable": writable, "disk_full": disk_full, "upstream_reachable": upstream_ok}
+    body: dict[str, object] = {
+        "cache_writable": writable,
+        "disk_full": disk_full,
+        "upstream_reachable": upstream_ok,
+    }
     shared = shared_cache_state(request.app)
     if shared is not None:
         body["shared_cache"] = shared

@@ -83,7 +83,7 @@ async def _start_sites(
         return root_url(config.host, port, scheme)
     for sock in inherited:
         await web.SockSite(runner, sock, ssl_context=tls).start()
-    roots = [root_url(*address[:2], scheme) for address in runner.addresses]
+    roots = [root_url(address[0], address[1], scheme) for address in runner.addresses]
     log.info(
         "listening on %d socket(s) from systemd: %s (--host and --port are not used)",
         len(inherited),

@@ -83,9 +83,8 @@ async def page_response(
     body = page.gzipped if compressed else page.held_body
     if body is None:  # held only gzipped, for a client that does not take gzip
         body = await asyncio.to_thread(lambda: page.body)
-    if len(body) >= runtime.SENT_APART_BYTES:
-        body = runtime.SentApart(body)
-    response = web.Response(body=body, headers=common)
+    sent_apart = len(body) >= runtime.SENT_APART_BYTES
+    response = web.Response(body=runtime.SentApart(body) if sent_apart else body, headers=common)
     response.headers["Content-Type"] = content_type
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
