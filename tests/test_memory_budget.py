@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cacheproxy.cli.main import main
 from cacheproxy.config import Config, load_config
-from cacheproxy.ops import malloc
+from cacheproxy.ops import runtime
 from tests.test_ops import get, metric
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -53,20 +53,20 @@ async def test_cache_sizes_are_metrics_and_on_the_status_page(proxy, upstream):
 
 def test_arenas_are_capped_unless_the_environment_says(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert malloc.limit_arenas() is False  # the operator's setting stands
+    assert runtime.limit_arenas() is False  # the operator's setting stands
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     # mallopt itself: glibc answers 1 when it took the setting.
-    assert malloc.limit_arenas() is (sys.platform.startswith("linux") and _glibc())
+    assert runtime.limit_arenas() is (sys.platform.startswith("linux") and _glibc())
 
 
 def test_malloc_thresholds_are_fixed_unless_the_environment_says(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
-    assert malloc.fix_thresholds() is False
+    assert runtime.fix_thresholds() is False
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
-    assert malloc.fix_thresholds() is False
+    assert runtime.fix_thresholds() is False
     monkeypatch.delenv("GLIBC_TUNABLES")
-    assert malloc.fix_thresholds() is (sys.platform.startswith("linux") and _glibc())
+    assert runtime.fix_thresholds() is (sys.platform.startswith("linux") and _glibc())
 
 
 def _glibc() -> bool:

@@ -6,8 +6,7 @@ import os
 
 import aiohttp
 
-from cacheproxy.http.app import SOCKET_READ_BYTES
-from cacheproxy.http.views import SENT_APART_BYTES
+from cacheproxy.ops.runtime import SENT_APART_BYTES, SOCKET_READ_BYTES
 from cacheproxy.protocol.negotiation import HTML_LEGACY, HTML_V1, JSON_V1
 from tests.fakes.clock import FakeClock
 from tests.fakes.upstream import UpstreamFile
@@ -182,7 +181,7 @@ async def test_a_large_page_is_sent_whole_however_it_is_asked_for(proxy, upstrea
         ) as resp:
             assert int(resp.headers["Content-Length"]) == len(zipped)
             assert await resp.read() == b""
-    # Written after its headers rather than joined to them (views.SENT_APART_BYTES).
+    # Written after its headers rather than joined to them (runtime.SENT_APART_BYTES).
     assert len(zipped) >= SENT_APART_BYTES
     assert gzip.decompress(zipped) == plain
     assert len(json.loads(plain)["files"]) == 3000

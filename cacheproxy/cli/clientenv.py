@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from cacheproxy.errors import ClientEnvError
-from cacheproxy.http.server import index_url as served_index_url
+from cacheproxy.http.server import root_url
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The name a container reaches its host by, once `--add-host=...:host-gateway` maps it.
@@ -49,7 +49,7 @@ def index_url(
     """The proxy's simple index (or named index) URL: `url` if given (its root, or ending in
     /simple/), else from the address it listens on, with 0.0.0.0 shown as 127.0.0.1."""
     if url is None:
-        root = URL(served_index_url(host, port, scheme)).with_path("/")
+        root = root_url(host, port, scheme)
     else:
         root = URL(url)
         if root.scheme not in ("http", "https") or not root.host:

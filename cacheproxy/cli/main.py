@@ -12,6 +12,7 @@ from cacheproxy import __version__
 from cacheproxy.cli.ca_commands import ca
 from cacheproxy.cli.cache_commands import prune, purge, stats, verify
 from cacheproxy.cli.client_commands import doctor, env
+from cacheproxy.cli.clientenv import index_url as index_url_for
 from cacheproxy.cli.options import (
     CONFIG_OPTION,
     fail,
@@ -28,10 +29,9 @@ from cacheproxy.cli.warm import warm as run_warm
 from cacheproxy.config import env_name
 from cacheproxy.errors import ActivationError, ConfigError, SharedCacheError, WarmError
 from cacheproxy.http.activation import inherited_sockets
-from cacheproxy.http.server import index_url as index_url_for
 from cacheproxy.http.server import serve as run_server
 from cacheproxy.http.status import human_bytes
-from cacheproxy.ops import malloc, memtrace
+from cacheproxy.ops import runtime
 from cacheproxy.ops.logs import configure_logging
 
 
@@ -174,9 +174,9 @@ def serve(config_file: str | None, **flags: str | None) -> None:
     except ActivationError as exc:
         fail(f"socket activation: {exc}")
     configure_logging(config.log_level, config.log_format)
-    malloc.limit_arenas()  # before any worker thread allocates
-    malloc.fix_thresholds()
-    memtrace.start_from_env()  # only when asked to, for benchmark runs
+    runtime.limit_arenas()  # before any worker thread allocates
+    runtime.fix_thresholds()
+    runtime.trace_memory_from_env()  # only when asked to, for benchmark runs
     try:
         asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:

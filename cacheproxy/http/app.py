@@ -8,10 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cacheproxy.compose_fleet import SharedTiers, close_shared, open_shared
+from cacheproxy import compose
 from cacheproxy.config import Config, NamedIndex
-from cacheproxy.files.downloads import Downloads
-from cacheproxy.files.service import FileService
 from cacheproxy.http.access import require_token
 from cacheproxy.http.jsonapi_views import add_json_api_routes
 from cacheproxy.http.keys import (
@@ -20,61 +18,51 @@ from cacheproxy.http.keys import (
     DISK,
     DISK_RESERVE_BYTES,
     FILES,
-    INDEX_PREFIX,
     JSON_API,
     LOOKAHEAD,
     METRICS,
     NAMED_INDEXES,
     PAGES,
+    SHARED,
     SHARED_TIERS,
     STORE,
 )
 from cacheproxy.http.ops import add_ops_routes
-from cacheproxy.http.urls import index_path
 from cacheproxy.http.views import add_routes
-from cacheproxy.jsonapi.service import JsonApiService
-from cacheproxy.pages.service import PageService
-from cacheproxy.prefetch.lookahead import Lookahead
-from cacheproxy.storage.disk import DISK_RESERVE, DiskSpace
-from cacheproxy.storage.local import Store
-from cacheproxy.upstream import Upstream
+from cacheproxy.ops import runtime
+from cacheproxy.storage.disk import DISK_RESERVE
 
 log = logging.getLogger(__name__)
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    # First: a wrong bucket or rejected keys stop the start before anything else is open.
-    shared_pages, shared_files = await open_shared(app, config)
-    store = Store(config.cache_dir, config.max_size)
-    await store.open()
-    upstream = Upstream(config, app[METRICS])
-    await upstream.open()
-    disk = DiskSpace(store.staging_dir, app[DISK_RESERVE_BYTES])
-    pages = PageService(
-        config, store, upstream, disk, app[METRICS], clock=app[CLOCK], shared=shared_pages
-    )
-    downloads = Downloads(store, upstream, disk, shared_files)
-    app[METRICS].track_in_flight(lambda: len(downloads))
-    for cache in ("parsed", "rendered"):
-        app[METRICS].track_memory(cache, lambda cache=cache: pages.memory_held()[cache])
-    app[STORE] = store
-    app[DISK] = disk
-    app[PAGES] = pages
-    app[FILES] = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
-    app[JSON_API] = JsonApiService(
-        config, store, upstream, disk, pages.visibility, clock=app[CLOCK]
-    )
-    enabled = config.lookahead and not config.offline
-    app[LOOKAHEAD] = Lookahead(pages, app[FILES].tail_metadata, store, enabled=enabled)
-    try:
-        yield
-    finally:
-        await app[LOOKAHEAD].close()
-        await downloads.close()
-        await close_shared(app)  # drains the upload backlog first, with a timeout
-        await upstream.close()
-        await store.close()
+def _services(name: str | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx of one index's app (name None for the main index): its services,
+    opened by the composition root and put under the app's keys for the views."""
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        tiers = app[SHARED_TIERS]
+        opened = await compose.open_index_services(
+            app[CONFIG],
+            name=name,
+            metrics=app[METRICS],
+            clock=app[CLOCK],
+            disk_reserve=app[DISK_RESERVE_BYTES],
+            tiers=tiers,
+        )
+        app[STORE] = opened.store
+        app[DISK] = opened.disk
+        app[PAGES] = opened.pages
+        app[FILES] = opened.files
+        app[JSON_API] = opened.json_api
+        app[LOOKAHEAD] = opened.lookahead
+        if opened.shared is not None:
+            app[SHARED] = opened.shared  # for the ops pages
+        try:
+            yield
+        finally:
+            await compose.close_index_services(opened, tiers)
+
+    return services
 
 
 def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -> web.Application:
@@ -86,30 +74,23 @@ def _named_index_app(config: Config, index: NamedIndex, root: web.Application) -
     app[DISK_RESERVE_BYTES] = root[DISK_RESERVE_BYTES]
     app[METRICS] = root[METRICS]
     app[SHARED_TIERS] = root[SHARED_TIERS]
-    app[INDEX_PREFIX] = f"/index/{index.name}"
-    app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_services(index.name))
     add_routes(app)
     add_json_api_routes(app)
     return app
 
 
 async def index_list(request: web.Request) -> web.Response:
-    lines = [index_path(), *(index_path(name) for name in request.app[NAMED_INDEXES])]
+    """The /simple/ URL of every index: the main one, then each named one."""
+    apps = [request.app, *request.app[NAMED_INDEXES].values()]
+    lines = [str(app.router["simple"].url_for()) for app in apps]
     return web.Response(text="\n".join(lines) + "\n")
-
-
-# What one read of a client's connection may return: requests here are a few hundred bytes.
-SOCKET_READ_BYTES = 16 * 1024
 
 
 @web.middleware
 async def small_socket_reads(request: web.Request, handler) -> web.StreamResponse:
-    """asyncio's transports read up to 256 KiB at a time into a new bytes object, shrunk
-    afterwards; with glibc's mmap threshold fixed at 64 KiB (malloc.py) that is a fresh
-    mapping for every read of every request. Set once per connection, on its first request."""
-    transport = request.transport
-    if transport is not None and getattr(transport, "max_size", 0) > SOCKET_READ_BYTES:
-        transport.max_size = SOCKET_READ_BYTES
+    """Client connections read in small pieces (ops/runtime.py says why)."""
+    runtime.limit_socket_reads(request.transport)
     return await handler(request)
 
 
@@ -123,9 +104,8 @@ def create_app(
     app[CONFIG] = config
     app[CLOCK] = clock
     app[DISK_RESERVE_BYTES] = disk_reserve
-    app[INDEX_PREFIX] = ""
-    app[SHARED_TIERS] = SharedTiers()
-    app.cleanup_ctx.append(_resources)
+    app[SHARED_TIERS] = compose.SharedTiers()
+    app.cleanup_ctx.append(_services(None))
     app.middlewares.append(small_socket_reads)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
     tokens = config.client_tokens()
@@ -138,5 +118,5 @@ def create_app(
         sub = _named_index_app(config, index, app)
         app.add_subapp(f"/index/{index.name}", sub)
         app[NAMED_INDEXES][index.name] = sub
-    app.router.add_get("/index/", index_list)
+    app.router.add_get("/index/", index_list, name="indexes")
     return app

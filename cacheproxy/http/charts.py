@@ -64,7 +64,7 @@ def bar_chart(
     width = max(step - 0.6, 0.4)  # a hairline apart
     bars = []
     for i in range(count):
-        base = HEIGHT - _BOTTOM
+        base = float(HEIGHT - _BOTTOM)
         for series in stacked:
             value = series.values[i] or 0
             if value <= 0:

@@ -80,7 +80,7 @@ async def respond(request: web.Request, answer: FileAnswer) -> web.StreamRespons
     if isinstance(answer, FromStore):
         if answer.decision.outcome is Outcome.WHOLE:
             request[STORED_SIZE] = answer.length or 0
-        response = _AnswerResponse(answer, headers, _send_stored)
+        response: web.StreamResponse = _AnswerResponse(answer, headers, _send_stored)
     elif isinstance(answer, Streamed):
         response = _AnswerResponse(answer, headers, _stream)
     else:  # a body-less answer to a HEAD: the headers a GET would have had

@@ -12,21 +12,27 @@ from aiohttp import web
 
 from cacheproxy.errors import InvalidName, UpstreamError
 from cacheproxy.http.file_responses import refusal
-from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, INDEX_PREFIX, JSON_API
-from cacheproxy.http.views import _upstream_failure, page_response
+from cacheproxy.http.keys import CACHE_OUTCOME, JSON_API
+from cacheproxy.http.views import _upstream_failure, absolute_url, page_response
 from cacheproxy.jsonapi.document import check_release
 from cacheproxy.jsonapi.service import JsonApiService
 from cacheproxy.protocol.names import normalize_project
 
 JSON_TYPE = "application/json"
-_PREFIXES = ("/pypi", "/simple/pypi", "")
+# By name: each begins with "json-api", which the metrics middleware counts them by.
+ROUTES = {
+    "json-api": "/pypi/{project}/json",
+    "json-api-release": "/pypi/{project}/{release}/json",
+    "json-api-beside-simple": "/simple/pypi/{project}/json",
+    "json-api-beside-simple-release": "/simple/pypi/{project}/{release}/json",
+    # Not /PROJECT/VERSION/json at the root: it would shadow too much.
+    "json-api-at-root": "/{project}/json",
+}
 
 
 def files_base(request: web.Request) -> str:
-    """The absolute URL this request's index serves files under, ending in a slash. The Host
-    header is the client's to choose: a configured public URL is preferred."""
-    base = request.app[CONFIG].public_url or str(request.url.with_path("/").with_query(None))
-    return f"{base.rstrip('/')}{request.app[INDEX_PREFIX]}/simple/"
+    """The absolute URL this request's index serves files under, ending in a slash."""
+    return absolute_url(request, request.app.router["simple"].url_for())
 
 
 async def document(request: web.Request) -> web.StreamResponse:
@@ -59,7 +65,5 @@ async def document(request: web.Request) -> web.StreamResponse:
 
 
 def add_json_api_routes(app: web.Application) -> None:
-    for prefix in _PREFIXES:
-        app.router.add_get(prefix + "/{project}/json", document)
-        if prefix:  # /PROJECT/VERSION/json at the root would shadow too much
-            app.router.add_get(prefix + "/{project}/{release}/json", document)
+    for name, path in ROUTES.items():
+        app.router.add_get(path, document, name=name)

@@ -6,7 +6,6 @@ import time
 
 from aiohttp import web
 
-from cacheproxy.compose_fleet import shared_cache_state
 from cacheproxy.http.keys import (
     CACHE_OUTCOME,
     CONFIG,
@@ -14,58 +13,58 @@ from cacheproxy.http.keys import (
     METRICS,
     NAMED_INDEXES,
     PAGES,
+    SHARED,
     STARTED_AT,
     STORE,
     STORED_SIZE,
 )
 from cacheproxy.http.status import StatusSnapshot, render_status
-from cacheproxy.http.urls import absolute_index_url
+from cacheproxy.http.views import absolute_url
 from cacheproxy.ops.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
 
-_FILE_ROUTE = "/simple/{project}/{filename}"
-_PAGE_ROUTE = "/simple/{project}/"
-_JSON_API_ROUTE = "/json"  # /pypi/{project}/json, /pypi/{project}/{release}/json and the rest
 # Not traffic: the charts count what clients of the index ask.
-_OPS_ROUTES = frozenset({"/", "/metrics", "/health", "/ready"})
+_OPS_ROUTES = frozenset({"status", "metrics", "health", "ready"})
 
 
 @web.middleware
 async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    if name not in _OPS_ROUTES:
+    resource = request.match_info.route.resource
+    # Labelled by path (named indexes apart), counted by route name (named indexes alike).
+    label = resource.canonical if resource is not None else "unmatched"
+    route = request.match_info.route.name or ""
+    if route not in _OPS_ROUTES:
         metrics.history.request()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        metrics.requests.labels(name, str(exc.status)).inc()
+        metrics.requests.labels(label, str(exc.status)).inc()
         # A 404 from a negative entry, an offline miss or a 502 after a retry still has an
         # outcome; counting it keeps the outcome totals equal to the page and file requests.
-        _count_outcome(request, metrics, name, exc, served=False)
+        _count_outcome(request, metrics, route, exc, served=False)
         raise
-    metrics.requests.labels(name, str(response.status)).inc()
-    _count_outcome(request, metrics, name, response, served=True)
+    metrics.requests.labels(label, str(response.status)).inc()
+    _count_outcome(request, metrics, route, response, served=True)
     return response
 
 
 def _count_outcome(
     request: web.Request, metrics: Metrics, route: str, response: web.StreamResponse, served: bool
 ) -> None:
+    """route is the route's name (views.add_routes, jsonapi_views.ROUTES)."""
     outcome = request.get(CACHE_OUTCOME)
     if not outcome:
         return
     if not response.prepared:
         # Streamed answers have sent their headers already; the access log has every outcome.
         response.headers["X-Cache"] = outcome
-    if route.endswith(_JSON_API_ROUTE):
+    if route.startswith("json-api"):
         # Not a page nor a file: kept out of the file history and the top projects.
         metrics.outcomes.labels("json-api", outcome).inc()
         return
-    # Named indexes mount the same routes under /index/<name>: counted alike.
-    if not route.endswith((_FILE_ROUTE, _PAGE_ROUTE)):
+    if route not in ("file", "project"):
         return
-    kind = "file" if route.endswith(_FILE_ROUTE) else "page"
+    kind = "file" if route == "file" else "page"
     metrics.outcomes.labels(kind, outcome).inc()
     if kind == "file":
         sent_now = request.get(STORED_SIZE, response.content_length) if served else 0
@@ -82,11 +81,27 @@ def _count_outcome(
         metrics.bytes_served.labels(source).inc(sent)
 
 
+def _index_apps(app: web.Application) -> list[web.Application]:
+    """The main index's app (the root) and each named index's."""
+    return [app, *app.get(NAMED_INDEXES, {}).values()]
+
+
+def shared_cache_state(app: web.Application) -> str | None:
+    """For /ready and the status page: None without a shared tier, "ok", or "shared cache
+    degraded: REASON" for the first degraded tier of any index."""
+    tiers = [tier for tier in (a.get(SHARED) for a in _index_apps(app)) if tier is not None]
+    if not tiers:
+        return None
+    for tier in tiers:
+        if tier.degraded:
+            return f"shared cache degraded: {tier.reason}"
+    return "ok"
+
+
 async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
     """Cache size and limit over every index's store (each named index has its own)."""
-    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
     volume = entries = files = limit = evictions = 0
-    for index_app in apps:
+    for index_app in _index_apps(app):
         store = index_app[STORE]
         index_volume, index_entries, index_files = await store.usage()
         volume, entries, files = volume + index_volume, entries + index_entries, files + index_files
@@ -103,8 +118,7 @@ async def _refresh_gauges(app: web.Application) -> tuple[int, int, int]:
 
 async def _disk_full(app: web.Application) -> bool:
     """Whether any index's disk is full, looked at now (each named index has its own)."""
-    apps = [app, *app.get(NAMED_INDEXES, {}).values()]
-    return any([await index_app[DISK].refresh() for index_app in apps])
+    return any([await index_app[DISK].refresh() for index_app in _index_apps(app)])
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -119,11 +133,8 @@ async def status_page(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     hits = sum(metrics.total(metrics.outcomes, kind="file", outcome=o) for o in CACHE_HITS)
     misses = metrics.total(metrics.outcomes, kind="file") - hits
-    # The Host header is the client's to choose: a configured public URL is preferred.
-    base = app[CONFIG].public_url or str(request.url.with_path("/").with_query(None))
-    index_url = absolute_index_url(base)
     snapshot = StatusSnapshot(
-        index_url=index_url,
+        index_url=absolute_url(request, app.router["simple"].url_for()),
         upstream=app[CONFIG].public_upstream,
         cache_bytes=volume,
         cache_limit=limit,
@@ -146,12 +157,13 @@ async def status_page(request: web.Request) -> web.Response:
         ],
         shared_cache=shared_cache_state(app) or "",
         started_at=app[STARTED_AT],
+        links={name: str(app.router[name].url_for()) for name in ("metrics", "simple", "health")},
         hour=metrics.history.series(60),
         day=metrics.history.series(1440, per_bin=10),
         named_indexes=[
             (
                 name,
-                absolute_index_url(base, name),
+                absolute_url(request, sub.router["simple"].url_for()),
                 sub[CONFIG].public_upstream,
             )
             for name, sub in app[NAMED_INDEXES].items()
@@ -173,7 +185,11 @@ async def ready(request: web.Request) -> web.Response:
     writable = await request.app[STORE].writable()
     disk_full = await _disk_full(request.app)
     upstream_ok = not request.app[PAGES].upstream_unreachable()
-    body = {"cache_writable": writable, "disk_full": disk_full, "upstream_reachable": upstream_ok}
+    body: dict[str, object] = {
+        "cache_writable": writable,
+        "disk_full": disk_full,
+        "upstream_reachable": upstream_ok,
+    }
     shared = shared_cache_state(request.app)
     if shared is not None:
         body["shared_cache"] = shared
@@ -184,7 +200,7 @@ def add_ops_routes(app: web.Application) -> None:
     app[METRICS] = Metrics()
     app[STARTED_AT] = time.time()
     app.middlewares.append(record_metrics)
-    app.router.add_get("/", status_page)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get("/", status_page, name="status")
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/ready", ready, name="ready")

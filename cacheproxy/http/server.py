@@ -12,10 +12,11 @@ import time
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
 from cacheproxy.config import Config
 from cacheproxy.http.app import create_app
-from cacheproxy.http.keys import CACHE_OUTCOME
+from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, NAMED_INDEXES
 from cacheproxy.http.tls import TlsFiles, reload_certificate
 from cacheproxy.ops.redact import redact_request
 
@@ -59,11 +60,11 @@ class OneLineBadRequests(logging.Filter):
         return True
 
 
-def index_url(host: str, port: int, scheme: str = "http") -> str:
+def root_url(host: str, port: int, scheme: str = "http") -> URL:
+    """The proxy's root URL at the address it listens on, for people to use: a wildcard
+    address shown as 127.0.0.1."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"{scheme}://{shown}:{port}/simple/"
+    return URL.build(scheme=scheme, host=shown, port=port, path="/")
 
 
 async def _start_sites(
@@ -71,25 +72,24 @@ async def _start_sites(
     config: Config,
     inherited: list[socket.socket],
     tls: ssl.SSLContext | None,
-) -> tuple[str, int]:
-    """Listen on the sockets systemd passed, or bind the configured address; the address to
-    announce."""
+) -> URL:
+    """Listen on the sockets systemd passed, or bind the configured address; the root URL
+    to announce."""
+    scheme = "https" if tls else "http"
     if not inherited:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
-        return config.host, site._server.sockets[0].getsockname()[1]  # real port when 0 asked
+        port = runner.addresses[0][1]  # the real port when 0 was asked
+        return root_url(config.host, port, scheme)
     for sock in inherited:
         await web.SockSite(runner, sock, ssl_context=tls).start()
-    host, port = inherited[0].getsockname()[:2]
-    scheme = "https" if tls else "http"
+    roots = [root_url(address[0], address[1], scheme) for address in runner.addresses]
     log.info(
         "listening on %d socket(s) from systemd: %s (--host and --port are not used)",
         len(inherited),
-        ", ".join(
-            index_url(*s.getsockname()[:2], scheme).removesuffix("/simple/") for s in inherited
-        ),
+        ", ".join(str(root).removesuffix("/") for root in roots),
     )
-    return host, port
+    return roots[0]
 
 
 def _serving_line(config: Config, url: str) -> str:
@@ -143,18 +143,15 @@ async def serve(
         # A service manager's "reload" sends SIGHUP; its default action would stop the proxy.
         loop.add_signal_handler(signal.SIGHUP, _nothing_to_reload)
     try:
-        host, port = await _start_sites(runner, config, inherited, tls)
+        root = await _start_sites(runner, config, inherited, tls)
         started = time.monotonic()
-        url = index_url(host, port, "https" if tls else "http")
-        log.info("%s", _serving_line(config, url))
-        base = url.removesuffix("simple/")
-        for index in config.indexes:
+        log.info("%s", _serving_line(config, str(root.join(app.router["simple"].url_for()))))
+        for name, sub in app[NAMED_INDEXES].items():
             log.info(
-                "index %s serves %s at %sindex/%s/simple/",
-                index.name,
-                config.for_index(index).public_upstream,
-                base,
-                index.name,
+                "index %s serves %s at %s",
+                name,
+                sub[CONFIG].public_upstream,
+                root.join(sub.router["simple"].url_for()),
             )
         await stop.wait()
         log.info("stopping after %.0fs", time.monotonic() - started)

@@ -34,6 +34,7 @@ class StatusSnapshot:
     recent_errors: list[tuple[float, str]]
     upstream_healthy: bool
     started_at: float
+    links: dict[str, str]  # the proxy's own pages by route name: metrics, simple, health
     named_indexes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     disk_full: bool = False
     memory_held: dict[str, int] = dataclasses.field(default_factory=dict)  # cache -> bytes
@@ -120,6 +121,9 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         day_charts=traffic_charts(s.day, "24 h ago", human_bytes) if s.day else "",
         rules=f'<h2>Install rules</h2><ul id="install-rules">{rules}</ul>\n',
         index_url=e(s.index_url),
+        metrics_url=e(s.links["metrics"]),
+        simple_url=e(s.links["simple"]),
+        health_url=e(s.links["health"]),
         upstream=e(s.upstream),
         cache_size=human_bytes(s.cache_bytes),
         cache_bytes=s.cache_bytes,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import payload, web
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp import web
+from yarl import URL
 
 from cacheproxy.errors import InvalidName, UpstreamError, UpstreamRefused
 from cacheproxy.files.answers import FileRequest
 from cacheproxy.http.file_responses import refusal, respond
-from cacheproxy.http.keys import CACHE_OUTCOME, FILES, LOOKAHEAD, PAGES, STORE
-from cacheproxy.http.urls import project_url, simple_url
+from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, FILES, LOOKAHEAD, PAGES, STORE
+from cacheproxy.ops import runtime
 from cacheproxy.protocol.names import check_filename, normalize_project
 from cacheproxy.protocol.negotiation import JSON_V1, SUPPORTED, choose_content_type
 from cacheproxy.protocol.page import METADATA_SUFFIX
@@ -26,6 +26,24 @@ def _project_or_400(raw: str) -> str:
         return normalize_project(raw)
     except InvalidName as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+
+def project_url(request: web.Request, project: str, filename: str = "") -> URL:
+    """Where a project's page (or one of its files) lives in this request's index, keeping
+    the query string."""
+    routes = request.app.router
+    if filename:
+        url = routes["file"].url_for(project=project, filename=filename)
+    else:
+        url = routes["project"].url_for(project=project)
+    return url.with_query(request.query_string)
+
+
+def absolute_url(request: web.Request, url: URL) -> str:
+    """One of this proxy's URLs (from url_for) made absolute, for people and documents to
+    copy. The Host header is the client's to choose: a configured public URL is preferred."""
+    base = request.app[CONFIG].public_url or str(request.url.origin())
+    return base.rstrip("/") + str(url)
 
 
 def _redirect_if_not_normalized(request: web.Request, raw: str, project: str, rest: str) -> None:
@@ -48,37 +66,6 @@ def _etag_matches(request: web.Request, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-# Bodies from this size on are written after their headers, piece by piece.
-SENT_APART_BYTES = 64 * 1024
-# Each piece, and at most twice that waiting in the transport: below glibc's mmap threshold
-# (malloc.py), so the transport's buffer stays in the heap.
-_PIECE_BYTES = 16 * 1024
-
-
-class _SentApart(payload.BytesPayload):
-    """A large page body written to the transport in pieces of a view of the held bytes.
-    aiohttp joins a body to its headers into one new bytes object before the write (on
-    Pythons before 3.12), and asyncio copies into its buffer whatever the socket does not take
-    at once: for every request, one or two fresh copies of every large page, each a new
-    mapping with its page faults, and the largest cost of serving warm pages to many
-    connections (a quarter of the process's time at 200)."""
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        view = memoryview(self._value)[:content_length]
-        await writer.write(b"")  # the headers, alone
-        transport = getattr(writer, "transport", None)
-        if transport is not None:
-            transport.set_write_buffer_limits(high=2 * _PIECE_BYTES)
-        for start in range(0, len(view), _PIECE_BYTES):
-            await writer.write(view[start : start + _PIECE_BYTES], drain=False)
-            await writer.drain()
-
-
 async def page_response(
     request: web.Request, page: Rendered, content_type: str, max_age: int, **headers: str
 ) -> web.Response:
@@ -96,8 +83,8 @@ async def page_response(
     body = page.gzipped if compressed else page.held_body
     if body is None:  # held only gzipped, for a client that does not take gzip
         body = await asyncio.to_thread(lambda: page.body)
-    sent_apart = len(body) >= SENT_APART_BYTES
-    response = web.Response(body=_SentApart(body) if sent_apart else body, headers=common)
+    sent_apart = len(body) >= runtime.SENT_APART_BYTES
+    response = web.Response(body=runtime.SentApart(body) if sent_apart else body, headers=common)
     response.headers["Content-Type"] = content_type
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
@@ -172,12 +159,14 @@ async def simple_root(request: web.Request) -> web.StreamResponse:
 
 
 async def simple_without_slash(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPMovedPermanently(location=simple_url(request))
+    raise web.HTTPMovedPermanently(location=request.app.router["simple"].url_for())
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/simple", simple_without_slash)
-    app.router.add_get("/simple/", simple_root)
-    app.router.add_get("/simple/{project}", project_without_slash)
-    app.router.add_get("/simple/{project}/", project_page)
-    app.router.add_get("/simple/{project}/{filename}", project_file)
+    """The Simple API's routes, by name: "simple", "project" and "file" are the ones to
+    make URLs with (url_for adds a named index's /index/NAME prefix)."""
+    app.router.add_get("/simple", simple_without_slash, name="simple-without-slash")
+    app.router.add_get("/simple/", simple_root, name="simple")
+    app.router.add_get("/simple/{project}", project_without_slash, name="project-without-slash")
+    app.router.add_get("/simple/{project}/", project_page, name="project")
+    app.router.add_get("/simple/{project}/{filename}", project_file, name="file")
