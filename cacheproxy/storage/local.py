@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import diskcache
 
@@ -32,11 +33,10 @@ from cacheproxy.storage.entries import (
     Entries,
 )
 from cacheproxy.storage.maintenance import Maintenance, VerifyReport
+from cacheproxy.storage.port import FileFacts, StorePort
 from cacheproxy.storage.records import CachedDocument, CachedPage
 from cacheproxy.storage.stored_files import StagedFile, StoredFile
 from cacheproxy.storage.versions import Versions
-
-FileFacts = dict[str, dict[str, object]]
 
 
 class Store:
@@ -290,3 +290,7 @@ class Store:
 
     async def writable(self) -> bool:
         return await asyncio.to_thread(self._writable)
+
+
+if TYPE_CHECKING:  # the type checker holds Store to its port
+    _store_port: StorePort = Store(Path(), 0)
