@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedPage
+from cacheproxy.storage.versions import CHANGE_CHECK_SECONDS
 
 
 def _stage(store: Store, size: int, fill: bytes) -> Path:
@@ -171,3 +173,42 @@ def test_writers_on_many_threads_all_land(tmp_path: Path) -> None:
         assert facts == {f"file-{n}.whl": {"size": n} for n in range(12)}
     finally:
         store.close_sync()
+
+
+def test_stored_files_are_counted_again_when_files_come_or_go(tmp_path: Path) -> None:
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    try:
+        for name in ("a-1.0.whl", "b-1.0.whl"):
+            store.commit_file_sync("demo", name, _stage(store, 10, b"f"), "f" * 64)
+        # A page large enough for diskcache to keep it as a file is not a stored file.
+        big = CachedPage(status=200, page=None, fetched_at=1.0, etag="x" * 100_000)
+        store.put_page_sync("demo", big)
+        assert store.usage_sync()[2] == 2
+        store.commit_file_sync("other", "c-1.0.whl", _stage(store, 10, b"c"), "c" * 64)
+        assert store.usage_sync()[2] == 3
+        store.purge_project("demo")
+        assert store.usage_sync()[2] == 1
+    finally:
+        store.close_sync()
+
+
+async def test_a_version_bumped_by_another_process_is_seen_at_the_next_look(
+    tmp_path: Path,
+) -> None:
+    server, command = Store(tmp_path, size_limit=2**30), Store(tmp_path, size_limit=2**30)
+    await server.open()
+    command.open_sync(clean_staging=False)
+    try:
+        before = await server.page_version("demo")
+        assert await server.page_version("demo") == before  # remembered
+        command.put_page_sync("demo", CachedPage(status=404, page=None, fetched_at=1.0))
+        await asyncio.sleep(CHANGE_CHECK_SECONDS * 2)
+        after = await server.page_version("demo")
+        assert after != before
+        command.prune(max_size=1, older_than=None, now=time.time())  # evicts every counter
+        await asyncio.sleep(CHANGE_CHECK_SECONDS * 2)
+        assert await server.page_version("demo") not in (before, after)
+    finally:
+        command.close_sync()
+        await server.close()

@@ -144,7 +144,8 @@ class Entries:
         return StoredFile(handle.name, tag or "", info.st_size, info.st_mtime)
 
     def tag(self, key: Hashable) -> str | None:
-        """The tag of the entry at key, read without a write (nor a read of a file)."""
+        """The tag of the entry at key, read without a write; a value kept as a file is
+        opened, not read (one pickled by earlier versions is still loaded)."""
         value, tag = self._reader.get(key, read=True, tag=True)
         _close(value)
         return tag
