@@ -18,8 +18,8 @@ from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
 from cacheproxy.protocol.parse import parse_json, parse_json_served
 from cacheproxy.protocol.render import render_compact_json, render_json
 from cacheproxy.storage import pagecodec
+from cacheproxy.storage.entries import PAGE
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.maintenance import PAGE
 from cacheproxy.storage.records import CachedPage
 
 WHEEL = "demo-1.0-py3-none-any.whl"
