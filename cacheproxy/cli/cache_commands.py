@@ -72,7 +72,7 @@ def stats(config_file: str | None, **flags: str | None) -> None:
     config = index_config(dict(flags), config_file)
     with open_store(flags, config_file) as store:
         records = store.file_records()
-        volume, entries = store.cache.volume(), len(store.cache)
+        volume, entries, _ = store.usage_sync()
     by_project: collections.Counter[str] = collections.Counter()
     for project, _, size, _ in records:
         by_project[project] += size
@@ -155,5 +155,5 @@ def prune(
         fail("say --max-size SIZE or --older-than DAYS")
     with open_store(flags, config_file) as store:
         removed = store.prune(size, age, time.time())
-        volume = store.cache.volume()
+        volume, _, _ = store.usage_sync()
     click.echo(f"removed {removed} entries; the cache now holds {human_bytes(volume)}")

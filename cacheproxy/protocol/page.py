@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -19,6 +19,9 @@ from packaging.utils import (
 )
 
 from cacheproxy.protocol.entries import PROVENANCE_SUFFIX
+
+if TYPE_CHECKING:  # compact.py builds on this module
+    from cacheproxy.protocol.compact import CompactPage
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"
@@ -67,7 +70,7 @@ def best_hash(hashes: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def find_source(page: ProjectPage, filename: str) -> FileSource | None:
+def find_source(page: ProjectPage | CompactPage, filename: str) -> FileSource | None:
     """The upstream source of a file or of a wheel's PEP 658 metadata, if the page has it."""
     entry = page.file(filename)
     if entry is not None:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cacheproxy.protocol.compact import CompactPage
 from cacheproxy.protocol.page import ProjectPage
 
 
@@ -19,7 +20,8 @@ class CachedPage:
     the upstream's validators, and when it was last confirmed."""
 
     status: int
-    page: ProjectPage | None
+    # Compact (its lines as stored) once read from or put in the store; expanded while fresh.
+    page: ProjectPage | CompactPage | None
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None

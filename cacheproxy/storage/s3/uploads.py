@@ -106,7 +106,8 @@ async def put_file_multipart(
     await asyncio.to_thread(fh.seek, 0)
     upload = await client.create_multipart_upload(Bucket=bucket, Key=key)
     upload_id = upload["UploadId"]
-    parts, sent = [], 0
+    parts: list[dict[str, Any]] = []
+    sent = 0
     try:
         while chunk := await asyncio.to_thread(fh.read, part_size):
             number = len(parts) + 1
