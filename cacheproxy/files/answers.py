@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
 from cacheproxy.files.ranges import Decision, Outcome
+from cacheproxy.pages.visibility import Refused
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,6 @@ class AnswerFields(TypedDict):
 class NotFound:
     reason: str
     outcome: str | None = None
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A file the proxy will not serve: held back by a rule (403) or taken down upstream
-    (410); the reason is one line a client can show."""
-
-    reason: str
-    status: int = 403
-    outcome: str = "refused"
 
 
 FileAnswer = FromStore | InMemory | Streamed | Answer | NotFound | Refused

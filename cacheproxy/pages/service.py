@@ -22,13 +22,12 @@ from cacheproxy.documents.driver import DocumentCache
 from cacheproxy.documents.memo import HotPage, VersionedCache, memory_caches
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.documents.states import Freshness
-from cacheproxy.files.answers import Refused
 from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.parse import parse_upstream_page
 from cacheproxy.pages.rules import Rules
 from cacheproxy.pages.shared import SharedPages
 from cacheproxy.pages.takedowns import removed_files
-from cacheproxy.pages.visibility import PageVisibility
+from cacheproxy.pages.visibility import PageVisibility, Refused
 from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.page import FileSource, describe_dropped, find_source
 from cacheproxy.protocol.render import Rendered, with_variants

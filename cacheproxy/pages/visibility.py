@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cacheproxy.documents.memo import visible_pages
-from cacheproxy.files.answers import Refused
 from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.rules import Rules, Visible
 from cacheproxy.pages.takedowns import base_filename, taken_down_reason
@@ -21,6 +21,16 @@ from cacheproxy.protocol.page import ProjectPage, with_file_facts
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedPage
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file the proxy will not serve: held back by a rule (403) or taken down upstream
+    (410); the reason is one line a client can show."""
+
+    reason: str
+    status: int = 403
+    outcome: str = "refused"
 
 
 class PageSource(Protocol):
