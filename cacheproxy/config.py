@@ -8,6 +8,7 @@ with a one-line reason; load_config turns it into a ConfigError naming the sourc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -171,6 +172,50 @@ def parse_host(value: Any) -> str:
     if not text or any(c.isspace() for c in text):
         raise ValueError(f"{value!r} is not a host name or address")
     return text
+
+
+# A host the transparent face answers CONNECTs for, or passes through: a name, *.domain or an
+# address, with the port its clients connect to (443 unless given).
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\s:/\[\]]+))(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+@dataclass(frozen=True, order=True)
+class HostPort:
+    """A host pattern (a name, *.domain or an address, lowercase) and one port of it."""
+
+    host: str
+    port: int = 443
+
+    def matches(self, host: str, port: int) -> bool:
+        host = host.lower().rstrip(".")
+        if port != self.port:
+            return False
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:]) and host != self.host[2:]
+        return host == self.host
+
+    def __str__(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return shown if self.port == 443 else f"{shown}:{self.port}"
+
+
+def parse_host_port(value: Any) -> HostPort:
+    text = str(value).strip().lower()
+    match = _HOST_PORT.fullmatch(text)
+    if not match:
+        raise ValueError(f"{value!r} is not HOST or HOST:PORT")
+    port = int(match["port"] or 443)
+    if not 0 < port < 65536:
+        raise ValueError(f"{value!r}: port {port} is out of range")
+    return HostPort(match["v6"] or match["name"].rstrip("."), port)
+
+
+def parse_host_ports(value: Any) -> tuple[HostPort, ...]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts = [part for item in items for part in re.split(r"[,\s]+", str(item)) if part]
+    return tuple(dict.fromkeys(parse_host_port(part) for part in parts))
 
 
 def parse_log_level(value: Any) -> str:
@@ -481,6 +526,23 @@ def parse_indexes(value: Any) -> tuple[NamedIndex, ...]:
 # -- the Config and how it is assembled ----------------------------------------------------
 
 
+def _host_port_of(url: URL) -> HostPort:
+    port = url.explicit_port or (443 if url.scheme == "https" else 80)
+    return HostPort((url.host or "").lower(), port)
+
+
+def default_file_hosts() -> tuple[str, ...]:
+    # The public index serves its files from a host of their own; pip knows it (it shows
+    # where a file came from by it), so it is taken from there, written nowhere here. pip is
+    # in every virtual environment made with venv; without it, --intercept-host names it.
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError:
+        return ()
+    host = getattr(PyPI, "file_storage_domain", None)
+    return (host,) if isinstance(host, str) and host else ()
+
+
 def default_upstream() -> str:
     # The public index's Simple API URL, taken from distlib (no dependencies of its own) so that
     # it is written nowhere in this project: its default locator reads that index's simple pages.
@@ -561,6 +623,14 @@ class Config:
     unknown_upload_time: str = "hide"
     # Resolution lookahead (prefetch/lookahead.py): read ahead what a resolver will ask for next.
     lookahead: bool = True
+    # The transparent HTTPS face (docs/lockfiles.md): CONNECTs to the package hosts are
+    # answered from the cache under certificates of the proxy's own CA.
+    transparent: bool = True
+    intercept_host: tuple[HostPort, ...] = ()  # package hosts besides the upstreams'
+    tunnel: tuple[HostPort, ...] = ()  # hosts passed through untouched (git, tool downloads)
+    # An organisation's own CA instead of the one made beside the cache.
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
 
     def shared_cache_settings(self, environ: Mapping[str, str]) -> SharedCacheSettings | None:
         """Where the shared tier is, or None without one; raises SharedCacheError (one line)."""
@@ -644,6 +714,21 @@ class Config:
         """The upstream as it may appear in logs and pages: never with credentials."""
         return str(self.upstream_url)
 
+    def package_hosts(self) -> tuple[HostPort, ...]:
+        """The hosts whose CONNECTs the transparent face answers itself: every upstream's
+        host, the file hosts that name a host (or *.domain), the default upstream's file host
+        when it is the upstream, and --intercept-host additions. A lock install asks for files
+        before any page, so these are known up front rather than learned from pages."""
+        hosts = [_host_port_of(URL(self.upstream))]
+        hosts += [_host_port_of(URL(index.upstream)) for index in self.indexes]
+        for pattern in self.file_hosts:
+            with contextlib.suppress(ValueError):
+                hosts.append(parse_host_port(pattern))
+        if self.upstream == default_upstream():
+            hosts += [HostPort(host) for host in default_file_hosts()]
+        hosts += self.intercept_host
+        return tuple(dict.fromkeys(host for host in hosts if host.host))
+
 
 def _parse_path(value: Any) -> Path:
     text = str(value).strip()
@@ -681,6 +766,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "tls_cert": _parse_path,
     "tls_key": _parse_path,
     "lookahead": parse_bool,
+    "transparent": parse_bool,
+    "intercept_host": parse_host_ports,
+    "tunnel": parse_host_ports,
+    "ca_cert": _parse_path,
+    "ca_key": _parse_path,
     **RULE_PARSERS,
 }
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cacheproxy.config import load_config, parse_duration, parse_size
+from cacheproxy.config import Config, load_config, parse_duration, parse_size
 from cacheproxy.errors import ConfigError
 
 
@@ -116,3 +116,40 @@ def test_bad_public_url_and_file_hosts(flags, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(flags, {})
     assert "\n" not in str(info.value)
+
+
+def test_package_hosts_are_the_upstreams_the_file_hosts_and_the_additions():
+    config = load_config(
+        {
+            "upstream": "https://user:pw@127.0.0.2:8443/simple/",
+            "indexes": "vendor=https://vendor.test/simple/",
+            "file_hosts": "files.test,*.cdn.test,files-*.odd",
+            "intercept_host": "extra.test:4443, [::1]:9443",
+        },
+        {},
+    )
+    shown = [str(host) for host in config.package_hosts()]
+    assert shown == [
+        "127.0.0.2:8443",
+        "vendor.test",
+        "files.test",
+        "*.cdn.test",
+        "files-*.odd",
+        "extra.test:4443",
+        "[::1]:9443",
+    ]
+    wildcard = config.package_hosts()[3]
+    assert wildcard.matches("a.cdn.test", 443) and wildcard.matches("A.B.CDN.TEST.", 443)
+    assert not wildcard.matches("cdn.test", 443) and not wildcard.matches("a.cdn.test", 8443)
+
+
+@pytest.mark.parametrize("bad", ["host:0", "host:70000", "a/b", "https://host/", "[::1"])
+def test_a_host_that_is_not_host_or_host_port_is_one_line(bad):
+    with pytest.raises(ConfigError, match="intercept-host"):
+        load_config({"intercept_host": bad}, {})
+
+
+def test_the_transparent_face_is_on_unless_turned_off():
+    assert Config().transparent is True
+    assert load_config({}, {"CACHEPROXY_TRANSPARENT": "false"}).transparent is False
+    assert load_config({"tunnel": "git.test"}, {}).tunnel[0].host == "git.test"

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import click
 from cryptography import x509
-from yarl import URL
 
 from cacheproxy.cli.options import CONFIG_OPTION, fail, load_settings, setting
 from cacheproxy.config import Config
 from cacheproxy.errors import CaError
-from cacheproxy.http.ca import CertificateAuthority, fingerprint, normalize_host
-
-CA_DIR = "ca"
+from cacheproxy.http.ca import CertificateAuthority, fingerprint
+from cacheproxy.http.trust import CA_DIR, ca_hosts
 
 
 def ca_dir(cache_dir: Path) -> Path:
@@ -23,15 +21,8 @@ def ca_dir(cache_dir: Path) -> Path:
 
 
 def default_hosts(config: Config) -> list[str]:
-    """The hosts a CA is made for when none are named: the upstreams' hosts and the file hosts
-    that name a host or ``*.domain`` (other patterns cannot be a certificate's name)."""
-    hosts = [URL(config.upstream).host] + [URL(i.upstream).host for i in config.indexes]
-    for pattern in config.file_hosts:
-        try:
-            hosts.append(normalize_host(pattern))
-        except ValueError:
-            continue
-    return [h for h in dict.fromkeys(hosts) if h]
+    """The hosts a CA is made for when none are named: the package hosts, as serve makes it."""
+    return ca_hosts(config)
 
 
 def _config(ctx: click.Context, flags: dict[str, str | None], config_file: str | None) -> Config:

@@ -120,6 +120,28 @@ def main() -> None:
     "An S3 bucket the nodes of a fleet share, s3://BUCKET[/PREFIX]; endpoint, region and keys "
     "from the AWS_* variables.",
 )
+@click.option(
+    "--transparent/--no-transparent",
+    "transparent",
+    default=None,  # not given: the environment and the file still count
+    help="Answer HTTPS_PROXY CONNECTs to the package hosts from the cache, under the proxy's "
+    "own CA, so lockfile installs go through it (default on; docs/lockfiles.md) "
+    f"[env: {env_name('transparent')}]",
+)
+@repeatable(
+    "intercept_host",
+    "HOST[:PORT]",
+    "A package host the transparent face answers for besides the upstreams' (port 443 unless "
+    "given); repeatable or comma-separated.",
+)
+@repeatable(
+    "tunnel",
+    "HOST[:PORT]",
+    "A host whose CONNECTs are passed through untouched (git, tool downloads); others are "
+    "refused; repeatable or comma-separated.",
+)
+@setting("ca_cert", "An organisation's own CA certificate (PEM) for the transparent face.")
+@setting("ca_key", "The private key of --ca-cert (PEM, readable by its owner only).")
 @setting("tls_cert", "Serve HTTPS with this PEM certificate chain; reloaded on SIGHUP.")
 @setting("tls_key", "The private key of --tls-cert (PEM).")
 @setting(
