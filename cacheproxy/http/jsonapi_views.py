@@ -43,9 +43,21 @@ async def document(request: web.Request) -> web.StreamResponse:
             check_release(release)
     except InvalidName as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    service: JsonApiService = request.app[JSON_API]
+    return await serve_document(request, request.app, project, release, files_base(request))
+
+
+async def serve_document(
+    request: web.Request,
+    index: web.Application,
+    project: str,
+    release: str,
+    files_base: str | None,
+) -> web.StreamResponse:
+    """A JSON API document from the index whose services index (an app) holds; files_base
+    None keeps the upstream's file URLs (the transparent face)."""
+    service: JsonApiService = index[JSON_API]
     try:
-        answer = await service.answer(project, release, files_base(request))
+        answer = await service.answer(project, release, files_base)
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
     request[CACHE_OUTCOME] = answer.outcome

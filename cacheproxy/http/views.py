@@ -104,9 +104,17 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     raw = request.match_info["project"]
     project = _project_or_400(raw)
     _redirect_if_not_normalized(request, raw, project, "")
+    return await serve_page(request, request.app, project)
+
+
+async def serve_page(
+    request: web.Request, index: web.Application, project: str, *, upstream_urls: bool = False
+) -> web.StreamResponse:
+    """A project's page from the index whose services index (an app) holds; upstream_urls:
+    with the upstream's file URLs (the transparent face)."""
     content_type = _negotiate(request)
     try:
-        answer = await request.app[PAGES].answer(project, content_type)
+        answer = await index[PAGES].answer(project, content_type, upstream_urls=upstream_urls)
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
     request[CACHE_OUTCOME] = answer.outcome
@@ -120,7 +128,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
             headers={"Cache-Control": f"max-age={answer.max_age}, public"},
         )
     user_agent = request.headers.get("User-Agent")
-    request.app[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
+    index[LOOKAHEAD].page_served(project, content_type, user_agent, answer.outcome)
     extra = {"Warning": f'110 cacheproxy "stale: {answer.warning}"'} if answer.warning else {}
     return await page_response(request, answer.page.rendered, content_type, answer.max_age, **extra)
 
@@ -133,12 +141,19 @@ async def project_file(request: web.Request) -> web.StreamResponse:
     except InvalidName as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     _redirect_if_not_normalized(request, raw, project, filename)
+    return await serve_file(request, request.app, project, filename)
+
+
+async def serve_file(
+    request: web.Request, index: web.Application, project: str, filename: str
+) -> web.StreamResponse:
+    """A file from the index whose services index (an app) holds."""
     asked = FileRequest(request.method, request.headers)
     if filename.endswith(".whl" + METADATA_SUFFIX):
         wheel = filename.removesuffix(METADATA_SUFFIX)
-        request.app[LOOKAHEAD].metadata_asked(project, wheel, request.headers.get("User-Agent"))
+        index[LOOKAHEAD].metadata_asked(project, wheel, request.headers.get("User-Agent"))
     try:
-        answer = await request.app[FILES].answer(project, filename, asked)
+        answer = await index[FILES].answer(project, filename, asked)
         return await respond(request, answer)
     except UpstreamError as exc:
         raise _upstream_failure(exc) from None
@@ -150,9 +165,13 @@ async def project_without_slash(request: web.Request) -> web.StreamResponse:
 
 
 async def simple_root(request: web.Request) -> web.StreamResponse:
+    return await serve_root(request, request.app)
+
+
+async def serve_root(request: web.Request, index: web.Application) -> web.StreamResponse:
     """Only what this cache holds: the upstream's full list is huge and no installer needs it."""
     content_type = _negotiate(request)
-    projects = await request.app[STORE].projects()
+    projects = await index[STORE].projects()
     body = render_project_list(projects, content_type == JSON_V1)
     rendered = await asyncio.to_thread(with_variants, body)
     return await page_response(request, rendered, content_type, _ROOT_MAX_AGE)

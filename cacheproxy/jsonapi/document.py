@@ -16,6 +16,7 @@ from typing import Any
 from cacheproxy.errors import DocumentError, InvalidName
 from cacheproxy.ops.redact import redact_url
 from cacheproxy.protocol.names import check_filename
+from cacheproxy.protocol.page import without_userinfo
 
 # A release as it may appear in a path: PEP 440 versions and the legacy ones PyPI still has.
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,127}")
@@ -37,9 +38,12 @@ def parse_document(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _files(
-    value: Any, file_url: Callable[[str], str], hidden: frozenset[str]
-) -> list[dict[str, Any]]:
+# How a document's file URLs are made: from the file name (the proxy's own URLs), or None to
+# keep each file's own URL (the transparent face), credentials taken out.
+FileUrl = Callable[[str], str] | None
+
+
+def _files(value: Any, file_url: FileUrl, hidden: frozenset[str]) -> list[dict[str, Any]]:
     kept = []
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
@@ -50,7 +54,10 @@ def _files(
             continue
         if filename in hidden:  # held back by the install rules, as on the project's page
             continue
-        kept.append({**_scrubbed(item), "url": file_url(filename)})
+        if file_url is not None:
+            kept.append({**_scrubbed(item), "url": file_url(filename)})
+        elif isinstance(item.get("url"), str):
+            kept.append({**_scrubbed(item), "url": without_userinfo(item["url"])})
     return kept
 
 
@@ -67,10 +74,10 @@ def _scrubbed(value: Any) -> Any:
 
 
 def rewritten(
-    data: dict[str, Any], file_url: Callable[[str], str], hidden: frozenset[str] = frozenset()
+    data: dict[str, Any], file_url: FileUrl, hidden: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
-    """The document with its file URLs made by file_url(filename), credentials scrubbed, and
-    the files in hidden left out."""
+    """The document with its file URLs made by file_url(filename) (None: each file's own),
+    credentials scrubbed, and the files in hidden left out."""
     out = {key: _scrubbed(value) for key, value in data.items() if key not in ("urls", "releases")}
     if "urls" in data:
         out["urls"] = _files(data["urls"], file_url, hidden)
@@ -83,7 +90,7 @@ def rewritten(
 
 
 def render_document(
-    data: dict[str, Any], file_url: Callable[[str], str], hidden: frozenset[str] = frozenset()
+    data: dict[str, Any], file_url: FileUrl, hidden: frozenset[str] = frozenset()
 ) -> bytes:
     body = json.dumps(rewritten(data, file_url, hidden), separators=(",", ":"), ensure_ascii=False)
     return body.encode()

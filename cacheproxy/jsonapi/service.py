@@ -120,7 +120,8 @@ class StoredDocuments:
 class JsonApiService:
     """Documents of one index: `answer(project, release, files_base)`, release "" for the
     project's own document, files_base the absolute URL its files are served under
-    (…/simple/), ending in a slash."""
+    (…/simple/), ending in a slash, or None to keep the upstream's file URLs (the
+    transparent face)."""
 
     def __init__(
         self,
@@ -144,7 +145,7 @@ class JsonApiService:
             MAX_RENDERED_BYTES, lambda hot: hot.rendered.size
         )
 
-    async def answer(self, project: str, release: str, files_base: str) -> DocumentAnswer:
+    async def answer(self, project: str, release: str, files_base: str | None) -> DocumentAnswer:
         """The document rendered for a client. Raises UpstreamError (UpstreamRefused) when
         there is nothing to serve."""
         refused = self.visibility.project_refusal(project)
@@ -165,7 +166,7 @@ class JsonApiService:
         return DocumentAnswer(served.outcome, rendered, max_age, served.warning)
 
     async def _render(
-        self, project: str, release: str, files_base: str, entry: CachedDocument
+        self, project: str, release: str, files_base: str | None, entry: CachedDocument
     ) -> Rendered:
         key = (project, release, files_base)
         version = await self.store.page_version(project)
@@ -175,9 +176,10 @@ class JsonApiService:
         if hot is not None and hot.source is entry:
             return hot.rendered
 
-        def file_url(filename: str) -> str:
+        def proxy_url(filename: str) -> str:
             return f"{files_base}{project}/{quote(filename)}"
 
+        file_url = None if files_base is None else proxy_url
         assert entry.data is not None
         data = entry.data
         # A large document (thousands of files) takes a while to rewrite and compress.

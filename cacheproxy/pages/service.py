@@ -197,6 +197,12 @@ class StoredPages:
             log.warning("files taken down upstream are still in the cache: %s", exc)
 
 
+def _render_key(project: str, content_type: str, upstream_urls: bool) -> tuple[str, ...]:
+    """Where a rendered page is kept: the index face's as (project, content type), the
+    transparent face's apart from it."""
+    return (project, content_type, "upstream") if upstream_urls else (project, content_type)
+
+
 class PageService:
     """One index's project pages as clients are served them."""
 
@@ -234,13 +240,16 @@ class PageService:
     def upstream_unreachable(self) -> bool:
         return self.stored.cache.upstream_unreachable()
 
-    async def answer(self, project: str, content_type: str) -> PageAnswer:
-        """The project's page rendered as content_type. Raises UpstreamError (and
-        UpstreamRefused) when there is nothing to serve."""
+    async def answer(
+        self, project: str, content_type: str, *, upstream_urls: bool = False
+    ) -> PageAnswer:
+        """The project's page rendered as content_type; upstream_urls: with each file's
+        upstream URL instead of the proxy's (the transparent face: hot copies of its own).
+        Raises UpstreamError (and UpstreamRefused) when there is nothing to serve."""
         if refused := self.visibility.project_refusal(project):
             self.metrics.policy_hidden.labels("project", "project").inc()
             return PageAnswer("refused", None, 0, refused=refused)
-        key = (project, content_type)
+        key = _render_key(project, content_type, upstream_urls)
         # The version only tells whether a hot copy is current: not read when none is held.
         hot = (
             self._rendered.get(key, await self.store.page_version(project))
@@ -254,9 +263,11 @@ class PageService:
             and self.clock() < hot.changes_at
         ):
             return PageAnswer("hit", hot, self._bounded_max_age(hot.head, hot.changes_at))
-        return await self._renders.run(key, lambda: self._render(project, content_type))
+        return await self._renders.run(
+            key, lambda: self._render(project, content_type, upstream_urls)
+        )
 
-    async def _render(self, project: str, content_type: str) -> PageAnswer:
+    async def _render(self, project: str, content_type: str, upstream_urls: bool) -> PageAnswer:
         result = await self.get(project)
         if result is None:
             return PageAnswer("offline", None, 0)
@@ -267,6 +278,7 @@ class PageService:
         stored, facts = result.entry.page, await self.store.file_facts(project)
         if (
             result.fresh_render is not None
+            and not upstream_urls
             and not facts
             and self.visibility.renders_lines(stored, content_type)
         ):
@@ -275,7 +287,7 @@ class PageService:
         else:
             async with self._page_work:
                 hidden, changes_at, rendered = await asyncio.to_thread(
-                    self.visibility.render, stored, facts, content_type
+                    self.visibility.render, stored, facts, content_type, upstream_urls
                 )
         for rule in hidden:
             self.metrics.policy_hidden.labels(rule, "page").inc()
@@ -284,7 +296,7 @@ class PageService:
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.
         if not result.warning and result.outcome != "uncached":
-            self._rendered.put((project, content_type), version, hot)
+            self._rendered.put(_render_key(project, content_type, upstream_urls), version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
 
     def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:

@@ -17,7 +17,7 @@ from cacheproxy.pages.takedowns import base_filename, taken_down_reason
 from cacheproxy.protocol import render
 from cacheproxy.protocol.compact import CompactPage, expand
 from cacheproxy.protocol.negotiation import JSON_V1
-from cacheproxy.protocol.page import ProjectPage, with_file_facts
+from cacheproxy.protocol.page import ProjectPage, with_file_facts, with_upstream_urls
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedPage
@@ -79,14 +79,20 @@ class PageVisibility:
         return content_type == JSON_V1 and not self.rules.active and isinstance(stored, CompactPage)
 
     def render(
-        self, stored: ProjectPage | CompactPage, facts: dict, content_type: str
+        self,
+        stored: ProjectPage | CompactPage,
+        facts: dict,
+        content_type: str,
+        upstream_urls: bool = False,
     ) -> tuple[list[str], float, Rendered]:
         """The page as clients may see it, rendered: the rules that hid files, when the clock
-        changes what is hidden, and the body. CPU work: run it in a thread."""
-        if self.renders_lines(stored, content_type):
+        changes what is hidden, and the body. upstream_urls: each file at its upstream URL
+        rather than the proxy's (the transparent face). CPU work: run it in a thread."""
+        if not upstream_urls and self.renders_lines(stored, content_type):
             assert isinstance(stored, CompactPage)
             return [], math.inf, with_variants(render.render_compact_json(stored, facts))
-        visible = self.apply(with_file_facts(expand(stored), facts))
+        page = with_file_facts(expand(stored), facts)
+        visible = self.apply(with_upstream_urls(page) if upstream_urls else page)
         body = (render.render_json if content_type == JSON_V1 else render.render_html)(visible.page)
         hidden = [hidden.rule for hidden in visible.hidden.values()]
         return hidden, visible.changes_at, with_variants(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -103,6 +104,28 @@ def with_file_facts(page: ProjectPage, facts: dict[str, dict[str, Any]]) -> Proj
     A wheel whose metadata proved unreadable is left without."""
     files = [entry_with_facts(entry, facts.get(entry["filename"])) for entry in page.data["files"]]
     return ProjectPage({**page.data, "files": files}, page.origins)
+
+
+def with_upstream_urls(page: ProjectPage) -> ProjectPage:
+    """The page with each file's upstream URL (and its provenance's) where the proxy's own
+    relative one was, without credentials: for clients that fetch files from the upstream's
+    hosts themselves (the transparent face), so nothing they record names the proxy."""
+    files = []
+    for entry in page.data["files"]:
+        entry = {**entry, "url": without_userinfo(page.origins[entry["filename"]])}
+        provenance = page.origins.get(entry["filename"] + PROVENANCE_SUFFIX)
+        if entry.get("provenance") and provenance is not None:
+            entry["provenance"] = without_userinfo(provenance)
+        files.append(entry)
+    return ProjectPage({**page.data, "files": files}, page.origins)
+
+
+def without_userinfo(url: str) -> str:
+    """An absolute URL without the credentials an upstream may have put in it."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def entry_with_facts(entry: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any]:
