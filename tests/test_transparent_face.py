@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 
 import aiohttp
 import pytest
+import trustme
 from yarl import URL
 
 from cacheproxy.config import HostPort, NamedIndex
 from cacheproxy.http.transparent import create_transparent_app, same_url
+from tests.fakes.clock import FakeClock
 from tests.fakes.upstream import UpstreamIndex, make_app
 from tests.fakes.wheels import build_wheel
 
@@ -238,6 +241,19 @@ async def test_denied_project_and_version_are_refused_here_too(make_proxy, start
     assert upstream.index.file_hits(NEW) == 0 and upstream.index.file_hits(helper) == 0
 
 
+async def test_a_file_taken_down_upstream_is_gone_here_too(make_proxy, start_face, upstream):
+    clock = FakeClock()
+    face = await start_face(await make_proxy(clock=clock, page_ttl=60))
+    url = upstream_file_url(upstream, NEW)
+    assert (await face.get(url))[0] == 200
+    del upstream.index.files[NEW]
+    clock.now += 61
+    await face.get(upstream.simple_url + "tinyalpha/")  # the page is revalidated
+    for suffix in ("", ".metadata"):
+        status, _, body = await face.get(url + suffix)
+        assert status == 410 and b"was removed upstream" in body
+
+
 async def test_a_host_that_is_no_package_host_is_not_served(face, upstream):
     status, _, body = await face.get("http://127.0.0.9:8443/simple/tinyalpha/")
     assert status == 404 and body == b"127.0.0.9:8443 is not a package host of this proxy\n"
@@ -312,3 +328,31 @@ def test_upstream_urls_are_rendered_without_credentials():
     entry = with_upstream_urls(page).data["files"][0]
     assert entry["url"] == "https://files.example/p/x-1.0.tar.gz"
     assert page.data["files"][0]["url"] == "x-1.0.tar.gz"  # the page itself is unchanged
+
+
+async def test_over_tls_a_file_url_is_an_https_url(make_proxy, aiohttp_server, upstream):
+    """Served over TLS, as the CONNECT front serves it, the URL asked for is https: a file the
+    index lists at its http URL is not that file."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    proxy = await make_proxy()
+    server = await aiohttp_server(create_transparent_app(proxy.server.app), ssl=server_context)
+    host = URL(upstream.simple_url).authority
+    listed = URL(upstream_file_url(upstream, NEW))
+
+    async def fetch(path: str, **headers: str):
+        url = server.make_url(path).with_scheme("https")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                url, ssl=client_context, headers={"Host": host, **headers}
+            ) as resp:
+                return resp.status, await resp.read()
+
+    status, body = await fetch("/simple/tinyalpha/", Accept=JSON_V1)
+    assert status == 200
+    assert {entry["url"] for entry in json.loads(body)["files"]} >= {str(listed)}
+    status, body = await fetch(listed.raw_path)
+    assert status == 404 and b"at another URL" in body

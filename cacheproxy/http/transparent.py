@@ -29,7 +29,6 @@ from yarl import URL
 
 from cacheproxy.config import HostPort
 from cacheproxy.errors import InvalidName, UpstreamError
-from cacheproxy.http.app import small_socket_reads
 from cacheproxy.http.file_responses import refusal
 from cacheproxy.http.jsonapi_views import serve_document
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, METRICS, NAMED_INDEXES, PAGES
@@ -41,6 +40,7 @@ from cacheproxy.http.views import (
     serve_root,
 )
 from cacheproxy.jsonapi.document import check_release
+from cacheproxy.ops import runtime
 from cacheproxy.protocol.entries import PROVENANCE_SUFFIX
 from cacheproxy.protocol.names import check_filename
 from cacheproxy.protocol.page import METADATA_SUFFIX
@@ -198,7 +198,7 @@ async def _listing_problem(
     .metadata file is where its distribution is, plus the suffix."""
     pages = index.app[PAGES]
     listed, suffix = filename, ""
-    if filename.endswith(METADATA_SUFFIX) and not filename.endswith(PROVENANCE_SUFFIX):
+    if filename.endswith(METADATA_SUFFIX):
         listed, suffix = filename.removesuffix(METADATA_SUFFIX), METADATA_SUFFIX
     try:
         source = await pages.find_file(project, listed)
@@ -268,6 +268,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
 @web.middleware
 async def _record_metrics(request: web.Request, handler) -> web.StreamResponse:
     """Requests and cache outcomes counted as on the index face, and X-Cache on answers."""
+    runtime.limit_socket_reads(request.transport)  # as on the index face (ops/runtime.py)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -295,7 +296,6 @@ def create_transparent_app(root: web.Application) -> web.Application:
     app = web.Application(client_max_size=1024)
     app[ROOT] = root
     app[ROUTING] = Routing.of(root)
-    app.middlewares.append(small_socket_reads)
     app.middlewares.append(_record_metrics)
     # Only GET and HEAD (the HEAD route comes with it): no request body is ever read.
     app.router.add_get("/{path:.*}", answer, name="transparent")
