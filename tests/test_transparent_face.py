@@ -303,8 +303,14 @@ async def test_a_file_host_apart_from_the_index_is_served_for_the_main_index(
     status, _, body = await face.get(elsewhere)
     assert status == 200 and body == wheel_bytes(NEW)
     assert files.file_hits(NEW) == 1 and upstream.index.file_hits(NEW) == 0
-    # Not at the upstream's own URL of it, which the index does not list.
+    # At the URL another index lists it at (a lock made against the public index, this
+    # upstream a mirror of it): the file the index lists under that name, from the cache.
     status, _, body = await face.get(upstream_file_url(upstream, NEW))
+    assert status == 200 and body == wheel_bytes(NEW)
+    assert files.file_hits(NEW) == 1 and upstream.index.file_hits(NEW) == 0
+    # On the host the index lists it on, only at the path it lists.
+    moved = URL(elsewhere).with_path("/other/place/" + NEW)
+    status, _, body = await face.get(str(moved))
     assert status == 404 and b"at another URL" in body
 
 

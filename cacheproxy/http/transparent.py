@@ -178,6 +178,15 @@ def _distribution_project(filename: str) -> str | None:
         return None
 
 
+def same_origin(listed: str, asked: URL) -> bool:
+    """Whether a URL an index lists is on the host and port asked (whatever its scheme)."""
+    try:
+        url = URL(listed)
+    except ValueError:
+        return False
+    return ((url.host or "").lower(), url.port) == ((asked.host or "").lower(), asked.port)
+
+
 def same_url(listed: str, asked: URL) -> bool:
     """Whether a URL an index lists names the file asked for: scheme, host, port and path."""
     try:
@@ -209,8 +218,12 @@ async def _listing_problem(
         if gone is not None:
             return refusal(gone.status, gone.reason)
         return web.HTTPNotFound(text=f"the index lists no such file: {project}'s {filename}\n")
-    if not same_url(source.url + suffix, asked):
+    listed_url = source.url + suffix
+    if same_origin(listed_url, asked) and not same_url(listed_url, asked):
         return web.HTTPNotFound(text=f"the index lists {project}'s {filename} at another URL\n")
+    # On another package host (a lock made against the public index, the upstream a private
+    # mirror), the file is the one the index lists under that name: its bytes are checked
+    # against the index's hash before they are stored, and the client checks its lock's.
     return None
 
 
