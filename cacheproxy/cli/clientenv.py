@@ -20,6 +20,7 @@ from pathlib import Path
 
 from yarl import URL
 
+from cacheproxy.cli.doctor.fixes import DOCKER_CA_SECRET, DOCKER_CA_TARGET
 from cacheproxy.errors import ClientEnvError
 from cacheproxy.http.server import root_url
 
@@ -189,9 +190,6 @@ TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
 # a client talking HTTPS to a service on this machine (the proxy itself with --tls-cert, a
 # local index) must not be sent to it.
 _DIRECT = ("localhost", "127.0.0.1", "::1")
-# The Docker build secret the CA bundle comes in by, and where a RUN mounts it.
-DOCKER_CA_SECRET = "cacheproxy-ca"
-DOCKER_CA_TARGET = "/etc/ssl/certs/cacheproxy-ca.pem"
 TOKEN_USER = "cacheproxy"
 
 
