@@ -127,3 +127,98 @@ async def test_a_real_install_with_only_the_printed_lines(client, proxy, upstrea
         "tinyalpha-2.0.dist-info",
     ]
     assert upstream.index.file_hits("tinyalpha-2.0-py3-none-any.whl") == 1
+
+
+def test_poetry_gets_no_variable_it_ignores():
+    result = env_command("--url", "http://127.0.0.1:3145/")
+    assert result.exit_code == 0, result.output
+    # poetry installs ignore POETRY_REPOSITORIES_*_URL: what works is named instead.
+    assert "POETRY_REPOSITORIES" not in result.output.replace("POETRY_REPOSITORIES_*_URL", "")
+    assert 'eval "$(cacheproxy env --transparent)" && poetry install' in result.output
+    document = json.loads(env_command("--format", "json").output)
+    assert document["tools"]["poetry"]["env"] == {}
+
+
+def transparent(tmp_path, *args: str, **environ: str):
+    return env_command(
+        "--transparent", *args, environ={"CACHEPROXY_CACHE_DIR": str(tmp_path / "cache"), **environ}
+    )
+
+
+def sourced(tmp_path, output: str, *names: str) -> list[str]:
+    script = tmp_path / "env.sh"
+    script.write_text(output)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    echo = " ".join(f'"${name}"' for name in names)
+    return subprocess.run(
+        ["bash", "-c", f"source {script} && printf '%s\\n' {echo}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    ).stdout.splitlines()
+
+
+def test_transparent_lines_send_clients_through_the_proxy_and_trust_its_ca(tmp_path):
+    result = transparent(tmp_path, CACHEPROXY_PORT="4100", CACHEPROXY_HOST="0.0.0.0")
+    assert result.exit_code == 0, result.output
+    names = ["HTTPS_PROXY", "https_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"]
+    values = sourced(tmp_path, result.stdout, *names, "NO_PROXY", "no_proxy")
+    assert values[:2] == ["http://127.0.0.1:4100"] * 2
+    bundle = tmp_path / "cache" / "ca" / "bundle.pem"
+    assert values[2:5] == [str(bundle)] * 3
+    # The bundle is this cache's CA (the one `serve` and `cacheproxy ca` open) after the
+    # system's, so the tunnelled hosts' real certificates still verify.
+    shown = CliRunner().invoke(
+        main, ["ca", "--fingerprint", "--cache-dir", str(tmp_path / "cache")]
+    )
+    fingerprint = shown.output.strip()
+    text = bundle.read_text()
+    assert f"# SHA-256 {fingerprint}" in text and text.count("BEGIN CERTIFICATE") > 1
+    assert f"CA SHA-256 {fingerprint}" in result.stdout
+    # Loopback stays direct (the proxy refuses hosts it does not answer for).
+    assert values[5] == values[6] == "localhost,127.0.0.1,::1"
+    assert "uv sync --locked" in result.stdout
+    assert "--secret id=cacheproxy-ca,src=" + str(bundle) in result.stdout
+    assert "--build-arg HTTPS_PROXY=http://127.0.0.1:4100" in result.stdout
+    # A second run keeps the CA clients already trust.
+    again = transparent(tmp_path, CACHEPROXY_PORT="4100")
+    assert again.exit_code == 0 and "made" not in again.output
+    assert f"CA SHA-256 {fingerprint}" in again.stdout
+
+
+def test_transparent_puts_the_token_into_the_proxy_url(tmp_path):
+    configured = transparent(tmp_path, "--format", "json", CACHEPROXY_AUTH_TOKENS="tok-12345678")
+    assert configured.exit_code == 0, configured.output
+    document = json.loads(configured.stdout)
+    assert document["env"]["HTTPS_PROXY"] == "http://cacheproxy:tok-12345678@127.0.0.1:3145"
+    assert document["env"]["https_proxy"] == document["env"]["HTTPS_PROXY"]
+    given = transparent(
+        tmp_path, "--format", "dotenv", "--url", "http://ci:t0ken-abc@cache.lan:3145/simple/"
+    )
+    assert given.exit_code == 0, given.output
+    pairs = dict(
+        line.split("=", 1) for line in given.stdout.splitlines() if not line.startswith("#")
+    )
+    assert pairs["HTTPS_PROXY"] == "http://ci:t0ken-abc@cache.lan:3145"
+    assert pairs["NO_PROXY"] == "localhost,127.0.0.1,::1,cache.lan"
+    assert pairs["PIP_CERT"] == str(tmp_path / "cache" / "ca" / "bundle.pem")
+    # The index face's URL carries a configured token the same way.
+    plain = env_command("--format", "json", environ={"CACHEPROXY_AUTH_TOKENS": "tok-12345678"})
+    assert json.loads(plain.output)["index_url"] == (
+        "http://cacheproxy:tok-12345678@127.0.0.1:3145/simple/"
+    )
+
+
+def test_a_package_host_on_loopback_is_not_left_direct(tmp_path):
+    result = transparent(tmp_path, "--format", "json", "--intercept-host", "127.0.0.1:8443")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert "127.0.0.1" in document["package_hosts"]
+    assert document["env"]["NO_PROXY"] == "localhost,::1"
+
+
+def test_transparent_says_when_the_settings_turn_the_face_off(tmp_path):
+    result = transparent(tmp_path, CACHEPROXY_TRANSPARENT="false")
+    assert result.exit_code == 0
+    assert "the transparent face is off" in result.stderr

@@ -210,19 +210,24 @@ COPY app.py /code/
 
 
 @pytest.mark.parametrize(
-    ("command", "tool", "files"),
+    ("command", "tool", "files", "rule"),
     [
-        ("uv sync --locked", "uv", "COPY pyproject.toml uv.lock ./"),
-        ("poetry install --only main", "poetry", "COPY pyproject.toml poetry.lock ./"),
-        ("pdm install --prod", "pdm", "COPY pyproject.toml pdm.lock ./"),
-        ("pipenv install --deploy --system", "pipenv", "COPY Pipfile Pipfile.lock ./"),
-        ("pip install .", "pip", "COPY pyproject.toml pyproject.toml"),
+        ("uv sync --locked", "uv", "COPY pyproject.toml uv.lock ./", "lockfile-install"),
+        ("poetry install --only main", "poetry", "COPY pyproject.toml poetry.lock ./",
+         "lockfile-install"),
+        ("pdm install --prod", "pdm", "COPY pyproject.toml pdm.lock ./", "lockfile-install"),
+        ("pipenv install --deploy --system", "pipenv", "COPY Pipfile Pipfile.lock ./",
+         "lockfile-install"),
+        ("pipenv install --system", "pipenv", "COPY Pipfile Pipfile.lock ./",
+         "no-proxy-or-cache"),
+        ("pip install .", "pip", "COPY pyproject.toml pyproject.toml", "no-proxy-or-cache"),
     ],
-)
-def test_every_installer_is_seen_with_its_dependency_files(command, tool, files):
+)  # fmt: skip
+def test_every_installer_is_seen_with_its_dependency_files(command, tool, files, rule):
+    """A lock install is told about the transparent face; any other about a proxy or cache."""
     text = f"FROM python:3.13-slim\nWORKDIR /app\nCOPY . .\nRUN {command}\n"
     findings = {f.rule: f for f in diagnose(parse_dockerfile(text))}
-    assert tool in findings["no-proxy-or-cache"].message
+    assert tool in findings[rule].message
     fix = findings["copy-before-install"].fix.splitlines()
     assert fix[0] == files and "COPY . ." in fix
 
@@ -297,3 +302,69 @@ def test_cli_json(tmp_path):
         assert all(isinstance(n, int) for n in finding["lines"]) and finding["fix"]
     clean = run_doctor(tmp_path, UV, "--json")
     assert clean.exit_code == 0 and json.loads(clean.output) == []
+
+
+LOCK_INSTALLS = [
+    ("uv sync --locked", "uv.lock", "SSL_CERT_FILE"),
+    ("uv sync --frozen --no-install-project", "uv.lock", "SSL_CERT_FILE"),
+    ("uv pip install --system -r pylock.toml", "pylock.toml", "SSL_CERT_FILE"),
+    ("uv pip sync pylock.prod.toml", "pylock.prod.toml", "SSL_CERT_FILE"),
+    ("pip install -r pylock.toml", "pylock.toml", "PIP_CERT"),
+    ("python3 -m pip install --requirement=/app/pylock.toml", "/app/pylock.toml", "PIP_CERT"),
+    ("poetry install --no-root", "poetry.lock", "REQUESTS_CA_BUNDLE"),
+    ("pdm install --prod --frozen-lockfile", "pdm.lock", "REQUESTS_CA_BUNDLE"),
+    ("pdm sync", "pdm.lock", "REQUESTS_CA_BUNDLE"),
+    ("pipenv sync", "Pipfile.lock", "REQUESTS_CA_BUNDLE"),
+    ("pipenv install --deploy", "Pipfile.lock", "REQUESTS_CA_BUNDLE"),
+]
+
+TRANSPARENT_RUN = (
+    "RUN --mount=type=secret,id=cacheproxy-ca,target=/etc/ssl/certs/cacheproxy-ca.pem \\\n"
+    "    {variable}=/etc/ssl/certs/cacheproxy-ca.pem {command}"
+)
+
+
+@pytest.mark.parametrize(("command", "lock", "variable"), LOCK_INSTALLS)
+def test_a_lock_install_gets_the_transparent_recipe(command, lock, variable):
+    # An index variable does not count: the lock says where each file comes from.
+    text = f"FROM python:3.13-slim\nARG UV_DEFAULT_INDEX\nARG PIP_INDEX_URL\nRUN {command}\n"
+    [finding] = [f for f in diagnose(parse_dockerfile(text)) if f.rule != "pip-not-uv"]
+    assert finding.rule == "lockfile-install" and finding.lines == (4,)
+    assert f"installs from {lock}" in finding.message
+    fix = finding.fix.splitlines()
+    # The docker build line: HTTPS_PROXY (predefined, no ARG) and the CA as a secret.
+    assert "--build-arg HTTPS_PROXY=http://127.0.0.1:3145" in finding.fix
+    assert '--secret id=cacheproxy-ca,src="$SSL_CERT_FILE"' in finding.fix
+    assert not any(line.startswith("ARG") for line in fix)
+    # The Dockerfile changes by the CA trust of this one RUN.
+    assert "\n".join(fix[-2:]) == TRANSPARENT_RUN.format(variable=variable, command=command)
+    # Pasted in, nothing is left to find.
+    assert rules("FROM python:3.13-slim\n" + "\n".join(fix) + "\n") in (
+        [],
+        [("pip-not-uv", (5,))],
+    )
+
+
+def test_a_lock_install_is_told_what_does_not_reach_it():
+    text = "FROM python:3.13-slim\nARG UV_DEFAULT_INDEX\nRUN uv sync --locked\n"
+    [finding] = diagnose(parse_dockerfile(text))
+    assert "UV_DEFAULT_INDEX does not reach it" in finding.message
+
+
+def test_lock_installs_that_need_nothing():
+    cached = "FROM python:3.13-slim\nRUN --mount=type=cache,target=/root/.cache uv sync --locked\n"
+    assert rules(cached) == []
+    # pdm and pipenv read their mirror variable for a lock that names files by hash.
+    mirrored = "FROM python:3.13-slim\nARG PIPENV_PYPI_MIRROR\nRUN pipenv sync --system\n"
+    assert rules(mirrored) == []
+    # An exec-form RUN is rewritten as a shell line (a variable needs a shell).
+    exec_form = 'FROM python:3.13-slim\nRUN ["uv", "sync", "--locked"]\n'
+    [finding] = diagnose(parse_dockerfile(exec_form))
+    assert finding.fix.endswith("SSL_CERT_FILE=/etc/ssl/certs/cacheproxy-ca.pem uv sync --locked")
+
+
+def test_uv_sync_with_its_cache_off_gets_the_transparent_recipe():
+    text = "FROM python:3.13-slim\nARG UV_DEFAULT_INDEX\nRUN uv sync --locked --no-cache\n"
+    [finding] = diagnose(parse_dockerfile(text))
+    assert finding.rule == "no-cache-dir"
+    assert "--secret id=cacheproxy-ca" in finding.fix and "ARG" not in finding.fix

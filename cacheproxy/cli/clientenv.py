@@ -2,16 +2,25 @@
 
 `cacheproxy env` prints this as shell lines, a dotenv file or JSON. The URLs are built here,
 from the proxy's address, for this host and for `docker build`.
+
+Two faces, two sets of lines. The index face (`cacheproxy env`): each tool's index URL
+variable, for installs that resolve against an index. The transparent face (`cacheproxy env
+--transparent`): `HTTPS_PROXY` and a CA bundle, for installs from a lockfile, which fetch the
+URLs the lock names and read no index variable (uv sync, pylock.toml, poetry install, pdm with
+static URLs); docs/lockfiles.md.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from yarl import URL
 
+from cacheproxy.cli.doctor.fixes import DOCKER_CA_SECRET, DOCKER_CA_TARGET
 from cacheproxy.errors import ClientEnvError
 from cacheproxy.http.server import root_url
 
@@ -76,15 +85,27 @@ def tool_settings(url: str) -> tuple[ToolSettings, ...]:
         uv["UV_INSECURE_HOST"] = trusted
     poetry_source = f"poetry source add --priority=primary {_POETRY_SOURCE} {url}"
     return (
-        ToolSettings("pip", pip),
-        ToolSettings("uv", uv, note="UV_INDEX_URL is the older name, for uv before 0.4.23"),
+        ToolSettings("pip", pip, note="pip install -r pylock.toml ignores it: use --transparent"),
+        ToolSettings(
+            "uv",
+            uv,
+            note="UV_INDEX_URL is the older name, for uv before 0.4.23; uv sync and uv pip "
+            "install -r pylock.toml fetch the lock's URLs and ignore both: use --transparent",
+        ),
         ToolSettings(
             "poetry",
-            {f"POETRY_REPOSITORIES_{_POETRY_SOURCE.upper()}_URL": url},
-            commands=(poetry_source,),
-            note="it installs from the sources in pyproject.toml: add the proxy as primary once",
+            {},
+            commands=(
+                'eval "$(cacheproxy env --transparent)" && poetry install',
+                f"{poetry_source}  (and poetry lock: the lock then names the proxy)",
+            ),
+            note="installs read no index variable (POETRY_REPOSITORIES_*_URL names a repository "
+            "to publish to): install poetry.lock through the transparent face, or make the "
+            "proxy the primary source",
         ),
-        ToolSettings("pdm", {"PDM_PYPI_URL": url}),
+        ToolSettings(
+            "pdm", {"PDM_PYPI_URL": url}, note="a lock with static URLs ignores it: --transparent"
+        ),
         ToolSettings("pipenv", {"PIPENV_PYPI_MIRROR": url}),
         ToolSettings("hatch", {}, note="it installs with pip or uv: their lines above apply"),
     )
@@ -155,3 +176,137 @@ def render_json(env: ClientEnv) -> str:
 
 
 RENDERERS = {"shell": render_shell, "dotenv": render_dotenv, "json": render_json}
+
+
+# The transparent face. Every client sends its package traffic through HTTPS_PROXY (uv and
+# pdm read the upper-case name, pip, poetry and pipenv through requests/urllib either; both
+# are set since some tools read only one). Trust: uv reads SSL_CERT_FILE; poetry, pdm and
+# pipenv REQUESTS_CA_BUNDLE; pip PIP_CERT (and before 24, REQUESTS_CA_BUNDLE wins over it):
+# all three name the same bundle, the system's CAs plus the proxy's.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy")
+NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
+TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+# Always reached directly: the proxy refuses CONNECTs to hosts that are not package hosts, and
+# a client talking HTTPS to a service on this machine (the proxy itself with --tls-cert, a
+# local index) must not be sent to it.
+_DIRECT = ("localhost", "127.0.0.1", "::1")
+TOKEN_USER = "cacheproxy"
+
+
+def with_token(url: str, token: str | None) -> str:
+    """The URL with the client token as its password (Basic auth: the proxy takes it from
+    Authorization or Proxy-Authorization); unchanged without a token or when it has one."""
+    parsed = URL(url)
+    if token is None or parsed.user is not None:
+        return url
+    return str(parsed.with_user(TOKEN_USER).with_password(token))
+
+
+def proxy_url(host: str, port: int, url: str | None = None, scheme: str = "http") -> str:
+    """The proxy's address as HTTPS_PROXY names it, http://[USER:TOKEN@]HOST:PORT: from `url`
+    (any URL of the proxy: its path is dropped) or the address it listens on."""
+    root = URL(index_url(host, port, url=url, scheme=scheme))
+    return str(root.with_path("")).rstrip("/")
+
+
+def no_proxy(proxy: str, package_hosts: Iterable[str]) -> str:
+    """The hosts clients reach directly: this machine's names and the proxy's own host, never a
+    package host (those the proxy answers for)."""
+    hosts = dict.fromkeys((*_DIRECT, URL(proxy).host or ""))
+    for host in package_hosts:
+        hosts.pop(host, None)
+    return ",".join(host for host in hosts if host)
+
+
+@dataclass(frozen=True)
+class TransparentEnv:
+    proxy_url: str
+    bundle: Path
+    fingerprint: str
+    package_hosts: tuple[str, ...]
+    env: dict[str, str]
+    docker: tuple[DockerBuild, ...] = field(default=())
+
+
+def transparent_env(
+    proxy: str, bundle: Path, fingerprint: str, package_hosts: Iterable[str]
+) -> TransparentEnv:
+    hosts = tuple(package_hosts)
+    env = dict.fromkeys(PROXY_VARIABLES, proxy)
+    env.update(dict.fromkeys(NO_PROXY_VARIABLES, no_proxy(proxy, hosts)))
+    env.update(dict.fromkeys(TRUST_VARIABLES, str(bundle)))
+    return TransparentEnv(proxy, bundle, fingerprint, hosts, env, transparent_builds(proxy, bundle))
+
+
+def transparent_builds(proxy: str, bundle: Path) -> tuple[DockerBuild, ...]:
+    """`docker build` flags for a Dockerfile whose lock install mounts the CA secret:
+    HTTPS_PROXY is one of Docker's predefined build arguments (no ARG, not kept in the
+    image's history) and a secret leaves nothing in the image."""
+    secret = ("--secret", f"id={DOCKER_CA_SECRET},src={bundle}")
+    parsed = URL(proxy)
+    if parsed.host not in _LOOPBACK:
+        return (DockerBuild("direct", ("--build-arg", f"HTTPS_PROXY={proxy}", *secret)),)
+    via_gateway = str(parsed.with_host(DOCKER_HOST_NAME)).rstrip("/")
+    return (
+        DockerBuild("network-host", ("--network=host", "--build-arg", f"HTTPS_PROXY={proxy}",
+                                     *secret)),
+        DockerBuild(
+            "host-gateway",
+            (f"--add-host={DOCKER_HOST_NAME}:host-gateway", "--build-arg",
+             f"HTTPS_PROXY={via_gateway}", *secret),
+            note="the proxy must listen where containers reach it: serve --host 0.0.0.0",
+        ),
+    )  # fmt: skip
+
+
+def dockerfile_run(command: str, variable: str = "SSL_CERT_FILE") -> str:
+    """The one Dockerfile line a lock install needs: the CA mounted for this RUN only."""
+    return (
+        f"RUN --mount=type=secret,id={DOCKER_CA_SECRET},target={DOCKER_CA_TARGET} \\\n"
+        f"    {variable}={DOCKER_CA_TARGET} {command}"
+    )
+
+
+def render_transparent_shell(env: TransparentEnv) -> str:
+    lines = [
+        f"# cacheproxy transparent face: {URL(env.proxy_url).with_password(None)}",
+        f"# CA SHA-256 {env.fingerprint}",
+        f"# package hosts answered from the cache: {', '.join(env.package_hosts)}",
+        "# uv, pip, poetry, pdm and pipenv: lockfile installs (uv sync --locked, pip install -r",
+        "# pylock.toml, poetry install, pdm install, pipenv sync) go through the proxy unchanged",
+    ]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.env.items()]
+    lines.append("# docker build (in the Dockerfile, only the lock install's RUN changes):")
+    lines += [f"#   {line}" for line in dockerfile_run("uv sync --locked").splitlines()]
+    for build in env.docker:
+        lines.append(f"# {build.how}" + (f": {build.note}" if build.note else ""))
+        lines.append("#   docker build " + " ".join(shlex.quote(f) for f in build.flags) + " .")
+    return "\n".join(lines) + "\n"
+
+
+def render_transparent_dotenv(env: TransparentEnv) -> str:
+    """KEY=VALUE lines; the bundle path is a file name of this cache's, without spaces."""
+    lines = [f"# cacheproxy transparent face, CA SHA-256 {env.fingerprint}"]
+    lines += [f"{name}={value}" for name, value in env.env.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_transparent_json(env: TransparentEnv) -> str:
+    document = {
+        "proxy_url": env.proxy_url,
+        "ca_bundle": str(env.bundle),
+        "ca_fingerprint": env.fingerprint,
+        "package_hosts": list(env.package_hosts),
+        "env": env.env,
+        "docker_build": {
+            build.how: {"flags": list(build.flags), "note": build.note} for build in env.docker
+        },
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+TRANSPARENT_RENDERERS = {
+    "shell": render_transparent_shell,
+    "dotenv": render_transparent_dotenv,
+    "json": render_transparent_json,
+}

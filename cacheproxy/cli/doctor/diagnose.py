@@ -2,8 +2,9 @@
 
 Each rule is a function from the parsed Dockerfile to findings; `diagnose` runs them all. The
 rules follow the usual path to fast image builds: copy the dependency files before the code,
-keep downloads across builds (a proxy such as cacheproxy, or a BuildKit cache mount), install
-with uv, and leave compilers behind in a build stage.
+keep downloads across builds (a proxy such as cacheproxy, or a BuildKit cache mount; for a
+lock install, the proxy's transparent face), install with uv, and leave compilers behind in a
+build stage.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from cacheproxy.cli.doctor.dockerfile import (
 from cacheproxy.cli.doctor.fixes import (
     CACHE_MOUNT,
     PROXY_ARG,
+    TRUST_VARIABLE,
     build_hint,
     copy_lines,
     dependency_files,
     instruction_line,
     multi_stage,
     run_line,
+    transparent_fix,
     with_cache_mount,
     with_uv,
 )
@@ -72,7 +75,26 @@ def _installs(stage: Stage) -> Iterator[tuple[Instruction, InstallCommand]]:
             yield instruction, command
 
 
+def _transparent(instruction: Instruction) -> bool:
+    """Through the transparent face: a CA mounted as a secret and a trust variable naming a
+    file (HTTPS_PROXY, a predefined build argument, cannot be seen in a Dockerfile)."""
+    if not any(f.startswith("--mount=") and "type=secret" in f for f in instruction.flags):
+        return False
+    names = instruction.args | instruction.envs
+    return any(v in names or f"{v}=" in instruction.body for v in set(TRUST_VARIABLE.values()))
+
+
+def _bypasses_index(command: InstallCommand) -> bool:
+    """A lock install no index variable or option reaches: uv sync, pylock.toml, poetry. pdm
+    and pipenv read their mirror variable for a lock that names files by hash."""
+    return command.lock_file is not None and command.tool not in ("pdm", "pipenv")
+
+
 def _proxied(instruction: Instruction, command: InstallCommand) -> bool:
+    if _transparent(instruction):
+        return True
+    if _bypasses_index(command):
+        return False
     names = instruction.args | instruction.envs
     if any(name in names for name in _PROXY_NAMES[command.tool]):
         return True
@@ -153,6 +175,8 @@ def no_proxy_or_cache(df: Dockerfile) -> list[Finding]:
                 continue
             if _cache_off(instruction, command):
                 continue  # said by no_cache_dir, with its own fix
+            if command.lock_file is not None:
+                continue  # said by lockfile_install, with the transparent face as the fix
             findings.append(
                 Finding(
                     "no-proxy-or-cache",
@@ -165,7 +189,53 @@ def no_proxy_or_cache(df: Dockerfile) -> list[Finding]:
     return findings
 
 
+def lockfile_install(df: Dockerfile) -> list[Finding]:
+    """A lock install (uv sync, pylock.toml, poetry, pdm, pipenv sync) with no proxy and no
+    cache: the lock names where each file comes from, so an index URL does not bring it
+    through a proxy; HTTPS_PROXY and the proxy's CA do (docs/lockfiles.md)."""
+    findings = []
+    for stage in df.stages:
+        for instruction, command in _installs(stage):
+            lock = command.lock_file
+            if lock is None or _proxied(instruction, command) or _cache_mounted(instruction):
+                continue
+            if _cache_off(instruction, command):
+                continue  # said by no_cache_dir, with the same fix
+            findings.append(
+                Finding(
+                    "lockfile-install",
+                    (instruction.start,),
+                    _lockfile_message(instruction, command, lock),
+                    transparent_fix(instruction, command),
+                )
+            )
+    return findings
+
+
+def _lockfile_message(instruction: Instruction, command: InstallCommand, lock: str) -> str:
+    what = f"{command.tool} {command.subcommand} installs from {lock}"
+    face = (
+        "cacheproxy's transparent face takes it (HTTPS_PROXY as a build argument, the CA as a "
+        "build secret: the image and the lock unchanged)"
+    )
+    names = instruction.args | instruction.envs
+    if _bypasses_index(command):
+        ignored = [n for n in _PROXY_NAMES[command.tool] if n in names]
+        unheard = f" ({ignored[0]} does not reach it)" if ignored else ""
+        return (
+            f"{what}, which fetches each file from where the lock says: no index URL changes "
+            f"that{unheard}, so every build downloads every package; {face}"
+        )
+    mirror = _PROXY_NAMES[command.tool][0]
+    return (
+        f"{what} with no proxy and no cache mount: every build downloads every package; "
+        f"{face}, whatever the lock names ({mirror} works too for a lock that names no URLs)"
+    )
+
+
 def _proxy_fix(instruction: Instruction, command: InstallCommand) -> str:
+    if command.lock_file is not None:
+        return transparent_fix(instruction, command)
     lines = []
     arg = PROXY_ARG.get(command.tool)
     if arg:
@@ -261,6 +331,7 @@ def _full_python_image(base: str) -> bool:
 RULES: tuple[Callable[[Dockerfile], list[Finding]], ...] = (
     copy_before_install,
     no_proxy_or_cache,
+    lockfile_install,
     no_cache_dir,
     pip_not_uv,
     build_tools_in_final_stage,

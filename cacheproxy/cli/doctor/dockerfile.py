@@ -226,6 +226,34 @@ class InstallCommand:
     tool: str  # pip, uv, poetry, pdm or pipenv
     executable: str  # as written: pip, /opt/venv/bin/pip, python3 -m pip, uv, ...
     words: tuple[str, ...]  # the arguments after the subcommand
+    subcommand: str = "install"  # as written: install, sync, pip install, pip sync
+
+    @property
+    def lock_file(self) -> str | None:
+        """The lock file this command installs from, when it installs from one: such an
+        install fetches what the lock names and no index variable or option changes that
+        (uv sync, pylock.toml, poetry install; pdm and pipenv locks name their files by hash,
+        but may name URLs too)."""
+        pylock = [
+            value
+            for value in self.option_values("-r", "--requirement")
+            if re.fullmatch(r"pylock(\.[^/]+)?\.toml", value.rsplit("/", 1)[-1])
+        ]
+        if self.tool == "uv" and self.subcommand == "pip sync":
+            pylock += [p for p in self.packages if p.rsplit("/", 1)[-1].startswith("pylock.")]
+        if pylock:
+            return pylock[0]
+        if self.tool == "uv" and self.subcommand == "sync":
+            return "uv.lock"
+        if self.tool == "poetry":
+            return "poetry.lock"
+        if self.tool == "pdm":
+            return "pdm.lock"
+        if self.tool == "pipenv" and (
+            self.subcommand == "sync" or {"--deploy", "--ignore-pipfile"} & set(self.words)
+        ):
+            return "Pipfile.lock"
+        return None
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -306,9 +334,9 @@ def _install_at(words: list[str], i: int, name: str) -> InstallCommand | None:
     if re.fullmatch(r"python[\d.]*", name) and nxt[:3] == ["-m", "pip", "install"]:
         return InstallCommand("pip", " ".join(words[i : i + 3]), after(4))
     if name == "uv" and nxt[:2] in (["pip", "install"], ["pip", "sync"]):
-        return InstallCommand("uv", words[i], after(3))
+        return InstallCommand("uv", words[i], after(3), " ".join(nxt[:2]))
     if name == "uv" and nxt[:1] == ["sync"]:
-        return InstallCommand("uv", words[i], after(2))
+        return InstallCommand("uv", words[i], after(2), "sync")
     if name in _SUBCOMMANDS and name != "pip" and nxt[:1] and nxt[0] in _SUBCOMMANDS[name]:
-        return InstallCommand(name, words[i], after(2))
+        return InstallCommand(name, words[i], after(2), nxt[0])
     return None

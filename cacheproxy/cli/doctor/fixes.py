@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 
 from cacheproxy.cli.doctor.dockerfile import InstallCommand, Instruction, Stage, install_commands
 
@@ -18,6 +19,28 @@ PROXY_ARG = {
     "pdm": "PDM_PYPI_URL",
     "pipenv": "PIPENV_PYPI_MIRROR",
 }
+
+# The transparent face (docs/lockfiles.md): a lock install fetches the lock's URLs, so it goes
+# through the proxy by HTTPS_PROXY (one of Docker's predefined build arguments: no ARG, not
+# kept in the image's history) and trusts the proxy's CA, mounted as a build secret for its RUN
+# only, so the image keeps no trace of either.
+DOCKER_CA_SECRET = "cacheproxy-ca"
+DOCKER_CA_TARGET = "/etc/ssl/certs/cacheproxy-ca.pem"
+CA_SECRET_MOUNT = f"--mount=type=secret,id={DOCKER_CA_SECRET},target={DOCKER_CA_TARGET}"
+# What each tool reads its trust from: uv SSL_CERT_FILE; pip PIP_CERT; poetry, pdm and pipenv
+# (requests, httpx) REQUESTS_CA_BUNDLE.
+TRUST_VARIABLE = {
+    "uv": "SSL_CERT_FILE",
+    "pip": "PIP_CERT",
+    "poetry": "REQUESTS_CA_BUNDLE",
+    "pdm": "REQUESTS_CA_BUNDLE",
+    "pipenv": "REQUESTS_CA_BUNDLE",
+}
+TRANSPARENT_HINT = (
+    '# eval "$(cacheproxy env --transparent)"   (writes the CA bundle, names it $SSL_CERT_FILE)\n'
+    "# docker build --network=host --build-arg HTTPS_PROXY=http://127.0.0.1:3145 \\\n"
+    f'#     --secret id={DOCKER_CA_SECRET},src="$SSL_CERT_FILE" .'
+)
 
 _LOCK_FILES = {
     "uv": ("uv.lock", r"(\buv\s+sync\b)", r"\1 --no-install-project"),
@@ -40,6 +63,25 @@ def build_hint(arg: str) -> str:
         f"# docker build --network=host --build-arg {arg}=http://127.0.0.1:3145/simple/ ."
         "  (see cacheproxy env)"
     )
+
+
+def with_ca_secret(instruction: Instruction, command: InstallCommand) -> str:
+    """The lock install's RUN with the CA secret mounted and the tool told to trust it."""
+    body = instruction.body
+    if body.startswith("["):  # exec form: a variable needs a shell
+        body = shlex.join(instruction.words())
+    variable = TRUST_VARIABLE[command.tool]
+    words = [*command.executable.split(), *command.subcommand.split()]
+    call = r"(?<![\w/.=-])" + r"\s+".join(re.escape(word) for word in words) + r"(?=\s|$)"
+    body = re.sub(call, lambda m: f"{variable}={DOCKER_CA_TARGET} {m.group(0)}", body, count=1)
+    flags = instruction.flags
+    if not any(f"id={DOCKER_CA_SECRET}" in flag for flag in flags):
+        flags = (*flags, CA_SECRET_MOUNT)
+    return run_line(flags, body)
+
+
+def transparent_fix(instruction: Instruction, command: InstallCommand) -> str:
+    return "\n".join([TRANSPARENT_HINT, with_ca_secret(instruction, command)])
 
 
 def run_line(flags: tuple[str, ...], body: str) -> str:
