@@ -127,13 +127,17 @@ def count(proxy: Running, outcome: str) -> int:
 # --- intercept --------------------------------------------------------------------------------
 
 
-async def test_a_package_host_is_intercepted_with_keep_alive(tmp_path):
+async def test_a_package_host_is_intercepted_with_keep_alive(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cacheproxy.http.access")
     async with proxy_at(tmp_path) as proxy:
         answers = await intercepted_get(proxy, ["/simple/attrs/", "/files/a.whl?x=1"])
         assert [status for status, _ in answers] == [501, 501]
         assert b"GET pkgs.test:443 /simple/attrs/" in answers[0][1]
         assert b"GET pkgs.test:443 /files/a.whl?x=1" in answers[1][1]
         assert count(proxy, "intercepted") == 1  # one CONNECT, two requests
+    logged = [r.getMessage() for r in caplog.records if r.name == "cacheproxy.http.access"]
+    assert any(line.startswith("CONNECT pkgs.test:443 200 intercepted") for line in logged)
+    assert any(line.startswith("GET https://pkgs.test/files/a.whl?x=1 501") for line in logged)
 
 
 async def test_the_certificate_names_the_host_and_chains_to_the_bundle(tmp_path):
@@ -696,15 +700,18 @@ def test_parse_head_takes_the_first_proxy_authorization():
     assert parse_head(head).proxy_authorization == "Bearer one"
 
 
-def test_decide(tmp_path):
-    config = settings(
-        tmp_path,
-        intercept_host=(HostPort("*.pkgs.test"), HostPort("mirror.test", 8443)),
-        tunnel=(HostPort("git.test"),),
-    )
-    assert decide(config, "files.pkgs.test", 443).action == "intercept"
-    assert decide(config, "pkgs.test", 443).action == "refuse"  # *.x is not x itself
-    assert decide(config, "mirror.test", 8443).action == "intercept"
-    assert "only 8443" in decide(config, "mirror.test", 443).reason
-    assert decide(config, "git.test", 443).action == "tunnel"
-    assert "--tunnel host git.test" in decide(config, "git.test", 22).reason
+def test_decide():
+    packages = (HostPort("*.pkgs.test"), HostPort("mirror.test", 8443))
+    tunnels = (HostPort("git.test"),)
+
+    def action(host: str, port: int) -> tuple[str, str]:
+        decision = decide(host, port, packages=packages, tunnels=tunnels)
+        return decision.action, decision.reason
+
+    assert action("files.pkgs.test", 443)[0] == "intercept"
+    assert action("pkgs.test", 443)[0] == "refuse"  # *.x is not x itself
+    assert action("mirror.test", 8443)[0] == "intercept"
+    assert "only 8443" in action("mirror.test", 443)[1]
+    assert action("git.test", 443)[0] == "tunnel"
+    assert "--tunnel host git.test" in action("git.test", 22)[1]
+    assert action("files.pkgs.test.evil.test", 443)[0] == "refuse"

@@ -28,13 +28,14 @@ import re
 import ssl
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from cacheproxy.config import Config
+from cacheproxy.config import Config, HostPort
 from cacheproxy.http.access import presented_token, token_allowed
 from cacheproxy.http.ca import CertificateAuthority, HostNotCovered
 from cacheproxy.ops.metrics import CONNECT_OUTCOMES, Metrics
@@ -171,16 +172,17 @@ class Decision:
     reason: str = ""
 
 
-def decide(config: Config, host: str, port: int) -> Decision:
+def decide(
+    host: str, port: int, *, packages: Sequence[HostPort], tunnels: Sequence[HostPort]
+) -> Decision:
     """Intercept a package host on its port, tunnel a --tunnel host on its port, refuse
     everything else with the reason."""
-    packages = config.package_hosts()
     if any(h.matches(host, port) for h in packages):
         return Decision("intercept")
-    if any(h.matches(host, port) for h in config.tunnel):
+    if any(h.matches(host, port) for h in tunnels):
         return Decision("tunnel")
     shown = f"[{host}]" if ":" in host else host
-    for kind, hosts in (("package", packages), ("--tunnel", config.tunnel)):
+    for kind, hosts in (("package", packages), ("--tunnel", tunnels)):
         ports = sorted({h.port for h in hosts if h.matches(host, h.port)})
         if ports:
             allowed = ", ".join(str(p) for p in ports)
@@ -237,9 +239,11 @@ class ConnectFront:
         metrics: Metrics,
         transparent: Callable[[], asyncio.Protocol] | None = None,
         authority: CertificateAuthority | None = None,
+        access_log_class: type[AbstractAccessLogger] | None = None,
     ) -> None:
         """plain: the index face's handler factory (``AppRunner.server``); transparent: the
-        transparent app's; authority: the CA (None with the face off)."""
+        transparent app's; authority: the CA (None with the face off); access_log_class: the
+        access log of the requests refused on an intercepted connection."""
         self.config = config
         self.plain = plain
         self.metrics = metrics
@@ -247,11 +251,13 @@ class ConnectFront:
         self.authority = authority
         self.timeout = config.idle_timeout
         self.tokens = config.client_tokens()
+        self.packages = config.package_hosts()
         self.warnings = _RateLimited()
         # A handler for intercepted connections that are not served (SNI mismatch).
-        self.refusals = web.Server(
-            _refuse_every_request, keepalive_timeout=config.idle_timeout, access_log=access_log
-        )
+        handler_args: dict[str, Any] = {"keepalive_timeout": config.idle_timeout}
+        if access_log_class is not None:
+            handler_args["access_log_class"] = access_log_class
+        self.refusals = web.Server(_refuse_every_request, access_log=access_log, **handler_args)
         self.pending: set[_Connection] = set()  # CONNECTs being read or decided
         self.tunnels: set[_Tunnel] = set()
 
@@ -424,6 +430,10 @@ class _Connection(asyncio.Protocol):
     async def _decide_then_forget(self, head: bytes, rest: bytes) -> None:
         try:
             await self._decide(head, rest)
+        except Exception:
+            log.exception("CONNECT failed")
+            if self.transport is not None:
+                self.transport.abort()
         finally:
             self.front.pending.discard(self)
 
@@ -456,7 +466,9 @@ class _Connection(asyncio.Protocol):
                 407, "unauthorized", reason, target, {"Proxy-Authenticate": PROXY_CHALLENGE}
             )
             return
-        decision = decide(front.config, request.host, request.port)
+        decision = decide(
+            request.host, request.port, packages=front.packages, tunnels=front.config.tunnel
+        )
         if decision.action == "refuse":
             self._answer(403, "refused", f"refused: {decision.reason}", target)
             return
@@ -478,6 +490,9 @@ class _Connection(asyncio.Protocol):
                 loop.create_connection(lambda: tunnel.upstream, request.host, request.port),
                 self.front.timeout,
             )
+        except asyncio.CancelledError:  # the client left, or the proxy stops
+            tunnel.close()
+            raise
         except asyncio.TimeoutError:
             self._answer(
                 504, "tunnelled", f"{request.target} did not answer in time", request.target
@@ -487,10 +502,13 @@ class _Connection(asyncio.Protocol):
             reason = f"cannot reach {request.target}: {exc.strerror or exc}"
             self._answer(502, "tunnelled", reason, request.target)
             return
+        assert self.transport is not None
+        if self.transport.is_closing():
+            tunnel.close()
+            return
         self._done()
         self._count("tunnelled")
         self._log(request.target, 200, "tunnelled")
-        assert self.transport is not None
         self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         tunnel.open(self.transport, rest)
 

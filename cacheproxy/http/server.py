@@ -22,7 +22,7 @@ from cacheproxy.config import Config
 from cacheproxy.errors import CaError, ConfigError
 from cacheproxy.http.app import create_app
 from cacheproxy.http.ca import CertificateAuthority
-from cacheproxy.http.connect import ConnectFront
+from cacheproxy.http.connect import ConnectFront, connect_target
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, METRICS, NAMED_INDEXES
 from cacheproxy.http.tls import TlsFiles, reload_certificate
 from cacheproxy.http.transparent import create_transparent_app
@@ -41,7 +41,7 @@ class AccessLogger(AbstractAccessLogger):
         sent = response.content_length if response.content_length is not None else 0
         fields = {
             "method": request.method,
-            "path": str(request.rel_url),
+            "path": self.shown_path(request),
             "status": response.status,
             "outcome": request.get(CACHE_OUTCOME, "-"),
             "bytes": sent if request.method != "HEAD" else 0,
@@ -50,6 +50,22 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info(
             "%(method)s %(path)s %(status)s %(outcome)s %(bytes)sB %(ms).1fms", fields, extra=fields
         )
+
+    def shown_path(self, request: web.BaseRequest) -> str:
+        return str(request.rel_url)
+
+
+class TransparentAccessLogger(AccessLogger):
+    """The access log of intercepted connections: the URL the client asked for, with the
+    CONNECT host (the same path means another thing on another host)."""
+
+    def shown_path(self, request: web.BaseRequest) -> str:
+        try:
+            host, port = connect_target(request)
+        except LookupError:
+            return str(request.rel_url)
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}{'' if port == 443 else f':{port}'}{request.rel_url}"
 
 
 def describe_bad_request(message: str) -> str:
@@ -168,10 +184,12 @@ class Running:
     servers: list[asyncio.Server]
 
 
-def _runner(app: web.Application, config: Config) -> web.AppRunner:
+def _runner(
+    app: web.Application, config: Config, access_log_class: type[AccessLogger] = AccessLogger
+) -> web.AppRunner:
     return web.AppRunner(
         app,
-        access_log_class=AccessLogger,
+        access_log_class=access_log_class,
         access_log=logging.getLogger("cacheproxy.http.access"),
         handle_signals=False,
         shutdown_timeout=10,
@@ -201,7 +219,7 @@ async def running(
     front: ConnectFront | None = None
     try:
         if authority is not None:
-            transparent = _runner(create_transparent_app(app), config)
+            transparent = _runner(create_transparent_app(app), config, TransparentAccessLogger)
             await transparent.setup()
         assert runner.server is not None
         front = ConnectFront(
@@ -210,6 +228,7 @@ async def running(
             metrics=app[METRICS],
             transparent=transparent.server if transparent is not None else None,
             authority=authority,
+            access_log_class=TransparentAccessLogger,
         )
         servers, root = await _listen(front.protocol, config, inherited or [], tls)
         yield Running(root, app, front, authority, bundle, servers)
