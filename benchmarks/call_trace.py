@@ -106,6 +106,16 @@ async def main(lookahead: bool, show: bool) -> None:
                     base + f"tinyalpha/{wheel.name}",
                     {},
                 ),
+                (
+                    "warm page GET /simple/tinyalpha/",
+                    base + "tinyalpha/",
+                    {"Accept": "application/vnd.pypi.simple.v1+json"},
+                ),
+                (
+                    "hot page GET /simple/tinyalpha/",
+                    base + "tinyalpha/",
+                    {"Accept": "application/vnd.pypi.simple.v1+json"},
+                ),
             ]:
                 _calls.clear()
                 _edges.clear()

@@ -25,6 +25,12 @@ OLD = "tinyalpha-1.0-py3-none-any.whl"
 NEW = "tinyalpha-2.0-py3-none-any.whl"
 
 
+def host_header_target(request) -> tuple[str, int]:
+    """The app served alone, without the CONNECT front: the Host header names the target."""
+    url = URL(f"//{request.host}")
+    return url.host or "", url.explicit_port or (443 if request.scheme == "https" else 80)
+
+
 class Face:
     """The transparent app of a running proxy, and requests to it as to a package host."""
 
@@ -48,7 +54,7 @@ class Face:
 @pytest.fixture
 def start_face(aiohttp_server):
     async def start(proxy) -> Face:
-        server = await aiohttp_server(create_transparent_app(proxy.server.app))
+        server = await aiohttp_server(create_transparent_app(proxy.server.app, host_header_target))
         return Face(server, proxy)
 
     return start
@@ -345,7 +351,9 @@ async def test_over_tls_a_file_url_is_an_https_url(make_proxy, aiohttp_server, u
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     proxy = await make_proxy()
-    server = await aiohttp_server(create_transparent_app(proxy.server.app), ssl=server_context)
+    server = await aiohttp_server(
+        create_transparent_app(proxy.server.app, host_header_target), ssl=server_context
+    )
     host = URL(upstream.simple_url).authority
     listed = URL(upstream_file_url(upstream, NEW))
 

@@ -203,7 +203,7 @@ def serve(config_file: str | None, **flags: str | None) -> None:
         asyncio.run(run_server(config, inherited, tls))
     except OSError as exc:
         fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}")
-    except SharedCacheError as exc:  # wrong bucket or rejected keys, found at start
+    except ConfigError as exc:  # wrong bucket or rejected keys, a CA that cannot be used
         fail(str(exc))
     except KeyboardInterrupt:
         pass

@@ -108,6 +108,9 @@ def create_app(
     app.cleanup_ctx.append(_services(None))
     app.middlewares.append(small_socket_reads)
     add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
+    # /simple//attrs/ (an index URL with a trailing slash, joined with a slash) is sent on to
+    # /simple/attrs/; only paths that match no route are looked at.
+    app.middlewares.append(web.normalize_path_middleware(append_slash=False, merge_slashes=True))
     tokens = config.client_tokens()
     if tokens:
         app.middlewares.append(require_token(tokens))

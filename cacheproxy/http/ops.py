@@ -20,7 +20,7 @@ from cacheproxy.http.keys import (
 )
 from cacheproxy.http.status import StatusSnapshot, render_status
 from cacheproxy.http.views import absolute_url
-from cacheproxy.ops.metrics import CACHE_HITS, CONTENT_TYPE, Metrics
+from cacheproxy.ops.metrics import CACHE_HITS, CONNECT_OUTCOMES, CONTENT_TYPE, Metrics
 
 # Not traffic: the charts count what clients of the index ask.
 _OPS_ROUTES = frozenset({"status", "metrics", "health", "ready"})
@@ -156,6 +156,11 @@ async def status_page(request: web.Request) -> web.Response:
             for line in sub[PAGES].rules.describe()
         ],
         shared_cache=shared_cache_state(app) or "",
+        connects=(
+            {o: int(metrics.total(metrics.connects, outcome=o)) for o in CONNECT_OUTCOMES}
+            if app[CONFIG].transparent
+            else None
+        ),
         started_at=app[STARTED_AT],
         links={name: str(app.router[name].url_for()) for name in ("metrics", "simple", "health")},
         hour=metrics.history.series(60),

@@ -43,6 +43,8 @@ class StatusSnapshot:
     day: list[Bucket] = dataclasses.field(default_factory=list)  # a bin per 10 minutes
     rules: list[str] = dataclasses.field(default_factory=list)  # install rules in force
     shared_cache: str = ""  # "", "ok" or "shared cache degraded: REASON"
+    # CONNECTs by outcome (http/connect.py); None: the transparent face is off.
+    connects: dict[str, int] | None = None
 
     @property
     def hit_ratio(self) -> float | None:
@@ -69,6 +71,22 @@ def human_duration(seconds: float) -> str:
 def time_saved(bytes_from_cache: int) -> float:
     """Seconds the cached bytes would have taken over the assumed link."""
     return bytes_from_cache * 8 / ASSUMED_LINK_BITS_PER_SECOND
+
+
+def _connects_card(connects: dict[str, int] | None) -> str:
+    """The transparent face's CONNECTs: intercepted, tunnelled, and refused (any refusal:
+    a host or port not allowed, a malformed CONNECT, missing proxy credentials)."""
+    if connects is None:
+        return (
+            '<div class="card">Transparent face<b id="connects-off">off</b>--no-transparent</div>'
+        )
+    refused = sum(connects.get(o, 0) for o in ("refused", "bad", "unauthorized"))
+    return (
+        '<div class="card">CONNECTs intercepted'
+        f'<b><span id="connects-intercepted">{connects.get("intercepted", 0)}</span></b>'
+        f'<span id="connects-tunnelled">{connects.get("tunnelled", 0)}</span> tunnelled, '
+        f'<span id="connects-refused">{refused}</span> refused</div>'
+    )
 
 
 def render_status(s: StatusSnapshot, now: float | None = None) -> str:
@@ -109,6 +127,7 @@ def render_status(s: StatusSnapshot, now: float | None = None) -> str:
         for cache, held in sorted(s.memory_held.items())
     )
     return _TEMPLATE.substitute(
+        connects=_connects_card(s.connects),
         disk_full=disk,
         memory_total=human_bytes(sum(s.memory_held.values())),
         memory_caches=memory or "none",

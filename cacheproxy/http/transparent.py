@@ -15,6 +15,7 @@ through the index face); anything else is a 404 that says why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -29,6 +30,7 @@ from yarl import URL
 
 from cacheproxy.config import HostPort
 from cacheproxy.errors import InvalidName, UpstreamError
+from cacheproxy.http.connect import connect_target
 from cacheproxy.http.file_responses import refusal
 from cacheproxy.http.jsonapi_views import serve_document
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, METRICS, NAMED_INDEXES, PAGES
@@ -51,19 +53,16 @@ _KIND = web.RequestKey("transparent_kind", str)
 ROOT = web.AppKey("root", web.Application)
 
 
+Target = Callable[[web.BaseRequest], tuple[str, int]]
+
+
 def _target(request: web.Request) -> tuple[str, int]:
-    """The host and port this request's connection was made to: the one place that decides it.
-    Until the CONNECT front hands its target over, the Host header stands in for it (the
-    front checks that the TLS server name is the CONNECT host)."""
+    """The host and port this request's connection was made to: the one place that decides it
+    (the CONNECT front's, which checked the TLS server name against the CONNECT host)."""
     try:
-        url = URL(f"//{request.host}")
-        host = url.host
-    except ValueError:
-        host = None
-    if not host:
-        raise web.HTTPBadRequest(text=f"no host to serve in {request.host[:100]!r}\n")
-    port = url.explicit_port or (443 if request.scheme == "https" else 80)
-    return host.lower().rstrip("."), port
+        return request.app[TARGET](request)
+    except LookupError:
+        raise web.HTTPBadRequest(text="no CONNECT target for this connection\n") from None
 
 
 def _host_port(url: URL) -> tuple[str, int]:
@@ -138,6 +137,8 @@ class Routing:
 
 
 ROUTING = web.AppKey("routing", Routing)
+# What tells a request its CONNECT target (connect.connect_target; a test gives its own).
+TARGET: web.AppKey[Target] = web.AppKey("target")
 
 
 def _page_route(index: Index, path: str) -> Route | None:
@@ -303,11 +304,15 @@ def _count(request: web.Request, response: web.StreamResponse) -> None:
     metrics.outcomes.labels(kind, outcome).inc()
 
 
-def create_transparent_app(root: web.Application) -> web.Application:
+def create_transparent_app(
+    root: web.Application, target: Target = connect_target
+) -> web.Application:
     """The app that answers decrypted requests to the package hosts, with the services of
-    root (the app create_app made; they are opened by its cleanup_ctx, never here)."""
+    root (the app create_app made; they are opened by its cleanup_ctx, never here). target
+    tells each request's CONNECT host and port (a test serving the app alone gives its own)."""
     app = web.Application(client_max_size=1024)
     app[ROOT] = root
+    app[TARGET] = target
     app[ROUTING] = Routing.of(root)
     app.middlewares.append(_record_metrics)
     # Only GET and HEAD (the HEAD route comes with it): no request body is ever read.

@@ -16,6 +16,8 @@ from cacheproxy.ops.redact import redact_url
 
 # Outcomes whose bytes came from the disk, not the upstream.
 CACHE_HITS = frozenset({"hit", "stale", "revalidated"})
+# What became of a CONNECT (http/connect.py).
+CONNECT_OUTCOMES = ("intercepted", "tunnelled", "refused", "bad", "unauthorized")
 # SharedCounters fields exported as cacheproxy_shared_<name>_total.
 _SHARED_COUNTERS = {
     "hits": "Shared-tier reads that found the object",
@@ -121,6 +123,17 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+
+        self.connects = Counter(
+            "cacheproxy_connects",
+            "CONNECT requests by what became of them: intercepted (a package host, answered "
+            "from the cache), tunnelled (a --tunnel host), refused (any other host or port, or "
+            "the face off), bad (unreadable), unauthorized (no valid Proxy-Authorization)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in CONNECT_OUTCOMES:
+            self.connects.labels(outcome)  # every outcome shown, at 0 until it happens
 
     def record_evictions(self, total: int) -> None:
         """The stores count evictions; the counter follows their running total."""
