@@ -1,6 +1,6 @@
 """What the store keeps of an upstream document: its body, validators and when it was confirmed.
 
-Pages and JSON API documents share the freshness decision (`documents.policy`), so they share
+Pages and JSON API documents share the freshness decision (`documents.states`), so they share
 these fields: status, fetched_at, etag and last_modified.
 """
 
