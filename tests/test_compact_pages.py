@@ -17,10 +17,9 @@ from cacheproxy.protocol.entries import client_url
 from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
 from cacheproxy.protocol.parse import parse_json, parse_json_served
 from cacheproxy.protocol.render import render_compact_json, render_json
-from cacheproxy.storage import pagecodec
 from cacheproxy.storage.entries import PAGE
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.records import CachedPage
+from cacheproxy.storage.records import CachedPage, decode_page, encode_page
 
 WHEEL = "demo-1.0-py3-none-any.whl"
 SDIST = "demo-1.0.tar.gz"
@@ -66,9 +65,9 @@ def test_a_page_without_files_round_trips():
 
 def test_entries_are_stored_as_bytes_and_read_back():
     entry = CachedPage(200, page(), 12.5, etag='"e"', last_modified="yesterday")
-    value = pagecodec.encode(entry)
+    value = encode_page(entry)
     assert isinstance(value, bytes) and b"pickle" not in value
-    back = pagecodec.decode(value)
+    back = decode_page(value)
     assert isinstance(back.page, CompactPage) and back.page.expand() == entry.page
     assert (back.status, back.fetched_at, back.etag, back.last_modified) == (
         200,
@@ -76,7 +75,7 @@ def test_entries_are_stored_as_bytes_and_read_back():
         '"e"',
         "yesterday",
     )
-    missing = pagecodec.decode(pagecodec.encode(CachedPage(404, None, 3.0)))
+    missing = decode_page(encode_page(CachedPage(404, None, 3.0)))
     assert missing == CachedPage(404, None, 3.0)
 
 

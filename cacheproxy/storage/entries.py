@@ -31,7 +31,7 @@ from cacheproxy.storage.stored_files import RenamingDisk, StoredFile
 log = logging.getLogger(__name__)
 
 # What the store holds, by key.
-PAGE = "page"  # (PAGE, project): the page (storage/pagecodec.py), tagged page-<status>
+PAGE = "page"  # (PAGE, project): the page (records.encode_page), tagged page-<status>
 FILE = "file"  # (FILE, project, filename): a stored file, tagged with its sha256
 FACTS = "file-facts"  # (FACTS, project): filename -> what was learned about the cached file
 API_DOCUMENT = "pypi-json"  # (API_DOCUMENT, project, release): a JSON API document
