@@ -28,7 +28,7 @@ from cacheproxy.protocol.archives import check_archive
 from cacheproxy.protocol.page import FileSource
 from cacheproxy.storage.disk import NO_SPACE, DiskSpace
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.records import StoredFile
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from cacheproxy.pages.service import PageService
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
 from cacheproxy.storage.disk import DiskSpace
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.records import StoredFile
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)

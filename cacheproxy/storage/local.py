@@ -30,11 +30,17 @@ from cacheproxy.storage.entries import (
     PAGE,
     TAKEN_DOWN,
     Entries,
+    StagedFile,
 )
 from cacheproxy.storage.maintenance import Maintenance, VerifyReport
 from cacheproxy.storage.port import FileFacts, StorePort
-from cacheproxy.storage.records import CachedDocument, CachedPage, decode_page, encode_page
-from cacheproxy.storage.stored_files import StagedFile, StoredFile
+from cacheproxy.storage.records import (
+    CachedDocument,
+    CachedPage,
+    StoredFile,
+    decode_page,
+    encode_page,
+)
 from cacheproxy.storage.versions import Versions
 
 

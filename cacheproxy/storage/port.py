@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from cacheproxy.storage.maintenance import VerifyReport
-from cacheproxy.storage.records import CachedDocument, CachedPage
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.records import CachedDocument, CachedPage, StoredFile
 
 FileFacts = dict[str, dict[str, object]]
 

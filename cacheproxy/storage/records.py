@@ -1,5 +1,5 @@
 """What the store keeps and hands out: an upstream document's body, validators and when it was
-confirmed, and the bytes a page is stored as.
+confirmed, a stored file as a lookup finds it, and the bytes a page is stored as.
 
 Pages and JSON API documents share the freshness decision (`documents.states`), so they share
 these fields: status, fetched_at, etag and last_modified.
@@ -44,6 +44,16 @@ class CachedDocument:
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the store, as a lookup finds it: served by path."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime: float | None = None  # when it was stored: its Last-Modified
 
 
 def head_of(entry: CachedPage) -> CachedPage:
