@@ -11,8 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cacheproxy.protocol import compact as compact_module
-from cacheproxy.protocol.canonical_json import encode_strings, encode_texts
-from cacheproxy.protocol.compact import CompactPage, encode_json, filenames
+from cacheproxy.protocol.compact import (
+    CompactPage,
+    encode_json,
+    encode_strings,
+    encode_texts,
+    filenames,
+)
 from cacheproxy.protocol.entries import client_url
 from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
 from cacheproxy.protocol.parse import parse_json, parse_json_served

@@ -12,8 +12,7 @@ from typing import Any
 from cacheproxy.errors import PageError
 from cacheproxy.protocol import render
 from cacheproxy.protocol.anchors import html_entries
-from cacheproxy.protocol.canonical_json import encode_texts
-from cacheproxy.protocol.compact import CompactBuilder, CompactPage
+from cacheproxy.protocol.compact import CompactBuilder, CompactPage, encode_texts
 from cacheproxy.protocol.entries import Adopter
 from cacheproxy.protocol.filehosts import ANY_HOST, FileHosts
 from cacheproxy.protocol.page import API_VERSION, ProjectPage, versions_of
