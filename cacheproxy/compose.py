@@ -30,7 +30,7 @@ from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.service import PageService
 from cacheproxy.pages.shared import MAIN_INDEX, SharedPages
 from cacheproxy.prefetch.lookahead import Lookahead
-from cacheproxy.protocol.filehosts import FileHosts
+from cacheproxy.protocol.parse import FileHosts
 from cacheproxy.storage.disk import DiskSpace
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.s3.tier import SharedTier

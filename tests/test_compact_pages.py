@@ -18,9 +18,8 @@ from cacheproxy.protocol.compact import (
     encode_texts,
     filenames,
 )
-from cacheproxy.protocol.entries import client_url
 from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
-from cacheproxy.protocol.parse import parse_json, parse_json_served
+from cacheproxy.protocol.parse import client_url, parse_json, parse_json_served
 from cacheproxy.protocol.render import render_compact_json, render_json
 from cacheproxy.storage.entries import PAGE
 from cacheproxy.storage.local import Store

@@ -29,10 +29,9 @@ from cacheproxy.pages.shared import SharedPages
 from cacheproxy.pages.takedowns import removed_files
 from cacheproxy.pages.visibility import PageVisibility, Refused
 from cacheproxy.protocol.compact import CompactPage
-from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.negotiation import JSON_V1
 from cacheproxy.protocol.page import FileSource, describe_dropped, find_source
-from cacheproxy.protocol.parse import parse_html, parse_json_served
+from cacheproxy.protocol.parse import FileHosts, parse_html, parse_json_served
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS, DiskSpace
 from cacheproxy.storage.local import Store

@@ -15,8 +15,8 @@ import logging
 from typing import Any
 
 from cacheproxy.protocol.compact import CompactPage, expand
-from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.page import ProjectPage
+from cacheproxy.protocol.parse import FileHosts
 from cacheproxy.storage.records import CachedPage
 from cacheproxy.storage.s3.tier import SharedTier
 
