@@ -34,7 +34,7 @@ from cacheproxy.protocol.page import FileSource, describe_dropped, find_source
 from cacheproxy.protocol.parse import FileHosts, parse_html, parse_json_served
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS, DiskSpace
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import StorePort
 from cacheproxy.storage.records import CachedPage, head_of
 from cacheproxy.upstream import PageResponse, Upstream
 
@@ -94,7 +94,7 @@ class StoredPages:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StorePort,
         upstream: Upstream,
         disk: DiskSpace,
         metrics: Metrics,
@@ -227,7 +227,7 @@ class PageService:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StorePort,
         upstream: Upstream,
         disk: DiskSpace,
         metrics: Metrics,

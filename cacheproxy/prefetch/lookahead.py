@@ -45,7 +45,7 @@ from cacheproxy.protocol.requirements import (
     likely_wheel,
     wheel_pick,
 )
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Lookahead:
         self,
         pages: PageService,
         tail: TailMetadata,
-        store: Store,
+        store: FileStore,
         *,
         enabled: bool = True,
         max_depth: int = MAX_DEPTH,

@@ -82,6 +82,11 @@ class FileFactStore(Protocol):
 
 
 @runtime_checkable
+class FilesWithFacts(FileStore, FileFactStore, Protocol):
+    """Stored files and what was learned about them: the part the file services use."""
+
+
+@runtime_checkable
 class Takedowns(Protocol):
     """Files the upstream no longer lists. Blocking."""
 
