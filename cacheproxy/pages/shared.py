@@ -24,11 +24,6 @@ log = logging.getLogger(__name__)
 MAIN_INDEX = "_main"
 
 
-def index_label(prefix: str) -> str:
-    """The shared tier's name for an index: "_main", or the name under /index/NAME."""
-    return prefix.rpartition("/")[2] or MAIN_INDEX
-
-
 def encode(entry: CachedPage) -> tuple[bytes, dict[str, Any]]:
     assert entry.page is not None
     page = expand(entry.page)  # the snapshot's form is the expanded page's, for every node
