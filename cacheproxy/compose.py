@@ -30,7 +30,7 @@ from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.service import PageService
 from cacheproxy.pages.shared import MAIN_INDEX, SharedPages
 from cacheproxy.prefetch.lookahead import Lookahead
-from cacheproxy.protocol.filehosts import FileHosts
+from cacheproxy.protocol.parse import FileHosts
 from cacheproxy.storage.disk import DiskSpace
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.s3.tier import SharedTier
@@ -132,7 +132,7 @@ async def open_index_services(
         files = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
         json_api = JsonApiService(config, store, upstream, disk, pages.visibility, clock=clock)
         enabled = config.lookahead and not config.offline
-        lookahead = Lookahead(pages, files.tail_metadata, store, enabled=enabled)
+        lookahead = Lookahead(pages, files.tail_metadata, store, metrics, enabled=enabled)
 
         metrics.track_in_flight(lambda: len(downloads))
         for cache in ("parsed", "rendered"):

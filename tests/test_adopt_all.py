@@ -10,9 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheproxy.protocol.entries import Adopter
-from cacheproxy.protocol.filehosts import ANY_HOST, FileHosts, _printable
-from cacheproxy.protocol.parse import parse_html, parse_json_served
+from cacheproxy.protocol.parse import (
+    ANY_HOST,
+    Adopter,
+    FileHosts,
+    _printable,
+    parse_html,
+    parse_json_served,
+)
 
 PAGE_URL = "https://index.example/simple/a/"
 HOSTS = FileHosts(("files.example",), PAGE_URL)

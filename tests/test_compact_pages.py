@@ -11,16 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cacheproxy.protocol import compact as compact_module
-from cacheproxy.protocol.canonical_json import encode_strings, encode_texts
-from cacheproxy.protocol.compact import CompactPage, encode_json, filenames
-from cacheproxy.protocol.entries import client_url
+from cacheproxy.protocol.compact import (
+    CompactPage,
+    encode_json,
+    encode_strings,
+    encode_texts,
+    filenames,
+)
 from cacheproxy.protocol.page import ProjectPage, find_source, with_file_facts
-from cacheproxy.protocol.parse import parse_json, parse_json_served
+from cacheproxy.protocol.parse import client_url, parse_json, parse_json_served
 from cacheproxy.protocol.render import render_compact_json, render_json
-from cacheproxy.storage import pagecodec
 from cacheproxy.storage.entries import PAGE
 from cacheproxy.storage.local import Store
-from cacheproxy.storage.records import CachedPage
+from cacheproxy.storage.records import CachedPage, decode_page, encode_page
 
 WHEEL = "demo-1.0-py3-none-any.whl"
 SDIST = "demo-1.0.tar.gz"
@@ -66,9 +69,9 @@ def test_a_page_without_files_round_trips():
 
 def test_entries_are_stored_as_bytes_and_read_back():
     entry = CachedPage(200, page(), 12.5, etag='"e"', last_modified="yesterday")
-    value = pagecodec.encode(entry)
+    value = encode_page(entry)
     assert isinstance(value, bytes) and b"pickle" not in value
-    back = pagecodec.decode(value)
+    back = decode_page(value)
     assert isinstance(back.page, CompactPage) and back.page.expand() == entry.page
     assert (back.status, back.fetched_at, back.etag, back.last_modified) == (
         200,
@@ -76,7 +79,7 @@ def test_entries_are_stored_as_bytes_and_read_back():
         '"e"',
         "yesterday",
     )
-    missing = pagecodec.decode(pagecodec.encode(CachedPage(404, None, 3.0)))
+    missing = decode_page(encode_page(CachedPage(404, None, 3.0)))
     assert missing == CachedPage(404, None, 3.0)
 
 

@@ -3,9 +3,8 @@ import json
 import pytest
 
 from cacheproxy.errors import PageError
-from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.page import find_source
-from cacheproxy.protocol.parse import parse_html_page, parse_json_page
+from cacheproxy.protocol.parse import FileHosts, parse_html_page, parse_json_page
 from cacheproxy.protocol.render import render_html, render_json
 
 PAGE_URL = "https://index.example/simple/demo/"

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from cacheproxy.documents import policy, states
-from cacheproxy.documents.policy import PageAction
+from cacheproxy.documents import states
+from cacheproxy.documents.states import PageAction
 from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.protocol.page import ProjectPage
 from cacheproxy.storage.records import CachedPage
@@ -16,7 +16,7 @@ def entry(status=200, fetched_at=1000.0, etag='"e1"', last_modified=None):
 
 
 def action(e, now, offline=False):
-    return policy.page_action(e, now, page_ttl=600, negative_ttl=60, offline=offline)
+    return states.page_action(e, now, page_ttl=600, negative_ttl=60, offline=offline)
 
 
 def test_fresh_page_is_served_then_revalidated():
@@ -43,36 +43,36 @@ def test_clock_going_backwards_counts_as_stale():
 
 
 def test_revalidation_headers():
-    assert policy.revalidation_headers(entry(last_modified="Mon")) == {
+    assert states.revalidation_headers(entry(last_modified="Mon")) == {
         "If-None-Match": '"e1"',
         "If-Modified-Since": "Mon",
     }
-    assert policy.revalidation_headers(entry(404)) == {}
-    assert policy.revalidation_headers(None) == {}
+    assert states.revalidation_headers(entry(404)) == {}
+    assert states.revalidation_headers(None) == {}
 
 
 def test_stale_if_error_only_for_real_pages():
-    assert policy.may_serve_stale(entry())
-    assert not policy.may_serve_stale(entry(404))
-    assert not policy.may_serve_stale(None)
+    assert states.may_serve_stale(entry())
+    assert not states.may_serve_stale(entry(404))
+    assert not states.may_serve_stale(None)
 
 
 def test_cacheable_statuses():
-    assert policy.is_cacheable_page_status(200)
-    assert policy.is_cacheable_page_status(404)
+    assert states.is_cacheable_page_status(200)
+    assert states.is_cacheable_page_status(404)
     for status in (401, 403, 500, 502, 503, 429):
-        assert not policy.is_cacheable_page_status(status)
+        assert not states.is_cacheable_page_status(status)
 
 
 def test_max_age_counts_down():
-    assert policy.page_max_age(entry(), 1100, 600, 60) == 500
-    assert policy.page_max_age(entry(), 5000, 600, 60) == 0
+    assert states.page_max_age(entry(), 1100, 600, 60) == 500
+    assert states.page_max_age(entry(), 5000, 600, 60) == 0
 
 
 def test_upstream_rests_after_being_unreachable():
-    assert not policy.upstream_resting(None, 1000)
-    assert policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS - 1)
-    assert not policy.upstream_resting(1000, 1000 + policy.UPSTREAM_REST_SECONDS)
+    assert not states.upstream_resting(None, 1000)
+    assert states.upstream_resting(1000, 1000 + states.UPSTREAM_REST_SECONDS - 1)
+    assert not states.upstream_resting(1000, 1000 + states.UPSTREAM_REST_SECONDS)
 
 
 # The states a cached document goes through (documents/states.py): pure transitions.

@@ -39,7 +39,7 @@ def _parameters(function: object) -> list[tuple[str, object, object]]:
 def test_the_store_is_each_part_of_its_port(tmp_path: Path) -> None:
     store: port.StorePort = Store(tmp_path, size_limit=2**20)  # checked by mypy as well
     assert isinstance(store, port.StorePort)
-    for part in PARTS:
+    for part in (*PARTS, port.FilesWithFacts):
         assert isinstance(store, part), part.__name__
     assert _members(port.StorePort) == set().union(*map(_members, PARTS))
 

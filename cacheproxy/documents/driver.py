@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
-from cacheproxy.documents import policy
+from cacheproxy.documents import states
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.documents.states import (
     Freshness,
@@ -99,7 +99,7 @@ class DocumentCache:
         return self.freshness.max_age(entry, self.clock())
 
     def upstream_unreachable(self) -> bool:
-        return policy.upstream_resting(self._unreachable_at, self.clock())
+        return states.upstream_resting(self._unreachable_at, self.clock())
 
     async def refresh(self, kind: DocumentKind, key: Hashable, entry: Any) -> Serve | None:
         """The stored entry as it may be served, refreshed if it is due; None when offline

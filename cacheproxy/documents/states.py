@@ -1,10 +1,13 @@
-"""The states a cached document goes through on its way to a client, and the pure transitions
-between them.
+"""The cached-document spec: the pure freshness decisions, the states a cached document goes
+through on its way to a client, and the pure transitions between them.
 
 Project pages and JSON API documents are cached alike: an entry with a status, when it was last
 confirmed and the upstream's validators (`storage.records`). Each state is a value; each
 transition is a method that takes what the driver (`documents.driver`) learned by doing I/O and
-returns the next state. Nothing here does I/O, so every path is testable without a network.
+returns the next state. The decisions the states are built on (is an entry fresh, which
+validators to send, which statuses are stored, how long the upstream rests after an outage) are
+plain functions of an entry, the clock and the settings, at the top. Nothing here does I/O, so
+every rule and every path is testable without a network or a disk.
 
     decide(entry) ─┬─ Serve (fresh, or offline with something stored)          terminal
                    ├─ Missing (offline, nothing stored)                         terminal
@@ -26,13 +29,91 @@ returns the next state. Nothing here does I/O, so every path is testable without
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cacheproxy.documents import policy
-from cacheproxy.documents.policy import PageAction
 from cacheproxy.errors import UpstreamError, UpstreamRefused
+from cacheproxy.storage.records import CachedPage
+
+# The freshness decisions -------------------------------------------------------------------
+
+
+class PageAction(enum.Enum):
+    SERVE = "serve"  # fresh enough: answer from the cache
+    REVALIDATE = "revalidate"  # stored but stale: ask the upstream if it changed
+    FETCH = "fetch"  # nothing stored: fetch it
+    MISSING = "missing"  # offline and nothing stored
+
+
+def is_fresh(entry: CachedPage, now: float, page_ttl: float, negative_ttl: float) -> bool:
+    ttl = page_ttl if entry.status == 200 else negative_ttl
+    return 0 <= now - entry.fetched_at < ttl
+
+
+def page_action(
+    entry: CachedPage | None,
+    now: float,
+    *,
+    page_ttl: float,
+    negative_ttl: float,
+    offline: bool,
+) -> PageAction:
+    if entry is None:
+        return PageAction.MISSING if offline else PageAction.FETCH
+    if offline or is_fresh(entry, now, page_ttl, negative_ttl):
+        return PageAction.SERVE
+    return PageAction.REVALIDATE
+
+
+def revalidation_headers(entry: CachedPage | None) -> dict[str, str]:
+    """Conditional request headers that let the upstream answer 304."""
+    if entry is None or entry.status != 200:
+        return {}
+    headers = {}
+    if entry.etag:
+        headers["If-None-Match"] = entry.etag
+    if entry.last_modified:
+        headers["If-Modified-Since"] = entry.last_modified
+    return headers
+
+
+def may_serve_stale(entry: CachedPage | None) -> bool:
+    """When the upstream fails, a page we once had beats an error (stale-if-error)."""
+    return entry is not None and entry.status == 200
+
+
+# After the upstream could not be reached, stale pages are served without asking it again for
+# this long, so an outage costs installs no connection attempts, retries or backoff per page.
+UPSTREAM_REST_SECONDS = 10.0
+
+
+def upstream_resting(unreachable_at: float | None, now: float) -> bool:
+    return unreachable_at is not None and 0 <= now - unreachable_at < UPSTREAM_REST_SECONDS
+
+
+def check_page_status(status: int, what: str) -> None:
+    """Raise for an upstream answer that is neither a page nor 'no such project': 401/403 are
+    passed on to the client (UpstreamRefused), anything else is a failure (UpstreamError)."""
+    if status in (401, 403):
+        raise UpstreamRefused(status)
+    if not is_cacheable_page_status(status):
+        raise UpstreamError(f"upstream answered {status} for {what}")
+
+
+def is_cacheable_page_status(status: int) -> bool:
+    """200 and 'no such project' are stored; auth failures and server errors never are."""
+    return status in (200, 404, 410)
+
+
+def page_max_age(entry: CachedPage, now: float, page_ttl: float, negative_ttl: float) -> int:
+    """How long a client may reuse the page: what is left of our own freshness."""
+    ttl = page_ttl if entry.status == 200 else negative_ttl
+    return max(0, int(ttl - (now - entry.fetched_at)))
+
+
+# The states --------------------------------------------------------------------------------
 
 
 class Answer(Protocol):
@@ -64,7 +145,7 @@ class Freshness:
         return cls(config.page_ttl, config.negative_ttl, config.offline)
 
     def max_age(self, entry: Any, now: float) -> int:
-        return policy.page_max_age(entry, now, self.page_ttl, self.negative_ttl)
+        return page_max_age(entry, now, self.page_ttl, self.negative_ttl)
 
 
 # Terminal states ---------------------------------------------------------------------------
@@ -115,11 +196,11 @@ class _AskUpstream:
     @property
     def headers(self) -> dict[str, str]:
         """Conditional request headers that let the upstream answer 304."""
-        return policy.revalidation_headers(self.previous)
+        return revalidation_headers(self.previous)
 
     def rested(self, resting: bool) -> Serve | None:
         """The upstream was unreachable a moment ago: a page we once had, without asking."""
-        if resting and policy.may_serve_stale(self.previous):
+        if resting and may_serve_stale(self.previous):
             return _stale(self.previous, "upstream unreachable")
         return None
 
@@ -132,7 +213,7 @@ class _AskUpstream:
         if answer.status == 304 and previous is not None and previous.status == 200:
             confirmed = dataclasses.replace(previous, fetched_at=now)
             return Store(confirmed, "revalidated", previous)
-        policy.check_page_status(answer.status, what)
+        check_page_status(answer.status, what)
         if answer.status == 200:
             return NeedsParse(previous, answer)
         negative = make(404, None, now, answer.etag, answer.last_modified)
@@ -179,7 +260,7 @@ State = Serve | Missing | NeedsFetch | NeedsRevalidation | NeedsParse | Store
 
 def decide(entry: Any, now: float, freshness: Freshness) -> State:
     """The one freshness decision, for stored entries and hot rendered copies alike."""
-    action = policy.page_action(
+    action = page_action(
         entry,
         now,
         page_ttl=freshness.page_ttl,
@@ -199,6 +280,6 @@ def failed(previous: Any, error: UpstreamError) -> Serve:
     """The upstream could not give a usable answer: a page we once had beats an error
     (stale-if-error). A refusal (401/403) is always passed on, never cached: the credentials
     may be fixed. Otherwise the error is raised."""
-    if isinstance(error, UpstreamRefused) or not policy.may_serve_stale(previous):
+    if isinstance(error, UpstreamRefused) or not may_serve_stale(previous):
         raise error
     return _stale(previous, str(error))

@@ -27,8 +27,8 @@ from cacheproxy.files.shared import SharedFiles, expected_sha256
 from cacheproxy.protocol.archives import check_archive
 from cacheproxy.protocol.page import FileSource
 from cacheproxy.storage.disk import NO_SPACE, DiskSpace
-from cacheproxy.storage.local import Store
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.port import FilesWithFacts
+from cacheproxy.storage.records import StoredFile
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,11 @@ class Downloads:
     """The downloads running in this process, by (project, filename), and their driver."""
 
     def __init__(
-        self, store: Store, upstream: Upstream, disk: DiskSpace, shared: SharedFiles | None = None
+        self,
+        store: FilesWithFacts,
+        upstream: Upstream,
+        disk: DiskSpace,
+        shared: SharedFiles | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream

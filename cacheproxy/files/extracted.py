@@ -8,12 +8,14 @@ import logging
 
 from cacheproxy.errors import NoMetadata
 from cacheproxy.protocol.metadata import extract_metadata
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import FilesWithFacts
 
 log = logging.getLogger(__name__)
 
 
-async def extract_and_store(store: Store, project: str, wheel: str, path: str) -> bytes | None:
+async def extract_and_store(
+    store: FilesWithFacts, project: str, wheel: str, path: str
+) -> bytes | None:
     """Extract a cached wheel's METADATA into the store; None if the wheel has none usable.
     Metadata served before (read from the wheel's tail) must be what the whole wheel holds: if
     not, that is said loudly and the whole wheel's replaces it, advertised hash included."""

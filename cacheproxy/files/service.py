@@ -28,8 +28,8 @@ from cacheproxy.files.tail_metadata import TailMetadata
 from cacheproxy.pages.service import PageService
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
 from cacheproxy.storage.disk import DiskSpace
-from cacheproxy.storage.local import Store
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.port import FilesWithFacts
+from cacheproxy.storage.records import StoredFile
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _expected_etag(source: FileSource) -> str | None:
 class FileService:
     def __init__(
         self,
-        store: Store,
+        store: FilesWithFacts,
         pages: PageService,
         downloads: Downloads,
         upstream: Upstream,

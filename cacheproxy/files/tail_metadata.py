@@ -23,7 +23,7 @@ from cacheproxy.errors import UnreadableZip, UpstreamError
 from cacheproxy.files.coldfile import ColdFiles
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
 from cacheproxy.protocol.wheel_tail import TailMetadataReader
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import FilesWithFacts
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class _RangesRefused(UpstreamError):
 class TailMetadata:
     def __init__(
         self,
-        store: Store,
+        store: FilesWithFacts,
         upstream: Upstream,
         cold: ColdFiles,
         keep_tail: Callable[[str, str, int, bytes], Coroutine[Any, Any, None]] | None = None,

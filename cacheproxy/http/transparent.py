@@ -43,9 +43,8 @@ from cacheproxy.http.views import (
 )
 from cacheproxy.jsonapi.document import check_release
 from cacheproxy.ops import runtime
-from cacheproxy.protocol.entries import PROVENANCE_SUFFIX
 from cacheproxy.protocol.names import check_filename
-from cacheproxy.protocol.page import METADATA_SUFFIX
+from cacheproxy.protocol.page import METADATA_SUFFIX, PROVENANCE_SUFFIX
 
 # What each request turned out to be (page, file, json-api), for the metrics.
 _KIND = web.RequestKey("transparent_kind", str)

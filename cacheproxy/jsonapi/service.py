@@ -30,7 +30,7 @@ from cacheproxy.jsonapi.document import render_document as render_body
 from cacheproxy.pages.visibility import PageVisibility
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import DiskSpace
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import StorePort
 from cacheproxy.storage.records import CachedDocument
 from cacheproxy.upstream import PageResponse, Upstream
 
@@ -60,7 +60,7 @@ class StoredDocuments:
 
     name = "JSON API document"
 
-    def __init__(self, base: URL, store: Store, upstream: Upstream) -> None:
+    def __init__(self, base: URL, store: StorePort, upstream: Upstream) -> None:
         self.base = base
         self.store = store
         self.upstream = upstream
@@ -126,7 +126,7 @@ class JsonApiService:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StorePort,
         upstream: Upstream,
         disk: DiskSpace,
         visibility: PageVisibility,

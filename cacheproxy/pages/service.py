@@ -22,17 +22,19 @@ from cacheproxy.documents.driver import DocumentCache
 from cacheproxy.documents.memo import HotPage, VersionedCache, memory_caches
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.documents.states import Freshness
+from cacheproxy.errors import BadUpstreamPage, PageError
 from cacheproxy.ops.metrics import Metrics
-from cacheproxy.pages.parse import parse_upstream_page
 from cacheproxy.pages.rules import Rules
 from cacheproxy.pages.shared import SharedPages
 from cacheproxy.pages.takedowns import removed_files
 from cacheproxy.pages.visibility import PageVisibility, Refused
-from cacheproxy.protocol.filehosts import FileHosts
+from cacheproxy.protocol.compact import CompactPage
+from cacheproxy.protocol.negotiation import JSON_V1
 from cacheproxy.protocol.page import FileSource, describe_dropped, find_source
+from cacheproxy.protocol.parse import FileHosts, parse_html, parse_json_served
 from cacheproxy.protocol.render import Rendered, with_variants
 from cacheproxy.storage.disk import STORE_WRITE_ERRORS, DiskSpace
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import StorePort
 from cacheproxy.storage.records import CachedPage, head_of
 from cacheproxy.upstream import PageResponse, Upstream
 
@@ -66,6 +68,22 @@ class PageAnswer:
     refused: str | None = None  # why the rules refuse the whole project (403)
 
 
+def parse_upstream_page(
+    project: str, response: PageResponse, hosts: FileHosts
+) -> tuple[CompactPage, bytes | None]:
+    """An upstream page's body in the compact form it is kept in (dropped entries still told),
+    and for a JSON page its JSON as served while nothing is known of its files. Pure CPU work:
+    StoredPages runs it in a worker thread."""
+    try:
+        if response.content_type == JSON_V1 or response.content_type.endswith("+json"):
+            return parse_json_served(response.body, response.url, hosts)
+        if "html" in response.content_type:
+            return parse_html(response.body, response.url, project, hosts), None
+    except PageError as exc:
+        raise BadUpstreamPage(str(exc)) from None
+    raise BadUpstreamPage(f"upstream sent a page of type {response.content_type!r}")
+
+
 class StoredPages:
     """The pages of one index as cached documents (a `documents.driver.DocumentKind`): fetched
     with conditional headers, parsed off the event loop, stored and kept in memory per store
@@ -76,7 +94,7 @@ class StoredPages:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StorePort,
         upstream: Upstream,
         disk: DiskSpace,
         metrics: Metrics,
@@ -209,7 +227,7 @@ class PageService:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StorePort,
         upstream: Upstream,
         disk: DiskSpace,
         metrics: Metrics,

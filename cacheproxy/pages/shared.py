@@ -15,18 +15,13 @@ import logging
 from typing import Any
 
 from cacheproxy.protocol.compact import CompactPage, expand
-from cacheproxy.protocol.filehosts import FileHosts
 from cacheproxy.protocol.page import ProjectPage
+from cacheproxy.protocol.parse import FileHosts
 from cacheproxy.storage.records import CachedPage
 from cacheproxy.storage.s3.tier import SharedTier
 
 log = logging.getLogger(__name__)
 MAIN_INDEX = "_main"
-
-
-def index_label(prefix: str) -> str:
-    """The shared tier's name for an index: "_main", or the name under /index/NAME."""
-    return prefix.rpartition("/")[2] or MAIN_INDEX
 
 
 def encode(entry: CachedPage) -> tuple[bytes, dict[str, Any]]:

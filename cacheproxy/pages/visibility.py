@@ -19,7 +19,7 @@ from cacheproxy.protocol.compact import CompactPage, expand
 from cacheproxy.protocol.negotiation import JSON_V1
 from cacheproxy.protocol.page import ProjectPage, with_file_facts, with_upstream_urls
 from cacheproxy.protocol.render import Rendered, with_variants
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import StorePort
 from cacheproxy.storage.records import CachedPage
 
 
@@ -50,7 +50,7 @@ class PageVisibility:
     def __init__(
         self,
         rules: Rules,
-        store: Store,
+        store: StorePort,
         pages: PageSource,
         metrics: Metrics,
         clock: Callable[[], float],

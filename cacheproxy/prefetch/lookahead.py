@@ -36,6 +36,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 
 from cacheproxy.files.tail_metadata import TailMetadata
+from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.service import PageService
 from cacheproxy.protocol.client_platform import ClientPlatform, client_platform
 from cacheproxy.protocol.page import METADATA_SUFFIX
@@ -45,7 +46,7 @@ from cacheproxy.protocol.requirements import (
     likely_wheel,
     wheel_pick,
 )
-from cacheproxy.storage.local import Store
+from cacheproxy.storage.port import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class Lookahead:
         self,
         pages: PageService,
         tail: TailMetadata,
-        store: Store,
+        store: FileStore,
+        metrics: Metrics,
         *,
         enabled: bool = True,
         max_depth: int = MAX_DEPTH,
@@ -106,7 +108,7 @@ class Lookahead:
         self.store = store
         self.enabled = enabled
         self.max_depth = max_depth
-        self._fetches = pages.upstream.metrics.lookahead_fetches
+        self._fetches = metrics.lookahead_fetches
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._visited = _Recent(REMEMBERED)  # a visit started, at any depth

@@ -19,13 +19,12 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from cacheproxy.protocol.entries import PROVENANCE_SUFFIX
-
 if TYPE_CHECKING:  # compact.py builds on this module
     from cacheproxy.protocol.compact import CompactPage
 
 API_VERSION = "1.1"
 METADATA_SUFFIX = ".metadata"
+PROVENANCE_SUFFIX = ".provenance"  # a file's PEP 740 attestations, served beside it
 _HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5")
 
 

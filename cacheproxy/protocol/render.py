@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from cacheproxy.protocol.canonical_json import encode_json
-from cacheproxy.protocol.compact import CompactPage
+from cacheproxy.protocol.compact import CompactPage, encode_json
 from cacheproxy.protocol.page import API_VERSION, ProjectPage, best_hash, entry_with_facts
 
 GZIP_MIN_BYTES = 1024

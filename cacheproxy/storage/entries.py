@@ -10,6 +10,9 @@ reads, stays least-recently-used), so a hit is a plain SELECT. The keys read are
 memory and stamped through `cache` (a get under its policy) in one transaction before anything
 is evicted, and otherwise at most every ACCESS_FLUSH_SECONDS, so eviction still goes by last
 use.
+
+Both handles run on RenamingDisk: a verified file waiting in staging (StagedFile) is moved into
+diskcache's own file layout instead of copied.
 """
 
 from __future__ import annotations
@@ -21,17 +24,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
 
 import diskcache
 
-from cacheproxy.storage.stored_files import RenamingDisk, StoredFile
+from cacheproxy.storage.records import StoredFile
 
 log = logging.getLogger(__name__)
 
 # What the store holds, by key.
-PAGE = "page"  # (PAGE, project): the page (storage/pagecodec.py), tagged page-<status>
+PAGE = "page"  # (PAGE, project): the page (records.encode_page), tagged page-<status>
 FILE = "file"  # (FILE, project, filename): a stored file, tagged with its sha256
 FACTS = "file-facts"  # (FACTS, project): filename -> what was learned about the cached file
 API_DOCUMENT = "pypi-json"  # (API_DOCUMENT, project, release): a JSON API document
@@ -47,6 +51,25 @@ FILES_CHANGED = "files-changed"
 
 ACCESS_FLUSH_SECONDS = 5.0
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A complete, verified file in the staging directory, ready to be moved into the store."""
+
+    path: Path
+
+
+class RenamingDisk(diskcache.Disk):
+    """diskcache's Disk, except that a StagedFile is moved into place instead of copied."""
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if isinstance(value, StagedFile):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(value.path, full_path)
+            return os.path.getsize(full_path), diskcache.core.MODE_BINARY, filename, None
+        return super().store(value, read, key)
 
 
 def is_file_key(key: object) -> TypeGuard[tuple[str, str, str]]:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import diskcache
 
-from cacheproxy.storage import pagecodec
 from cacheproxy.storage.entries import (
     ACCESS_FLUSH_SECONDS,
     API_DOCUMENT,
@@ -31,11 +30,17 @@ from cacheproxy.storage.entries import (
     PAGE,
     TAKEN_DOWN,
     Entries,
+    StagedFile,
 )
 from cacheproxy.storage.maintenance import Maintenance, VerifyReport
 from cacheproxy.storage.port import FileFacts, StorePort
-from cacheproxy.storage.records import CachedDocument, CachedPage
-from cacheproxy.storage.stored_files import StagedFile, StoredFile
+from cacheproxy.storage.records import (
+    CachedDocument,
+    CachedPage,
+    StoredFile,
+    decode_page,
+    encode_page,
+)
 from cacheproxy.storage.versions import Versions
 
 
@@ -81,14 +86,14 @@ class Store:
     # -- pages -----------------------------------------------------------------------------
 
     def read_page(self, project: str) -> CachedPage | None:
-        """The stored page in its compact form (pagecodec); entries pickled before still load."""
-        return pagecodec.decode(self.entries.value((PAGE, project)))
+        """The stored page in its compact form; entries pickled before still load."""
+        return decode_page(self.entries.value((PAGE, project)))
 
     async def get_page(self, project: str) -> CachedPage | None:
         return await asyncio.to_thread(self.read_page, project)
 
     def put_page_sync(self, project: str, entry: CachedPage) -> int:
-        value = pagecodec.encode(entry)
+        value = encode_page(entry)
         cache = self.entries.cache
         with self.entries.write_lock, cache.transact():
             # The status as the tag, so the project list needs no page read.

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from cacheproxy.storage.maintenance import VerifyReport
-from cacheproxy.storage.records import CachedDocument, CachedPage
-from cacheproxy.storage.stored_files import StoredFile
+from cacheproxy.storage.records import CachedDocument, CachedPage, StoredFile
 
 FileFacts = dict[str, dict[str, object]]
 
@@ -80,6 +79,11 @@ class FileFactStore(Protocol):
     async def put_extracted_metadata(
         self, project: str, wheel: str, data: bytes, sha256: str
     ) -> None: ...
+
+
+@runtime_checkable
+class FilesWithFacts(FileStore, FileFactStore, Protocol):
+    """Stored files and what was learned about them: the part the file services use."""
 
 
 @runtime_checkable
