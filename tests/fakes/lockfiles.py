@@ -261,7 +261,10 @@ async def install_poetry(locked: Locked, env: dict) -> list[str]:
 
 
 async def install_pdm(locked: Locked, env: dict) -> list[str]:
-    await _checked([client("pdm", "pdm"), "install", "--frozen-lockfile"], env, locked.project)
+    # The project's own .venv from PYTHON (pdm use makes it), whatever .pdm-python said before.
+    pdm = client("pdm", "pdm")
+    await _checked([pdm, "use", "-f", "--ignore-remembered", PYTHON], env, locked.project)
+    await _checked([pdm, "install", "--frozen-lockfile"], env, locked.project)
     return _deps(venv_site_packages(locked.project / ".venv"))
 
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.fakes.clients import clean_env
@@ -19,15 +20,18 @@ class ProxyProcess:
         *args: str,
         launcher: tuple[str, ...] = (),
         pass_fds: tuple[int, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """launcher: a command that execs the proxy's command line given after it."""
-        env = clean_env()
-        env.update(CACHEPROXY_CACHE_DIR=str(cache_dir), CACHEPROXY_UPSTREAM=upstream_url)
+        """launcher: a command that execs the proxy's command line given after it. env: more
+        variables for the proxy (say, SSL_CERT_FILE naming what its upstream client trusts)."""
+        environment = clean_env()
+        environment.update(CACHEPROXY_CACHE_DIR=str(cache_dir), CACHEPROXY_UPSTREAM=upstream_url)
+        environment.update(env or {})
         self.proc = subprocess.Popen(
             [*launcher, sys.executable, "-m", "cacheproxy", "serve", "--port", "0", *args],
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=environment,
             pass_fds=pass_fds,
         )
         self.log: list[str] = []
