@@ -24,7 +24,6 @@ from functools import partial
 from cacheproxy.config import Config, SharedCacheSettings
 from cacheproxy.files.downloads import Downloads
 from cacheproxy.files.service import FileService
-from cacheproxy.files.shared import SharedFiles
 from cacheproxy.jsonapi.service import JsonApiService
 from cacheproxy.ops.metrics import Metrics
 from cacheproxy.pages.service import PageService
@@ -120,15 +119,14 @@ async def open_index_services(
         opened.push_async_callback(upstream.close)
         disk = DiskSpace(store.staging_dir, disk_reserve)
 
-        shared_pages = shared_files = None
+        shared_pages = None
         if tier is not None:
             hosts = FileHosts(config.file_hosts, config.public_upstream)
             shared_pages = SharedPages(tier, name or MAIN_INDEX, hosts)
-            shared_files = SharedFiles(tier)
         pages = PageService(
             config, store, upstream, disk, metrics, clock=clock, shared=shared_pages
         )
-        downloads = Downloads(store, upstream, disk, shared_files)
+        downloads = Downloads(store, upstream, disk, tier)
         files = FileService(store, pages, downloads, upstream, disk, offline=config.offline)
         json_api = JsonApiService(config, store, upstream, disk, pages.visibility, clock=clock)
         enabled = config.lookahead and not config.offline

@@ -6,6 +6,14 @@ a file whose length and hash check out is committed to the store.
 
 The driver (`Downloads._run`) moves each `Download` (download.py) from connecting to
 receiving to committed or failed through the Download's own methods.
+
+With a shared tier (a fleet's object store), the tier is the download's first source and the
+place every verified file is offered to the rest of the fleet. A shared object is copied whole
+into the staging file and checked against its sha256 before any client sees a byte of it
+(verify before serve). On a LAN object store that costs a fraction of a second even for a large
+wheel, and it buys a fallback nobody notices: a corrupt object, or a store that stops mid-body,
+leaves an empty staging file and the same download goes on from the upstream, so clients get
+their file and never a cut.
 """
 
 from __future__ import annotations
@@ -18,17 +26,18 @@ import os
 import re
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
-from cacheproxy.errors import DiskFull, DownloadFailed, UpstreamError
+from cacheproxy.errors import DiskFull, DownloadFailed, SharedTierError, UpstreamError
 from cacheproxy.files.download import Download, DownloadReader, write_at
 from cacheproxy.files.extracted import extract_and_store
 from cacheproxy.files.kept_tails import KeptTail, KeptTails, discard_quietly
-from cacheproxy.files.shared import SharedFiles, expected_sha256
 from cacheproxy.protocol.archives import check_archive
 from cacheproxy.protocol.page import FileSource
 from cacheproxy.storage.disk import NO_SPACE, DiskSpace
 from cacheproxy.storage.port import FilesWithFacts
 from cacheproxy.storage.records import StoredFile
+from cacheproxy.storage.s3.tier import SharedTier
 from cacheproxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -45,7 +54,7 @@ class Downloads:
         store: FilesWithFacts,
         upstream: Upstream,
         disk: DiskSpace,
-        shared: SharedFiles | None = None,
+        shared: SharedTier | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -149,25 +158,39 @@ class Downloads:
             return
         await self.store.learn(project, filename, **_facts(download, stored.size))
         if self.shared is not None and not download.from_shared:
-            self.shared.offer(sha256, stored.path, stored.size)
+            # Queued for upload: never delays the clients.
+            self.shared.enqueue_file(sha256, Path(stored.path), stored.size)
         if download.source.extract_metadata:
             # Before the clients get the last byte, so their next page shows the metadata.
             await extract_and_store(self.store, project, filename, stored.path)
         self._remember((project, filename), stored)
 
     async def _from_shared(self, download: Download) -> str | None:
-        """The file from the shared tier, whole and verified before readers see a byte (see
-        shared_files.py); None to go to the upstream instead."""
+        """The file from the shared tier, whole and verified before readers see a byte; None
+        (and the staging file emptied) to go to the upstream instead: the tier lacks it, fails
+        or holds corrupt bytes, or the disk has no room for it (the upstream path then decides
+        what to do about that)."""
         sha256 = expected_sha256(download.source)
         if self.shared is None or sha256 is None:
             return None
-        name = download.filename
-        size = await self.shared.copy_into(sha256, download.fd, self.disk.has_room, name)
-        if size is None:
-            return None
+        async with self.shared.open_file(sha256) as body:
+            if body is None or not await self.disk.has_room(body.size):
+                return None
+            written = 0
+            try:
+                async for chunk in body.verified_chunks():
+                    await asyncio.to_thread(write_at, download.fd, chunk, written)
+                    written += len(chunk)
+            except SharedTierError as exc:
+                # The tier counted it (and deleted a corrupt object); the upstream takes over.
+                log.warning(
+                    "shared copy of %s unusable, fetching upstream: %s", download.filename, exc
+                )
+                await asyncio.to_thread(os.ftruncate, download.fd, 0)
+                return None
         download.from_shared = True
-        download.begin(size, None)
-        download.advance(size)
+        download.begin(written, None)
+        download.advance(written)
         return sha256
 
     async def _transfer(self, download: Download) -> str:
@@ -240,6 +263,11 @@ class Downloads:
             raise DownloadFailed(
                 f"upstream sent {download.written} bytes of {expected} for {download.filename}"
             )
+
+
+def expected_sha256(source: FileSource) -> str | None:
+    """The key a file would have in the shared tier, if the page states it."""
+    return source.hash_value if source.hash_name == "sha256" else None
 
 
 def _ranged_total(headers, tail: KeptTail) -> int:
