@@ -11,8 +11,7 @@ import pytest
 from multidict import CIMultiDict
 
 from cacheproxy.errors import DownloadFailed
-from cacheproxy.files.downloads import _ranged_total
-from cacheproxy.files.kept_tails import KeptTail
+from cacheproxy.files.downloads import KeptTail, _ranged_total
 from cacheproxy.http.keys import FILES, STORE
 
 BIG = "bigpkg-1.0-py3-none-any.whl"

@@ -17,7 +17,7 @@ from cacheproxy.errors import DownloadFailed
 from cacheproxy.protocol.page import FileSource
 
 if TYPE_CHECKING:
-    from cacheproxy.files.kept_tails import KeptTail
+    from cacheproxy.files.downloads import KeptTail
 
 
 class Download:
@@ -34,7 +34,7 @@ class Download:
         self.project = project
         self.filename = filename
         self.source = source
-        # The file's tail already in a staging file of its own (kept_tails.py): adopted, so
+        # The file's tail already in a staging file of its own (a KeptTail): adopted, so
         # only the bytes before it are fetched.
         self.tail = tail
         self.staging = tail.path if tail is not None else staging

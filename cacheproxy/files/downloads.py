@@ -14,6 +14,12 @@ into the staging file and checked against its sha256 before any client sees a by
 wheel, and it buys a fallback nobody notices: a corrupt object, or a store that stops mid-body,
 leaves an empty staging file and the same download goes on from the upstream, so clients get
 their file and never a cut.
+
+A resolver's read of a wheel's metadata (tail_metadata.py) keeps the wheel's last tens of
+kilobytes: the tail is written where it belongs in a sparse staging file, and the download that
+starts later adopts that file and asks the upstream only for the bytes before it: on a cold
+install of a set that is about 3 % fewer upstream bytes. The download still hashes every byte,
+so a tail that no longer matches the upstream's file fails the check like any corrupt transfer.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ import hashlib
 import logging
 import os
 import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -31,7 +40,6 @@ from pathlib import Path
 from cacheproxy.errors import DiskFull, DownloadFailed, SharedTierError, UpstreamError
 from cacheproxy.files.download import Download, DownloadReader, write_at
 from cacheproxy.files.extracted import extract_and_store
-from cacheproxy.files.kept_tails import KeptTail, KeptTails, discard_quietly
 from cacheproxy.protocol.archives import check_archive
 from cacheproxy.protocol.page import FileSource
 from cacheproxy.storage.disk import NO_SPACE, DiskSpace
@@ -44,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _RECENT_SECONDS = 10
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+# Each is one small staging file: enough for the wheels of a large resolution, few enough
+# that wheels resolved but never installed do not pile up.
+KEPT_TAILS = 512
 
 
 class Downloads:
@@ -263,6 +274,71 @@ class Downloads:
             raise DownloadFailed(
                 f"upstream sent {download.written} bytes of {expected} for {download.filename}"
             )
+
+
+@dataclass(frozen=True)
+class KeptTail:
+    """A staging file holding a wheel's bytes from `start` to its end, `total`."""
+
+    path: Path
+    start: int
+    total: int
+
+
+class KeptTails:
+    """Tails read for metadata, by (project, filename), until a download adopts or drops one."""
+
+    def __init__(self, new_path: Callable[[], Path], limit: int = KEPT_TAILS) -> None:
+        self._new_path = new_path
+        self.limit = limit  # tails kept at most; the oldest goes first
+        self._kept: OrderedDict[tuple[str, str], KeptTail] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[KeptTail]:
+        """The tails kept, oldest first."""
+        return iter(list(self._kept.values()))
+
+    async def keep(self, key: tuple[str, str], start: int, data: bytes) -> None:
+        """Keep `data`, the bytes of the file `key` from `start` to its end."""
+        if key in self._kept or not data:
+            return
+        path = self._new_path()
+        try:
+            await asyncio.to_thread(_write_sparse, path, start, data)
+        except OSError:  # only a saving lost: the download fetches the tail again
+            return
+        self._kept[key] = KeptTail(path, start, start + len(data))
+        while len(self._kept) > self.limit:
+            _, oldest = self._kept.popitem(last=False)
+            discard_quietly(oldest.path)
+
+    def take(self, key: tuple[str, str]) -> KeptTail | None:
+        """The kept tail of `key`, now the caller's (its file included), or None."""
+        return self._kept.pop(key, None)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            discard_quietly(kept.path)
+
+    def close(self) -> None:
+        while self._kept:
+            discard_quietly(self._kept.popitem()[1].path)
+
+
+def _write_sparse(path: Path, start: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        write_at(fd, data, start)
+    finally:
+        os.close(fd)
+
+
+def discard_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def expected_sha256(source: FileSource) -> str | None:
