@@ -6,7 +6,7 @@ import asyncio
 import os
 import tracemalloc
 
-from cacheproxy.files.download import READ_CHUNK, Download
+from cacheproxy.files.downloads import READ_CHUNK, Download
 from cacheproxy.protocol.page import FileSource
 
 READERS = 50

@@ -8,7 +8,7 @@ import types
 import aiohttp
 import pytest
 
-from cacheproxy.files import download as download_module
+from cacheproxy.files import downloads as downloads_module
 
 ALPHA = "tinyalpha-2.0-py3-none-any.whl"
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -177,10 +177,10 @@ async def test_clients_of_a_running_download_get_it_by_sendfile(
     # No read into memory on a plain connection: the bytes go from the staging file to the
     # socket as they land, for every client at once.
     reads = []
-    real_pread = download_module.os.pread
+    real_pread = downloads_module.os.pread
     fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
     fake_os.pread = lambda *args: reads.append(args) or real_pread(*args)
-    monkeypatch.setattr(download_module, "os", fake_os)
+    monkeypatch.setattr(downloads_module, "os", fake_os)
     upstream.index.chunk_delay = 0.01  # clients join while it runs
     url = proxy.url + f"bigpkg/{BIG}"
     async with aiohttp.ClientSession() as session:

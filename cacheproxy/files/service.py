@@ -19,8 +19,7 @@ from cacheproxy.files.answers import (
     Streamed,
 )
 from cacheproxy.files.coldfile import ColdFiles
-from cacheproxy.files.download import Download, DownloadReader
-from cacheproxy.files.downloads import Downloads
+from cacheproxy.files.downloads import Download, DownloadReader, Downloads
 from cacheproxy.files.extracted import extract_and_store
 from cacheproxy.files.ranges import Decision, Outcome, Validators, evaluate
 from cacheproxy.files.relay import fetch_range, open_relay

@@ -120,7 +120,7 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
             if not await _sent_by_sendfile(request, answer):
                 async for chunk in answer.body.chunks():
                     await response.write(chunk)
-                    del chunk  # not held while the next one is awaited (download.py)
+                    del chunk  # not held while the next one is awaited (downloads.py)
         except UpstreamError as exc:
             _abort(request, str(exc))
             return writer
