@@ -1,13 +1,23 @@
-"""Files (wheels, sdists, .metadata): answered from the store, a running download, or a relay.
+"""Files (wheels, sdists, .metadata): answered from the store, a running download, a relay, or
+for a HEAD or a small range of a file not cached yet, straight from the upstream.
 
 `FileService.answer` decides and returns an answer (see answers.py); it never speaks HTTP.
+
+A HEAD or a small Range on a file not cached yet is answered without downloading it
+(`ColdFiles`): resolvers range-read wheels (a HEAD for the length, then the tail, then a small
+span) and none of that needs the whole file, so none of it starts the download; the download
+starts when a client asks for the whole file. Every decision still goes through
+`ranges.evaluate`, against the same validators a running download would give, so the answer
+does not depend on the file's state.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
-from cacheproxy.errors import DiskFull
+from cacheproxy.documents.singleflight import SingleFlight
+from cacheproxy.errors import DiskFull, UpstreamError
 from cacheproxy.files.answers import (
     Answer,
     AnswerFields,
@@ -18,7 +28,6 @@ from cacheproxy.files.answers import (
     NotFound,
     Streamed,
 )
-from cacheproxy.files.coldfile import ColdFiles
 from cacheproxy.files.downloads import Download, DownloadReader, Downloads
 from cacheproxy.files.extracted import extract_and_store
 from cacheproxy.files.ranges import Decision, Outcome, Validators, evaluate
@@ -36,6 +45,9 @@ log = logging.getLogger(__name__)
 # Ranges up to this size asked for during a download are fetched once and kept in memory
 # while it runs; larger ones are streamed through to their one client.
 SHARED_RANGE_LIMIT = 1024 * 1024
+# Lengths learned by an upstream HEAD, by URL (files are immutable): enough for a resolution
+# of a few thousand files, small enough not to matter.
+_KNOWN_LENGTHS = 4096
 
 
 def _etag(sha256: str | None) -> str | None:
@@ -43,6 +55,7 @@ def _etag(sha256: str | None) -> str | None:
 
 
 def _expected_etag(source: FileSource) -> str | None:
+    """The ETag the file will have once stored: its sha256, when the index states it."""
     return _etag(source.hash_value) if source.hash_name == "sha256" else None
 
 
@@ -63,8 +76,8 @@ class FileService:
         self.disk = disk
         self.offline = offline
         # Cold files: HEAD and small ranges without a download, metadata from wheel tails.
-        self.cold = ColdFiles(upstream, SHARED_RANGE_LIMIT)
-        self.tail_metadata = TailMetadata(store, upstream, self.cold, downloads.keep_tail)
+        self.cold = ColdFiles(upstream)
+        self.tail_metadata = TailMetadata(store, upstream, self.cold.length, downloads.keep_tail)
 
     async def answer(self, project: str, filename: str, request: FileRequest) -> FileAnswer:
         refused = await self.pages.refusal(project, filename)
@@ -213,6 +226,73 @@ class FileService:
         end = decision.end if decision.end is not None else len(data)
         part = data[decision.start : end] if decision.outcome is Outcome.PARTIAL else data
         return InMemory("extracted", filename, decision, len(data), data=part)
+
+
+class ColdFiles:
+    """HEAD and small ranges of files not cached yet, each from one upstream request shared by
+    all who ask meanwhile."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self._flights: SingleFlight[object] = SingleFlight()
+        self._lengths: OrderedDict[str, int] = OrderedDict()
+
+    async def length(self, source: FileSource) -> int | None:
+        """The file's length: the page's size, else one upstream HEAD shared by all who ask;
+        None when neither says."""
+        if source.size is not None:
+            return source.size
+        known = self._lengths.get(source.url)
+        if known is None:
+            found = await self._flights.run(("head", source.url), lambda: self._head(source.url))
+            if not isinstance(found, int):
+                return None
+            known = found
+            self._lengths[source.url] = known
+            if len(self._lengths) > _KNOWN_LENGTHS:
+                self._lengths.popitem(last=False)
+        return known
+
+    async def _head(self, url: str) -> int | None:
+        try:
+            async with self.upstream.open_file(url, method="HEAD") as body:
+                if body.status != 200:
+                    return None
+                return body.content_length
+        except UpstreamError as exc:
+            log.info("HEAD of %s failed: %s", url, exc)
+            return None
+
+    async def answer(
+        self, source: FileSource, filename: str, request: FileRequest
+    ) -> FileAnswer | None:
+        """A HEAD, a bodiless status or a small range of a cold file; None when the request
+        needs the download (the whole file, a large range, an upstream that will not say)."""
+        method = request.method
+        if method not in ("GET", "HEAD") or (method == "GET" and "Range" not in request.headers):
+            return None
+        total = await self.length(source)
+        if total is None:
+            return None
+        validators = Validators(_expected_etag(source), None)
+        decision = evaluate(method, request.headers, validators, total)
+        common: AnswerFields = dict(filename=filename, decision=decision, total=total)
+        if method == "HEAD" or decision.outcome not in (Outcome.WHOLE, Outcome.PARTIAL):
+            return Answer("cold-head", **common, etag=validators.etag)
+        if decision.outcome is Outcome.WHOLE or decision.end is None:
+            return None
+        start, end = decision.start, decision.end
+        if end - start > SHARED_RANGE_LIMIT:
+            return None
+        key = ("range", source.url, start, end)
+        joined = self._flights.is_running(key)
+        data = await self._flights.run(
+            key, lambda: fetch_range(self.upstream, source.url, start, end)
+        )
+        if not isinstance(data, bytes):
+            return None  # the upstream would not give the range: the download will
+        outcome = "coalesced-range" if joined else "miss-range"
+        return InMemory(outcome, **common, etag=validators.etag, data=data)
 
 
 def _has_body(decision: Decision, request: FileRequest) -> bool:

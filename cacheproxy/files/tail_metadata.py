@@ -14,13 +14,12 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.errors import UnreadableZip, UpstreamError
-from cacheproxy.files.coldfile import ColdFiles
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
 from cacheproxy.protocol.wheel_tail import TailMetadataReader
 from cacheproxy.storage.port import FilesWithFacts
@@ -44,12 +43,13 @@ class TailMetadata:
         self,
         store: FilesWithFacts,
         upstream: Upstream,
-        cold: ColdFiles,
+        length: Callable[[FileSource], Awaitable[int | None]],
         keep_tail: Callable[[str, str, int, bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
-        self.cold = cold
+        # The file's length (the page's size, else an upstream HEAD): where its tail begins.
+        self._length = length
         # Where the tail bytes go once read, so the wheel's download need not fetch them.
         self._keep_tail = keep_tail
         self._flights: SingleFlight[bytes | None] = SingleFlight()
@@ -107,12 +107,12 @@ class TailMetadata:
         await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _read(self, project: str, wheel: str, source: FileSource) -> bytes | None:
-        probe = await self.cold.probe(source)
-        if probe is None:
+        total = await self._length(source)
+        if total is None:
             log.info("metadata of %s: the upstream states no length, reading it whole", wheel)
             return None
         try:
-            reader = TailMetadataReader(wheel, probe.total)
+            reader = TailMetadataReader(wheel, total)
             fed = 0
             while (want := await _step(reader, fed)) is not None:
                 start, data = await self._fetch_for(reader, source.url, want)
