@@ -64,7 +64,7 @@ def test_the_package_keeps_its_layers():
         ),
         # Two siblings that must stay independent.
         (
-            "cacheproxy.files.answers",
+            "cacheproxy.files.service",
             "import cacheproxy.jsonapi.service",
             "cacheproxy.files is not allowed to import cacheproxy.jsonapi",
         ),

@@ -1,7 +1,10 @@
 """Files (wheels, sdists, .metadata): answered from the store, a running download, a relay, or
 for a HEAD or a small range of a file not cached yet, straight from the upstream.
 
-`FileService.answer` decides and returns an answer (see answers.py); it never speaks HTTP.
+`FileService.answer` decides (which bytes, from where, with what status) and returns an answer,
+a small value the web layer turns into a response (http/file_responses.py); it never speaks
+HTTP. Every answer carries its conditional/range `Decision`; a bodiless one (304, 412, 416)
+carries nothing else to send.
 
 A HEAD or a small Range on a file not cached yet is answered without downloading it
 (`ColdFiles`): resolvers range-read wheels (a HEAD for the length, then the tail, then a small
@@ -15,25 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
 
 from cacheproxy.documents.singleflight import SingleFlight
 from cacheproxy.errors import DiskFull, UpstreamError
-from cacheproxy.files.answers import (
-    Answer,
-    AnswerFields,
-    FileAnswer,
-    FileRequest,
-    FromStore,
-    InMemory,
-    NotFound,
-    Streamed,
-)
 from cacheproxy.files.downloads import Download, DownloadReader, Downloads
 from cacheproxy.files.extracted import extract_and_store
 from cacheproxy.files.ranges import Decision, Outcome, Validators, evaluate
 from cacheproxy.files.relay import fetch_range, open_relay
 from cacheproxy.files.tail_metadata import TailMetadata
 from cacheproxy.pages.service import PageService
+from cacheproxy.pages.visibility import Refused
 from cacheproxy.protocol.page import METADATA_SUFFIX, FileSource
 from cacheproxy.storage.disk import DiskSpace
 from cacheproxy.storage.port import FilesWithFacts
@@ -48,6 +45,80 @@ SHARED_RANGE_LIMIT = 1024 * 1024
 # Lengths learned by an upstream HEAD, by URL (files are immutable): enough for a resolution
 # of a few thousand files, small enough not to matter.
 _KNOWN_LENGTHS = 4096
+
+
+@dataclass(frozen=True)
+class FileRequest:
+    """What a client asked for, in plain terms."""
+
+    method: str
+    headers: Mapping[str, str]
+
+
+class Body(Protocol):
+    """Bytes to stream; raising an UpstreamError mid-way means the transfer must be cut off."""
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    outcome: str  # how the cache answered: hit, miss, coalesced, uncached, miss-range...
+    filename: str
+    decision: Decision
+    total: int | None  # the whole file's length, when known
+    etag: str | None = None
+    last_modified: float | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return self.decision.outcome in (Outcome.WHOLE, Outcome.PARTIAL)
+
+    @property
+    def length(self) -> int | None:
+        """How many bytes the body holds, when known."""
+        end = self.decision.end if self.decision.end is not None else self.total
+        return None if end is None else end - self.decision.start
+
+
+@dataclass(frozen=True)
+class FromStore(Answer):
+    """A stored file, sent from its path (sendfile)."""
+
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class InMemory(Answer):
+    """A small answer already in memory: a shared range, extracted metadata."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Streamed(Answer):
+    """Bytes that arrive as they are sent: a running download, a relay of the upstream."""
+
+    body: Body | None = None
+
+
+class AnswerFields(TypedDict):
+    """The fields the answers one request may get share, passed on as **fields."""
+
+    filename: str
+    decision: Decision
+    total: int | None
+
+
+@dataclass(frozen=True)
+class NotFound:
+    reason: str
+    outcome: str | None = None
+
+
+FileAnswer = FromStore | InMemory | Streamed | Answer | NotFound | Refused
 
 
 def _etag(sha256: str | None) -> str | None:

@@ -10,7 +10,8 @@ from email.utils import formatdate
 from aiohttp import web
 
 from cacheproxy.errors import UpstreamError
-from cacheproxy.files.answers import (
+from cacheproxy.files.ranges import Outcome
+from cacheproxy.files.service import (
     Answer,
     FileAnswer,
     FromStore,
@@ -19,7 +20,6 @@ from cacheproxy.files.answers import (
     Refused,
     Streamed,
 )
-from cacheproxy.files.ranges import Outcome
 from cacheproxy.http.keys import CACHE_OUTCOME, STORED_SIZE
 
 log = logging.getLogger(__name__)

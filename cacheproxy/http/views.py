@@ -8,7 +8,7 @@ from aiohttp import web
 from yarl import URL
 
 from cacheproxy.errors import InvalidName, UpstreamError, UpstreamRefused
-from cacheproxy.files.answers import FileRequest
+from cacheproxy.files.service import FileRequest
 from cacheproxy.http.file_responses import refusal, respond
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, FILES, LOOKAHEAD, PAGES, STORE
 from cacheproxy.ops import runtime
