@@ -684,6 +684,42 @@ async def test_the_process_stops_promptly_with_connections_open(tmp_path):
         proxy.stop()
 
 
+def resident_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+async def test_many_open_intercepted_connections_cost_little_memory(tmp_path):
+    """A lock install opens one connection per file it fetches at once (uv: dozens, and eight
+    clients at once are hundreds). Each TLS connection's read buffer was asyncio's 256 KiB,
+    zero-filled: 200 of them held about 55 MiB of the proxy's memory."""
+    proxy = ProxyProcess(tmp_path / "cache", NOWHERE, "--intercept-host", HOST)
+    writers = []
+    try:
+        port = int(proxy.url.split(":")[2].split("/")[0])
+        context = ssl.create_default_context(cafile=str(tmp_path / "cache" / "ca" / "bundle.pem"))
+
+        async def intercepted() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+            writer.write(f"CONNECT {HOST}:443 HTTP/1.1\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == 200
+            await writer.start_tls(context, server_hostname=HOST)
+            writer.write(b"GET /x HTTP/1.1\r\nHost: pkgs.test\r\n\r\n")
+            assert (await read_response(reader))[0] == 404
+
+        await intercepted()  # the leaf certificate, the first handshake's imports
+        before = resident_mib(proxy.proc.pid)
+        for _ in range(200):
+            await intercepted()
+        grown = resident_mib(proxy.proc.pid) - before
+        assert grown < 25, f"200 open intercepted connections: {grown:.1f} MiB more"
+    finally:
+        for writer in writers:
+            writer.close()
+        proxy.stop()
+
+
 # --- the pieces -------------------------------------------------------------------------------
 
 
