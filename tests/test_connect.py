@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import time
+import types
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +27,9 @@ from cacheproxy.http.ca import fingerprint
 from cacheproxy.http.connect import MAX_HEAD, TUNNEL_BUFFER, decide, parse_head, parse_target
 from cacheproxy.http.server import Running, running
 from tests.fakes.clients import clean_env
+from tests.fakes.https_upstream import https_upstream
 from tests.fakes.process import ProxyProcess
+from tests.fakes.upstream import UpstreamIndex
 
 HOST = "pkgs.test"  # a package host by --intercept-host; no one resolves it
 NOWHERE = "http://127.0.0.2:9/simple/"  # the upstream: never asked by these tests
@@ -192,6 +195,41 @@ async def test_the_upstreams_host_on_its_own_port_is_intercepted(tmp_path):
         answers = await intercepted_get(proxy, ["/simple/"], target="127.0.0.2:9", sni="127.0.0.2")
         # The upstream's own index root, answered from the cache (it holds no project yet).
         assert answers[0][0] == 200
+
+
+async def test_a_stored_file_goes_out_over_tls_in_large_reads(
+    tmp_path, wheelhouse, wheel_bytes, monkeypatch
+):
+    """No sendfile through TLS: asyncio's own fallback would read 16 KiB at a time, each read a
+    round trip to a thread (an 8 MiB wheel: 512 of them); the stored file is read 256 KiB at
+    a time instead."""
+    import aiohttp.connector
+
+    from cacheproxy.http import file_responses
+
+    reads: list[int] = []
+    fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
+    fake_os.pread = lambda fd, size, offset: reads.append(size) or os.pread(fd, size, offset)
+    monkeypatch.setattr(file_responses, "os", fake_os)
+    big = "bigpkg-1.0-py3-none-any.whl"
+    index = UpstreamIndex()
+    index.add_wheel(wheelhouse[big])
+    async with https_upstream(index, tmp_path / "upstream") as upstream:
+        # The proxy's upstream client trusts the upstream's CA (made when aiohttp is imported).
+        trusting_upstream = ssl.create_default_context(cafile=str(upstream.ca_file))
+        monkeypatch.setattr(aiohttp.connector, "_SSL_CONTEXT_VERIFIED", trusting_upstream)
+        path = index.files[big].url_path
+        target = f"{upstream.host}:{upstream.port}"
+        async with proxy_at(tmp_path, upstream=upstream.simple_url) as proxy:
+            for outcome in ("miss", "stored"):
+                reads.clear()
+                [(status, body)] = await intercepted_get(
+                    proxy, [path], target=target, sni=upstream.host
+                )
+                assert status == 200 and body == wheel_bytes(big), (outcome, body[:200])
+        assert index.file_hits(big) == 1
+    chunk = 256 * 1024
+    assert reads == [chunk] * (len(body) // chunk) + [len(body) % chunk]
 
 
 # --- refusals ---------------------------------------------------------------------------------
