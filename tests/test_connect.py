@@ -197,12 +197,12 @@ async def test_the_upstreams_host_on_its_own_port_is_intercepted(tmp_path):
         assert answers[0][0] == 200
 
 
-async def test_a_stored_file_goes_out_over_tls_in_large_reads(
+async def test_a_file_goes_out_over_tls_in_large_reads_and_small_writes(
     tmp_path, wheelhouse, wheel_bytes, monkeypatch
 ):
     """No sendfile through TLS: asyncio's own fallback would read 16 KiB at a time, each read a
     round trip to a thread (an 8 MiB wheel: 512 of them); the stored file is read 256 KiB at
-    a time instead."""
+    a time instead, and written 16 KiB at a time."""
     import aiohttp.connector
 
     from cacheproxy.http import file_responses
@@ -211,6 +211,15 @@ async def test_a_stored_file_goes_out_over_tls_in_large_reads(
     fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
     fake_os.pread = lambda fd, size, offset: reads.append(size) or os.pread(fd, size, offset)
     monkeypatch.setattr(file_responses, "os", fake_os)
+    writes: list[int] = []
+    real_write = web.StreamResponse.write
+
+    async def write(self, data):
+        if isinstance(self, file_responses._AnswerResponse):  # the proxy's, not the upstream's
+            writes.append(len(data))
+        return await real_write(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", write)
     big = "bigpkg-1.0-py3-none-any.whl"
     index = UpstreamIndex()
     index.add_wheel(wheelhouse[big])
@@ -223,10 +232,15 @@ async def test_a_stored_file_goes_out_over_tls_in_large_reads(
         async with proxy_at(tmp_path, upstream=upstream.simple_url) as proxy:
             for outcome in ("miss", "stored"):
                 reads.clear()
+                writes.clear()
                 [(status, body)] = await intercepted_get(
                     proxy, [path], target=target, sni=upstream.host
                 )
                 assert status == 200 and body == wheel_bytes(big), (outcome, body[:200])
+                # Written in small pieces, as it arrived or as it was read: OpenSSL's buffer
+                # for the connection grows to the largest write and stays that size.
+                assert max(writes) <= file_responses.TLS_PIECE_BYTES, outcome
+                assert sum(writes) == len(body), outcome
         assert index.file_hits(big) == 1
     chunk = 256 * 1024
     assert reads == [chunk] * (len(body) // chunk) + [len(body) % chunk]
@@ -756,6 +770,51 @@ async def test_many_open_intercepted_connections_cost_little_memory(tmp_path):
         for writer in writers:
             writer.close()
         proxy.stop()
+
+
+async def test_clients_that_stop_reading_hold_little_of_the_proxys_memory(tmp_path, wheelhouse):
+    """Each intercepted connection whose client stops reading a large file holds one read of
+    it (256 KiB) and at most 64 KiB of encrypted bytes waiting (asyncio's own bound is 512 KiB,
+    and OpenSSL's buffer kept the size of the largest write): about 0.5 MiB each, where it
+    was 1 MiB."""
+    big = "bigpkg-1.0-py3-none-any.whl"
+    index = UpstreamIndex()
+    index.add_wheel(wheelhouse[big])
+    async with https_upstream(index, tmp_path / "upstream") as upstream:
+        proxy = await asyncio.to_thread(
+            ProxyProcess, tmp_path / "cache", upstream.simple_url,
+            env={"SSL_CERT_FILE": str(upstream.ca_file)},
+        )  # fmt: skip
+        writers = []
+        try:
+            port = int(proxy.url.split(":")[2].split("/")[0])
+            context = ssl.create_default_context(
+                cafile=str(tmp_path / "cache" / "ca" / "bundle.pem")
+            )
+            path = index.files[big].url_path
+
+            async def stalled(read_all: bool = False) -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writers.append(writer)
+                writer.write(f"CONNECT {upstream.host}:{upstream.port} HTTP/1.1\r\n\r\n".encode())
+                assert (await read_head(reader))[0] == 200
+                await writer.start_tls(context, server_hostname=upstream.host)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: {upstream.host}\r\n\r\n".encode())
+                if read_all:
+                    assert (await read_response(reader))[0] == 200
+                else:  # a few bytes, then nothing more: the socket's buffers fill up
+                    assert (await read_head(reader))[0] == 200
+
+            await stalled(read_all=True)  # now stored, and the first handshake's imports made
+            before = resident_mib(proxy.proc.pid)
+            await asyncio.gather(*(stalled() for _ in range(30)))
+            await asyncio.sleep(1)  # until every connection's buffers are full
+            grown = resident_mib(proxy.proc.pid) - before
+            assert grown < 22, f"30 clients that stopped reading: {grown:.1f} MiB more"
+        finally:
+            for writer in writers:
+                writer.close()
+            proxy.stop()
 
 
 # --- the pieces -------------------------------------------------------------------------------

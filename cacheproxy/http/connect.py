@@ -39,6 +39,7 @@ from aiohttp.abc import AbstractAccessLogger
 from cacheproxy.config import Config, HostPort
 from cacheproxy.http.access import presented_token, token_allowed
 from cacheproxy.http.ca import CertificateAuthority, HostNotCovered
+from cacheproxy.ops import runtime
 from cacheproxy.ops.metrics import CONNECT_OUTCOMES, Metrics
 from cacheproxy.ops.redact import redact_request
 
@@ -50,8 +51,13 @@ OUTCOMES = CONNECT_OUTCOMES  # cacheproxy_connects_total{outcome}
 MAX_HEAD = 8 * 1024
 # Bytes a tunnel holds for a side that does not read before it stops reading the other side.
 TUNNEL_BUFFER = 256 * 1024
-# The most an intercepted TLS connection reads from its socket at once (asyncio's own: 256 KiB).
-TLS_READ_BUFFER = 32 * 1024
+# The most an intercepted TLS connection reads from its socket at once (asyncio's own: 256 KiB),
+# as for a plain connection (ops/runtime.py): requests are a few hundred bytes.
+TLS_READ_BUFFER = runtime.SOCKET_READ_BYTES
+# What an intercepted connection holds for a client that reads slower than its file arrives
+# before the writer waits: encrypted bytes not yet taken by the socket (asyncio's own: 512 KiB,
+# where a plain connection holds 64 KiB).
+TLS_WRITE_BUFFER = 64 * 1024
 # Problems that come with every connection of a misconfigured client are logged once per
 # this many seconds, with how many were left out.
 LOG_EVERY = 60.0
@@ -631,7 +637,9 @@ async def start_server_tls(
         made.cancel()
         resumed.cancel()
         raise
-    return tls._app_transport
+    app = tls._app_transport
+    app.set_write_buffer_limits(high=TLS_WRITE_BUFFER)
+    return app
 
 
 # --- tunnels ----------------------------------------------------------------------------------

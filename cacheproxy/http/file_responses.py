@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _SENDFILE_FALLBACK_CHUNK = 256 * 1024
+# Through TLS each write is encrypted whole into OpenSSL's outgoing buffer before any of it is
+# sent, and that buffer keeps its largest size for the life of the connection: bodies go in
+# pieces of this size, so a connection holds one piece, never a whole read.
+TLS_PIECE_BYTES = 16 * 1024
 
 
 def content_type_for(filename: str) -> str:
@@ -118,8 +122,9 @@ async def _stream(request: web.BaseRequest, response: _AnswerResponse, answer: S
             return writer
         try:
             if not await _sent_by_sendfile(request, answer):
+                tls = _is_tls(request)
                 async for chunk in answer.body.chunks():
-                    await response.write(chunk)
+                    await _write(response, chunk, tls)
                     del chunk  # not held while the next one is awaited (downloads.py)
         except UpstreamError as exc:
             _abort(request, str(exc))
@@ -164,7 +169,7 @@ async def _send_stored(request: web.BaseRequest, response: _AnswerResponse, answ
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client went away")
-        if transport.get_extra_info("sslcontext") is not None:
+        if _is_tls(request):
             # No sendfile through TLS; asyncio's own fallback reads 16 KiB at a time, each
             # read a round trip to a thread: several times slower than these reads.
             await _send_by_reads(response, fobj.fileno(), decision.start, count)
@@ -180,14 +185,29 @@ async def _send_stored(request: web.BaseRequest, response: _AnswerResponse, answ
 
 
 async def _send_by_reads(response: web.StreamResponse, fd: int, start: int, count: int) -> None:
+    """Where sendfile cannot be (TLS): reads in a thread, written in TLS_PIECE_BYTES pieces."""
     position, end = start, start + count
     while position < end:
         size = min(_SENDFILE_FALLBACK_CHUNK, end - position)
         data = await asyncio.to_thread(os.pread, fd, size, position)
         if not data:
             raise ConnectionResetError("stored file shrank while it was sent")
-        await response.write(data)
+        await _write(response, data, tls=True)
         position += len(data)
+
+
+def _is_tls(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is not None and transport.get_extra_info("sslcontext") is not None
+
+
+async def _write(response: web.StreamResponse, data: bytes, tls: bool) -> None:
+    if not tls or len(data) <= TLS_PIECE_BYTES:
+        await response.write(data)
+        return
+    view = memoryview(data)
+    for start in range(0, len(view), TLS_PIECE_BYTES):
+        await response.write(view[start : start + TLS_PIECE_BYTES])
 
 
 def _abort(request: web.BaseRequest, reason: str) -> None:
