@@ -197,19 +197,28 @@ async def test_the_upstreams_host_on_its_own_port_is_intercepted(tmp_path):
         assert answers[0][0] == 200
 
 
-async def test_a_file_goes_out_over_tls_in_large_reads_and_small_writes(
+async def test_a_file_goes_out_over_tls_read_from_the_page_cache_in_small_writes(
     tmp_path, wheelhouse, wheel_bytes, monkeypatch
 ):
     """No sendfile through TLS: asyncio's own fallback would read 16 KiB at a time, each read a
-    round trip to a thread (an 8 MiB wheel: 512 of them); the stored file is read 256 KiB at
-    a time instead, and written 16 KiB at a time."""
+    round trip to a thread (an 8 MiB wheel: 512 of them). A stored file the page cache holds
+    is read at once instead, 64 KiB at a time (a thread only for what is not cached), and
+    written 16 KiB at a time."""
     import aiohttp.connector
 
     from cacheproxy.http import file_responses
 
-    reads: list[int] = []
+    threaded: list[int] = []  # reads that waited in a thread
+    cached: list[int] = []  # reads of the page cache that would not wait for the disk
     fake_os = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
-    fake_os.pread = lambda fd, size, offset: reads.append(size) or os.pread(fd, size, offset)
+    fake_os.pread = lambda fd, size, offset: threaded.append(size) or os.pread(fd, size, offset)
+
+    def preadv(fd, buffers, offset, flags):
+        got = os.preadv(fd, buffers, offset, flags)
+        cached.append(got)
+        return got
+
+    fake_os.preadv = preadv
     monkeypatch.setattr(file_responses, "os", fake_os)
     writes: list[int] = []
     real_write = web.StreamResponse.write
@@ -231,7 +240,8 @@ async def test_a_file_goes_out_over_tls_in_large_reads_and_small_writes(
         target = f"{upstream.host}:{upstream.port}"
         async with proxy_at(tmp_path, upstream=upstream.simple_url) as proxy:
             for outcome in ("miss", "stored"):
-                reads.clear()
+                threaded.clear()
+                cached.clear()
                 writes.clear()
                 [(status, body)] = await intercepted_get(
                     proxy, [path], target=target, sni=upstream.host
@@ -242,8 +252,10 @@ async def test_a_file_goes_out_over_tls_in_large_reads_and_small_writes(
                 assert max(writes) <= file_responses.TLS_PIECE_BYTES, outcome
                 assert sum(writes) == len(body), outcome
         assert index.file_hits(big) == 1
-    chunk = 256 * 1024
-    assert reads == [chunk] * (len(body) // chunk) + [len(body) % chunk]
+    # Just stored, so in the page cache: no read waited in a thread.
+    chunk = 64 * 1024
+    assert threaded == []
+    assert cached == [chunk] * (len(body) // chunk) + [len(body) % chunk]
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -774,8 +786,8 @@ async def test_many_open_intercepted_connections_cost_little_memory(tmp_path):
 
 async def test_clients_that_stop_reading_hold_little_of_the_proxys_memory(tmp_path, wheelhouse):
     """Each intercepted connection whose client stops reading a large file holds one read of
-    it (256 KiB) and at most 64 KiB of encrypted bytes waiting (asyncio's own bound is 512 KiB,
-    and OpenSSL's buffer kept the size of the largest write): about 0.5 MiB each, where it
+    it (64 KiB) and at most 64 KiB of encrypted bytes waiting (asyncio's own bound is 512 KiB,
+    and OpenSSL's buffer kept the size of the largest write): about 0.3 MiB each, where it
     was 1 MiB."""
     big = "bigpkg-1.0-py3-none-any.whl"
     index = UpstreamIndex()
@@ -810,7 +822,7 @@ async def test_clients_that_stop_reading_hold_little_of_the_proxys_memory(tmp_pa
             await asyncio.gather(*(stalled() for _ in range(30)))
             await asyncio.sleep(1)  # until every connection's buffers are full
             grown = resident_mib(proxy.proc.pid) - before
-            assert grown < 22, f"30 clients that stopped reading: {grown:.1f} MiB more"
+            assert grown < 18, f"30 clients that stopped reading: {grown:.1f} MiB more"
         finally:
             for writer in writers:
                 writer.close()
