@@ -620,11 +620,20 @@ async def start_server_tls(
     the same steps, the protocol asyncio's own but for its buffer size."""
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
-    # (typeshed has the handshake timeout as an int; asyncio takes any number of seconds)
-    tls = _ServerTLS(
-        loop, protocol, context, waiter, server_side=True, call_connection_made=False,
-        ssl_handshake_timeout=timeout,  # type: ignore[arg-type]
-    )  # fmt: skip
+    try:
+        # (typeshed has the handshake timeout as an int; asyncio takes any number of seconds)
+        tls = _ServerTLS(
+            loop, protocol, context, waiter, server_side=True, call_connection_made=False,
+            ssl_handshake_timeout=timeout,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except TypeError:
+        # asyncio's TLS protocol is not public API: where it takes other arguments, the public
+        # start_tls does the same with asyncio's own buffer size.
+        started = await loop.start_tls(
+            transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout
+        )
+        assert started is not None
+        return cast(asyncio.Transport, started)
     # As start_tls: no data_received() before connection_made().
     transport.pause_reading()
     transport.set_protocol(tls)
@@ -637,7 +646,7 @@ async def start_server_tls(
         made.cancel()
         resumed.cancel()
         raise
-    app = tls._app_transport
+    app = tls._app_transport  # what start_tls returns; asyncio names it nowhere public
     app.set_write_buffer_limits(high=TLS_WRITE_BUFFER)
     return app
 
