@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import diskcache
+
 from cacheproxy.storage.local import Store
 from cacheproxy.storage.records import CachedPage
 from cacheproxy.storage.versions import CHANGE_CHECK_SECONDS
@@ -212,3 +214,41 @@ async def test_a_version_bumped_by_another_process_is_seen_at_the_next_look(
     finally:
         command.close_sync()
         await server.close()
+
+
+def test_no_thread_maps_the_database_and_other_processes_keep_its_settings(
+    tmp_path: Path,
+) -> None:
+    """Each thread's connections read without a memory map and with a small page cache, for
+    this process only: mapped twice per thread (a handle for reads, one for writes), the
+    database was counted in the RSS as many times."""
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    for n in range(8):
+        store.put_page_sync(f"p{n}", CachedPage(200, None, 1.0, etag="e" * 1000))
+    store.close_sync()  # the pages move from the write-ahead log into the database
+    store = Store(tmp_path, size_limit=2**30)
+    store.open_sync()
+    database = str(tmp_path / "store" / "cache.db")
+    try:
+
+        def read() -> None:
+            for n in range(8):
+                assert store.read_page(f"p{n}") is not None
+            store.entries.flush_access_times()
+
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        read()
+        if os.path.exists("/proc/self/maps"):
+            with open("/proc/self/maps") as maps:
+                mapped = [line for line in maps if line.rstrip().endswith(database)]
+            assert mapped == []
+    finally:
+        store.close_sync()
+    other = diskcache.Cache(str(tmp_path / "store"))
+    assert other.sqlite_mmap_size == 2**26 and other.sqlite_cache_size == 2**13
+    other.close()

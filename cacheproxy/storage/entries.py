@@ -11,6 +11,15 @@ memory and stamped through `cache` (a get under its policy) in one transaction b
 is evicted, and otherwise at most every ACCESS_FLUSH_SECONDS, so eviction still goes by last
 use.
 
+diskcache opens one SQLite connection per thread per handle, each with the pragmas stored in
+the cache: a 64 MiB memory map of the database and a page cache of 8192 pages (32 MiB). Every
+worker thread would hold two maps and two page caches of the same file (the flush reads each
+value again through `cache`), and the process's RSS counts each. So each thread's connections
+are set, for this process only (`Cache.reset(..., update=False)`), to read without a memory map
+and with a page cache of CACHE_PAGES. Measured on a 117 MiB store of 20 kB values, 6 threads
+reading 20,000 at random each, then one flush: peak RSS 798 MiB before, 62 after; one thread's
+CPU per read 30-34 us either way, the flush of 6,000 keys 0.40 s instead of 0.32.
+
 Both handles run on RenamingDisk: a verified file waiting in staging (StagedFile) is moved into
 diskcache's own file layout instead of copied.
 """
@@ -50,6 +59,9 @@ CHANGED = "changed"
 FILES_CHANGED = "files-changed"
 
 ACCESS_FLUSH_SECONDS = 5.0
+# Each thread's connections: no memory map, a page cache of this many pages (4 MiB at SQLite's
+# 4 KiB pages), enough for the inner pages of a large store's B-tree.
+CACHE_PAGES = 1024
 _MISSING = object()
 
 
@@ -91,6 +103,7 @@ class Entries:
         self.write_lock = threading.RLock()
         self._cache: diskcache.Cache | None = None
         self._reads: diskcache.Cache | None = None
+        self._tuned = threading.local()  # .pid: this thread's connections are set up
         self._accessed: dict[Hashable, float] = {}  # key -> when it was last read
         self._accessed_lock = threading.Lock()
         self._flushed_at = 0.0
@@ -109,6 +122,7 @@ class Entries:
         reads = diskcache.Cache(str(self.directory), disk=RenamingDisk)
         reads.reset("eviction_policy", "none", update=False)
         reads.reset("statistics", 0, update=False)
+        self._tuned = threading.local()
         self._reads = reads
 
     def close(self) -> None:
@@ -121,15 +135,30 @@ class Entries:
     @property
     def cache(self) -> diskcache.Cache:
         """The cache for writes, transactions and eviction (a get here is a write too)."""
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
             raise RuntimeError("store is not open")
-        return self._cache
+        if getattr(self._tuned, "pid", None) != os.getpid():
+            self._tune()
+        return cache
 
     @property
     def _reader(self) -> diskcache.Cache:
-        if self._reads is None:
+        reads = self._reads
+        if reads is None:
             raise RuntimeError("store is not open")
-        return self._reads
+        if getattr(self._tuned, "pid", None) != os.getpid():
+            self._tune()
+        return reads
+
+    def _tune(self) -> None:
+        """Set this thread's connections (opened now, or again after a fork, with the pragmas
+        stored in the cache) to the smaller memory of this process's own."""
+        for handle in (self._cache, self._reads):
+            if handle is not None:
+                handle.reset("sqlite_mmap_size", 0, update=False)
+                handle.reset("sqlite_cache_size", CACHE_PAGES, update=False)
+        self._tuned.pid = os.getpid()
 
     # -- reads without writes --------------------------------------------------------------
 
