@@ -92,3 +92,19 @@ def test_the_object_store_client_is_loaded_only_for_a_shared_tier():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_ca_library_is_loaded_only_when_the_face_opens_its_ca():
+    """cryptography is about 8 MiB of a process: the commands and a proxy with the transparent
+    face off never load it; opening the CA does."""
+    probe = (
+        "import sys, cacheproxy.cli.main, cacheproxy.http.server, cacheproxy.http.connect\n"
+        "print('cryptography' in sys.modules)\n"
+        "import tempfile\nfrom pathlib import Path\n"
+        "from cacheproxy.config import Config\n"
+        "from cacheproxy.http.trust import open_authority\n"
+        "open_authority(Config(cache_dir=Path(tempfile.mkdtemp()), upstream='https://pkgs.test/simple/'))\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

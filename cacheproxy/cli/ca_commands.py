@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cryptography import x509
 
 from cacheproxy.cli.options import CONFIG_OPTION, fail, load_settings, setting
 from cacheproxy.config import Config
 from cacheproxy.errors import CaError
-from cacheproxy.http.ca import CertificateAuthority, fingerprint
 from cacheproxy.http.trust import CA_DIR, ca_hosts
 
 
@@ -34,6 +32,10 @@ def _config(ctx: click.Context, flags: dict[str, str | None], config_file: str |
 
 
 def _show(config: Config, only_fingerprint: bool) -> None:
+    from cryptography import x509  # loaded by the commands that need it, not by every one
+
+    from cacheproxy.http.ca import CertificateAuthority, fingerprint
+
     directory = ca_dir(config.cache_dir)
     pem = CertificateAuthority.read_certificate(directory)
     if pem is None:
@@ -107,6 +109,8 @@ def init(
     upstream,
 ) -> None:
     """Make the CA (or keep the one there if it covers the hosts) and print its fingerprint."""
+    from cacheproxy.http.ca import CertificateAuthority
+
     config = _config(ctx, {"cache_dir": cache_dir, "upstream": upstream}, config_file)
     wanted = list(hosts) or default_hosts(config)
     directory = ca_dir(config.cache_dir)

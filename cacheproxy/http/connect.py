@@ -31,17 +31,20 @@ import weakref
 from asyncio import sslproto
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from cacheproxy.config import Config, HostPort
+from cacheproxy.errors import CaError
 from cacheproxy.http.access import presented_token, token_allowed
-from cacheproxy.http.ca import CertificateAuthority, HostNotCovered
 from cacheproxy.ops import runtime
 from cacheproxy.ops.metrics import CONNECT_OUTCOMES, Metrics
 from cacheproxy.ops.redact import redact_request
+
+if TYPE_CHECKING:  # cryptography is loaded only when the face opens its CA
+    from cacheproxy.http.ca import CertificateAuthority
 
 log = logging.getLogger("cacheproxy")
 access_log = logging.getLogger("cacheproxy.http.access")
@@ -528,7 +531,7 @@ class _Connection(asyncio.Protocol):
         assert front.authority is not None and front.transparent is not None
         try:
             context = await front.authority.leaf_context_async(request.host)
-        except HostNotCovered as exc:
+        except CaError as exc:  # a host the CA may not vouch for (HostNotCovered)
             self._answer(403, "refused", f"refused: {exc}", request.target)
             return
         if context.sni_callback is not _record_sni:

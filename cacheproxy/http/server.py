@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -21,13 +22,15 @@ from yarl import URL
 from cacheproxy.config import Config
 from cacheproxy.errors import CaError, ConfigError
 from cacheproxy.http.app import create_app
-from cacheproxy.http.ca import CertificateAuthority
 from cacheproxy.http.connect import ConnectFront, connect_target
 from cacheproxy.http.keys import CACHE_OUTCOME, CONFIG, METRICS, NAMED_INDEXES
 from cacheproxy.http.tls import TlsFiles, reload_certificate
 from cacheproxy.http.transparent import create_transparent_app
 from cacheproxy.http.trust import open_authority, write_bundle
 from cacheproxy.ops.redact import redact_request
+
+if TYPE_CHECKING:  # cryptography is loaded only when the face opens its CA
+    from cacheproxy.http.ca import CertificateAuthority
 
 log = logging.getLogger("cacheproxy")
 

@@ -8,9 +8,12 @@ hosts (`Config.package_hosts`), so every command agrees on one CA per cache.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cacheproxy.config import Config
-from cacheproxy.http.ca import CertificateAuthority
+
+if TYPE_CHECKING:  # cryptography (8 MiB) is loaded only when a CA is opened
+    from cacheproxy.http.ca import CertificateAuthority
 
 CA_DIR = "ca"
 BUNDLE_FILE = "bundle.pem"
@@ -37,6 +40,8 @@ def open_authority(config: Config, *, renew: bool = False) -> CertificateAuthori
     """The CA the configuration names (--ca-cert/--ca-key) or this cache's own, made if it
     has none that covers the package hosts. Blocking: at start-up or in a thread. Raises
     CaError (files, hosts) or ValueError (a host no certificate can name)."""
+    from cacheproxy.http.ca import CertificateAuthority
+
     hosts = ca_hosts(config)
     if config.ca_cert is not None or config.ca_key is not None:
         if config.ca_cert is None or config.ca_key is None:
