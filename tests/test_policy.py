@@ -3,6 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from cacheproxy.documents import states
+from cacheproxy.documents.driver import DocumentCache
 from cacheproxy.documents.states import PageAction
 from cacheproxy.errors import UpstreamError, UpstreamRefused
 from cacheproxy.protocol.page import ProjectPage
@@ -151,3 +152,18 @@ def test_a_peers_copy_is_served_if_fresh_else_revalidated():
     )
     assert asking.peer_answered(entry(), at(5000)) == states.NeedsRevalidation(entry())
     assert asking.peer_answered(None, at(5000)) == states.NeedsFetch(peer_asked=True)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_a_hot_copys_freshness_is_the_decision_to_serve(offline):
+    """DocumentCache.is_fresh (asked at every hot page request, no state made) and max_age
+    agree with decide() and the freshness settings, whatever the entry and the clock."""
+    freshness = states.Freshness(page_ttl=600, negative_ttl=60, offline=offline)
+    now = [0.0]
+    cache = DocumentCache(freshness, disk=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    for e in (None, entry(), entry(404), entry(410)):
+        for now[0] in (900.0, 1000.0, 1059.0, 1061.0, 1599.0, 1600.0, 10.0**9):
+            served = isinstance(states.decide(e, now[0], freshness), states.Serve)
+            assert cache.is_fresh(e) is served, (e, now[0])
+            if e is not None:
+                assert cache.max_age(e) == freshness.max_age(e, now[0])

@@ -91,12 +91,18 @@ class DocumentCache:
         return decide(entry, self.clock(), self.freshness)
 
     def is_fresh(self, entry: Any) -> bool:
-        """Whether the entry (or the head kept beside a rendered copy) is served as it is."""
-        return isinstance(self.decide(entry), Serve)
+        """Whether the entry (or the head kept beside a rendered copy) is served as it is:
+        decide()'s Serve, without making a state (asked at every hot page request)."""
+        freshness = self.freshness
+        return entry is not None and (
+            freshness.offline
+            or states.is_fresh(entry, self.clock(), freshness.page_ttl, freshness.negative_ttl)
+        )
 
     def max_age(self, entry: Any) -> int:
         """How long a client may reuse the document: what is left of our own freshness."""
-        return self.freshness.max_age(entry, self.clock())
+        freshness = self.freshness
+        return states.page_max_age(entry, self.clock(), freshness.page_ttl, freshness.negative_ttl)
 
     def upstream_unreachable(self) -> bool:
         return states.upstream_resting(self._unreachable_at, self.clock())

@@ -87,10 +87,22 @@ async def index_list(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n")
 
 
+# /simple//attrs/ (an index URL with a trailing slash, joined with a slash) is sent on to
+# /simple/attrs/.
+_normalize_path = web.normalize_path_middleware(append_slash=False, merge_slashes=True)
+
+
 @web.middleware
-async def small_socket_reads(request: web.Request, handler) -> web.StreamResponse:
-    """Client connections read in small pieces (ops/runtime.py says why)."""
-    runtime.limit_socket_reads(request.transport)
+async def connection_reads(request: web.Request, handler) -> web.StreamResponse:
+    """Client connections read in small pieces (ops/runtime.py says why): set on a
+    connection's first request, only looked at on the others. A path that matches no route
+    is normalized (_normalize_path); one middleware for both, as every layer costs a hot
+    page request a call."""
+    transport = request.transport
+    if getattr(transport, "max_size", 0) > runtime.SOCKET_READ_BYTES:
+        runtime.limit_socket_reads(transport)
+    if request.match_info.http_exception is not None:
+        return await _normalize_path(request, handler)
     return await handler(request)
 
 
@@ -106,11 +118,8 @@ def create_app(
     app[DISK_RESERVE_BYTES] = disk_reserve
     app[SHARED_TIERS] = compose.SharedTiers()
     app.cleanup_ctx.append(_services(None))
-    app.middlewares.append(small_socket_reads)
-    add_ops_routes(app)  # its metrics middleware first: refused requests are counted too
-    # /simple//attrs/ (an index URL with a trailing slash, joined with a slash) is sent on to
-    # /simple/attrs/; only paths that match no route are looked at.
-    app.middlewares.append(web.normalize_path_middleware(append_slash=False, merge_slashes=True))
+    add_ops_routes(app)  # its metrics middleware first: refused and redirected requests counted
+    app.middlewares.append(connection_reads)
     tokens = config.client_tokens()
     if tokens:
         app.middlewares.append(require_token(tokens))

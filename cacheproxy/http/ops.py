@@ -31,8 +31,10 @@ async def record_metrics(request: web.Request, handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     resource = request.match_info.route.resource
     # Labelled by path (named indexes apart), counted by route name (named indexes alike).
-    label = resource.canonical if resource is not None else "unmatched"
-    route = request.match_info.route.name or ""
+    if resource is None:
+        label, route = "unmatched", ""
+    else:
+        label, route = resource.canonical, resource.name or ""
     if route not in _OPS_ROUTES:
         metrics.history.request()
     try:

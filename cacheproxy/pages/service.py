@@ -215,12 +215,6 @@ class StoredPages:
             log.warning("files taken down upstream are still in the cache: %s", exc)
 
 
-def _render_key(project: str, content_type: str, upstream_urls: bool) -> tuple[str, ...]:
-    """Where a rendered page is kept: the index face's as (project, content type), the
-    transparent face's apart from it."""
-    return (project, content_type, "upstream") if upstream_urls else (project, content_type)
-
-
 class PageService:
     """One index's project pages as clients are served them."""
 
@@ -264,28 +258,31 @@ class PageService:
         """The project's page rendered as content_type; upstream_urls: with each file's
         upstream URL instead of the proxy's (the transparent face: hot copies of its own).
         Raises UpstreamError (and UpstreamRefused) when there is nothing to serve."""
-        if refused := self.visibility.project_refusal(project):
+        # The hot path (a fresh rendered copy) is written out: every call costs at thousands
+        # of requests a second.
+        if self.rules.active and (refused := self.visibility.project_refusal(project)):
             self.metrics.policy_hidden.labels("project", "project").inc()
             return PageAnswer("refused", None, 0, refused=refused)
-        key = _render_key(project, content_type, upstream_urls)
+        # Where a rendered page is kept: the index face's as (project, content type), the
+        # transparent face's apart from it.
+        key = (project, content_type, "upstream") if upstream_urls else (project, content_type)
         # The version only tells whether a hot copy is current: not read when none is held.
-        hot = (
-            self._rendered.get(key, await self.store.page_version(project))
-            if key in self._rendered
-            else None
-        )
-        # A hot copy is good until the clock makes a file it leaves off visible.
-        if (
-            hot is not None
-            and self.stored.cache.is_fresh(hot.head)
-            and self.clock() < hot.changes_at
-        ):
-            return PageAnswer("hit", hot, self._bounded_max_age(hot.head, hot.changes_at))
+        if key in self._rendered:
+            hot = self._rendered.get(key, await self.store.page_version(project))
+            # A hot copy is good until the clock makes a file it leaves off visible.
+            if (
+                hot is not None
+                and self.stored.cache.is_fresh(hot.head)
+                and self.clock() < hot.changes_at
+            ):
+                return PageAnswer("hit", hot, self._bounded_max_age(hot.head, hot.changes_at))
         return await self._renders.run(
-            key, lambda: self._render(project, content_type, upstream_urls)
+            key, lambda: self._render(key, project, content_type, upstream_urls)
         )
 
-    async def _render(self, project: str, content_type: str, upstream_urls: bool) -> PageAnswer:
+    async def _render(
+        self, key: tuple[str, ...], project: str, content_type: str, upstream_urls: bool
+    ) -> PageAnswer:
         result = await self.get(project)
         if result is None:
             return PageAnswer("offline", None, 0)
@@ -314,7 +311,7 @@ class PageService:
         # A stale or uncached page is not kept: the next request tries the upstream or the
         # store again rather than being served this copy as a hit.
         if not result.warning and result.outcome != "uncached":
-            self._rendered.put(_render_key(project, content_type, upstream_urls), version, hot)
+            self._rendered.put(key, version, hot)
         return PageAnswer(result.outcome, hot, max_age, result.warning)
 
     def _bounded_max_age(self, entry: CachedPage, changes_at: float) -> int:

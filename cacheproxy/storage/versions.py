@@ -91,8 +91,10 @@ class Versions:
         thread or process. At most every CHANGE_CHECK_SECONDS; on the event loop, as the
         read is one SELECT by key on a WAL database (readers do not wait for writers)."""
         now = time.monotonic()
-        if now - self._looked_at < CHANGE_CHECK_SECONDS:
-            return
+        if now - self._looked_at >= CHANGE_CHECK_SECONDS:
+            self._look(now)
+
+    def _look(self, now: float) -> None:
         self._looked_at = now
         token = self._entries.peek(CHANGED)
         if token != self._token:
@@ -106,6 +108,9 @@ class Versions:
         known = self._known.get(project)
         if known is not None and self._generation is not None:
             return self._generation, known
+        return await self._read_counters(project)
+
+    async def _read_counters(self, project: str) -> tuple[int, tuple[int, int]]:
         epoch = self._epoch
         generation, counters = await asyncio.to_thread(self.read, project)
         self.remember(project, generation, counters, epoch)
@@ -114,8 +119,14 @@ class Versions:
     async def page_version(self, project: str) -> tuple[int, int, int]:
         """The version of a project's page and file facts, as every process sees it: a value
         derived from the page at one version is current while the version is unchanged."""
-        generation, (page, facts) = await self.counters(project)
-        return generation, page, facts
+        # counters() written out: asked at every hot page request.
+        now = time.monotonic()
+        if now - self._looked_at >= CHANGE_CHECK_SECONDS:
+            self._look(now)
+        known, generation = self._known.get(project), self._generation
+        if known is None or generation is None:
+            generation, known = await self._read_counters(project)
+        return generation, known[0], known[1]
 
     async def stored_page_version(self, project: str) -> tuple[int, int]:
         """The version of the page alone, as stored: what is read from the store at one
