@@ -531,16 +531,21 @@ def _host_port_of(url: URL) -> HostPort:
     return HostPort((url.host or "").lower(), port)
 
 
-def default_file_hosts() -> tuple[str, ...]:
-    # The public index serves its files from a host of their own; pip knows it (it shows
-    # where a file came from by it), so it is taken from there, written nowhere here. pip is
-    # in every virtual environment made with venv; without it, --intercept-host names it.
+def default_file_hosts(upstream: str) -> tuple[str, ...]:
+    """The public index's file host when upstream is that index's simple API, else nothing.
+    The public index serves its files from a host of their own; pip knows both (it shows where
+    a file came from by them), so they are taken from there, written nowhere here, and without
+    loading distlib (default_upstream) to tell the upstream is that index. pip is in every
+    virtual environment made with venv; without it, --intercept-host names the host."""
     try:
         from pip._internal.models.index import PyPI
     except ImportError:
         return ()
+    simple = str(getattr(PyPI, "simple_url", "")).rstrip("/")
     host = getattr(PyPI, "file_storage_domain", None)
-    return (host,) if isinstance(host, str) and host else ()
+    if not simple or upstream.rstrip("/") != simple or not isinstance(host, str) or not host:
+        return ()
+    return (host,)
 
 
 def default_upstream() -> str:
@@ -724,8 +729,7 @@ class Config:
         for pattern in self.file_hosts:
             with contextlib.suppress(ValueError):
                 hosts.append(parse_host_port(pattern))
-        if self.upstream == default_upstream():
-            hosts += [HostPort(host) for host in default_file_hosts()]
+        hosts += [HostPort(host) for host in default_file_hosts(self.upstream)]
         hosts += self.intercept_host
         return tuple(dict.fromkeys(host for host in hosts if host.host))
 

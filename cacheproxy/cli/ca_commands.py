@@ -3,24 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from cacheproxy.cli.options import CONFIG_OPTION, fail, load_settings, setting
 from cacheproxy.config import Config
 from cacheproxy.errors import CaError
-from cacheproxy.http.trust import CA_DIR, ca_hosts
-
-
-def ca_dir(cache_dir: Path) -> Path:
-    """Where the CA of a cache lives: beside its store."""
-    return cache_dir / CA_DIR
-
-
-def default_hosts(config: Config) -> list[str]:
-    """The hosts a CA is made for when none are named: the package hosts, as serve makes it."""
-    return ca_hosts(config)
+from cacheproxy.http.trust import ca_dir, ca_hosts
 
 
 def _config(ctx: click.Context, flags: dict[str, str | None], config_file: str | None) -> Config:
@@ -36,7 +24,7 @@ def _show(config: Config, only_fingerprint: bool) -> None:
 
     from cacheproxy.http.ca import CertificateAuthority, fingerprint
 
-    directory = ca_dir(config.cache_dir)
+    directory = ca_dir(config)
     pem = CertificateAuthority.read_certificate(directory)
     if pem is None:
         fail(f"no CA in {directory}: 'cacheproxy ca init' makes one (so does the first serve)")
@@ -112,8 +100,8 @@ def init(
     from cacheproxy.http.ca import CertificateAuthority
 
     config = _config(ctx, {"cache_dir": cache_dir, "upstream": upstream}, config_file)
-    wanted = list(hosts) or default_hosts(config)
-    directory = ca_dir(config.cache_dir)
+    wanted = list(hosts) or ca_hosts(config)  # the package hosts, as serve makes it
+    directory = ca_dir(config)
     try:
         authority = CertificateAuthority.open(directory, wanted, renew=renew)
     except (CaError, ValueError) as exc:
