@@ -226,9 +226,10 @@ class Proxy:
         *args: str,
         profile: Path | None = None,
         tree: Tree | None = None,
+        env: dict[str, str] | None = None,
     ):
         launcher = tree.launcher() if tree else ()
-        self.process = ProxyProcess(cache_dir, upstream, *args, launcher=launcher)
+        self.process = ProxyProcess(cache_dir, upstream, *args, launcher=launcher, env=env)
         if tree is not None:
             check_import(tree, self.process.log)
         self.url = self.process.url

@@ -64,8 +64,8 @@ from benchmarks.suite import (  # noqa: E402
     versions,
     wheel_dir,
 )
+from benchmarks.suite import Proxy as SuiteProxy  # noqa: E402
 from cacheproxy.config import default_upstream  # noqa: E402
-from tests.fakes.process import ProxyProcess  # noqa: E402
 
 HOST = "127.0.0.2"
 TARGETS = {"warm transparent/index": 1.05, "cold RSS MiB": 110.0}
@@ -256,16 +256,15 @@ def sync_fresh(project: Path, env: dict[str, str]) -> float:
         return asyncio.run(sync(project, env, Path(tmp)))
 
 
-class Proxy:
+class Proxy(SuiteProxy):
     """A fresh `cacheproxy serve` in front of the static upstream, trusting its CA, and the
     lines `cacheproxy env --transparent` prints for it."""
 
     def __init__(self, cache: Path, upstream: StaticUpstream, port: int) -> None:
         """port: the same for every proxy of a run, so the index face's lock stays valid."""
-        self.process = ProxyProcess(
+        super().__init__(
             cache, upstream.url, "--port", str(port), env={"SSL_CERT_FILE": str(upstream.ca_file)}
         )
-        self.url = self.process.url
         port = self.url.split(":")[2].split("/")[0]
         settings = dict(
             client_env(),
@@ -281,27 +280,6 @@ class Proxy:
             self.stop()
             raise SystemExit(f"cacheproxy env --transparent failed:\n{printed.stderr}")
         self.transparent_env: dict[str, str] = json.loads(printed.stdout)["env"]
-
-    def peak_rss_mib(self) -> float:
-        return round(self.process.peak_rss_mib(), 1)
-
-    def cpu_seconds(self) -> float:
-        """User and system CPU the proxy has used so far: steadier than wall time on a
-        shared machine."""
-        fields = Path(f"/proc/{self.process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def outcomes(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for line in self.process.log:
-            match = re.search(r"access: (\w+) \S+ \d+ (\S+) ", line)
-            if match:
-                key = f"{match[1]} {match[2]}"
-                counts[key] = counts.get(key, 0) + 1
-        return counts
-
-    def stop(self) -> None:
-        self.process.stop()
 
 
 # -- scenarios ----------------------------------------------------------------------------------

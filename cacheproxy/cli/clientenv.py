@@ -140,6 +140,19 @@ def client_env(url: str) -> ClientEnv:
     return ClientEnv(url, tool_settings(url), docker_builds(url))
 
 
+def _docker_build_lines(builds: Iterable[DockerBuild]) -> list[str]:
+    """Each way to build, as shell comments: what it is, then the command."""
+    lines = []
+    for build in builds:
+        lines.append(f"# {build.how}" + (f": {build.note}" if build.note else ""))
+        lines.append("#   docker build " + " ".join(shlex.quote(f) for f in build.flags) + " .")
+    return lines
+
+
+def _docker_build_json(builds: Iterable[DockerBuild]) -> dict[str, dict]:
+    return {build.how: {"flags": list(build.flags), "note": build.note} for build in builds}
+
+
 def render_shell(env: ClientEnv) -> str:
     lines = [f"# cacheproxy: {env.index_url}"]
     for tool in env.tools:
@@ -147,9 +160,7 @@ def render_shell(env: ClientEnv) -> str:
         lines += [f"export {name}={shlex.quote(value)}" for name, value in tool.env.items()]
         lines += [f"#   {command}" for command in tool.commands]
     lines.append("# docker build (declare ARG PIP_INDEX_URL / ARG UV_DEFAULT_INDEX in the stage)")
-    for build in env.docker:
-        lines.append(f"# {build.how}" + (f": {build.note}" if build.note else ""))
-        lines.append("#   docker build " + " ".join(shlex.quote(f) for f in build.flags) + " .")
+    lines += _docker_build_lines(env.docker)
     return "\n".join(lines) + "\n"
 
 
@@ -168,9 +179,7 @@ def render_json(env: ClientEnv) -> str:
             tool.tool: {"env": tool.env, "commands": list(tool.commands), "note": tool.note}
             for tool in env.tools
         },
-        "docker_build": {
-            build.how: {"flags": list(build.flags), "note": build.note} for build in env.docker
-        },
+        "docker_build": _docker_build_json(env.docker),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -278,9 +287,7 @@ def render_transparent_shell(env: TransparentEnv) -> str:
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.env.items()]
     lines.append("# docker build (in the Dockerfile, only the lock install's RUN changes):")
     lines += [f"#   {line}" for line in dockerfile_run("uv sync --locked").splitlines()]
-    for build in env.docker:
-        lines.append(f"# {build.how}" + (f": {build.note}" if build.note else ""))
-        lines.append("#   docker build " + " ".join(shlex.quote(f) for f in build.flags) + " .")
+    lines += _docker_build_lines(env.docker)
     return "\n".join(lines) + "\n"
 
 
@@ -298,9 +305,7 @@ def render_transparent_json(env: TransparentEnv) -> str:
         "ca_fingerprint": env.fingerprint,
         "package_hosts": list(env.package_hosts),
         "env": env.env,
-        "docker_build": {
-            build.how: {"flags": list(build.flags), "note": build.note} for build in env.docker
-        },
+        "docker_build": _docker_build_json(env.docker),
     }
     return json.dumps(document, indent=2) + "\n"
 
