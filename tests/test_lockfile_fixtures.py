@@ -8,18 +8,14 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.https_upstream import https_upstream
-from tests.fakes.lockfiles import INSTALLED, INSTALLS, LOCKERS, ClientMissing, client_env
-from tests.fakes.upstream import UpstreamIndex
-
-WHEELS = ("tinyalpha-1.0-py3-none-any.whl", "tinyalpha-2.0-py3-none-any.whl",
-          "beta_helper-1.0-py3-none-any.whl")  # fmt: skip
-
-
-def small_index(wheelhouse) -> UpstreamIndex:
-    index = UpstreamIndex()
-    for name in WHEELS:
-        index.add_wheel(wheelhouse[name], requires_python=">=3.8" if "2.0" in name else None)
-    return index
+from tests.fakes.lockfiles import (
+    INSTALLED,
+    INSTALLS,
+    ClientMissing,
+    client_env,
+    lock_or_skip,
+    small_index,
+)
 
 
 @pytest.mark.parametrize("install", sorted(INSTALLS))
@@ -29,10 +25,7 @@ async def test_a_lock_made_against_the_https_upstream_installs_from_it(
     tool, run_install = INSTALLS[install]
     async with https_upstream(small_index(wheelhouse), tmp_path / "upstream") as upstream:
         env = client_env(tmp_path / "home", trust=upstream.ca_file)
-        try:
-            locked = await LOCKERS[tool](tmp_path / "project", upstream.simple_url, env)
-        except ClientMissing as exc:
-            pytest.skip(str(exc))
+        locked = await lock_or_skip(tool, tmp_path / "project", upstream.simple_url, env)
         lock = locked.lock_bytes()
         # The lock names the upstream, the way one made on a laptop names the public index.
         assert upstream.origin.encode() in lock

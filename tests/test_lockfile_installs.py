@@ -32,13 +32,13 @@ from tests.fakes.https_upstream import HttpsUpstream, https_upstream
 from tests.fakes.lockfiles import (
     INSTALLED,
     INSTALLS,
-    LOCKERS,
     ClientMissing,
     Locked,
     client_env,
+    lock_or_skip,
+    small_index,
 )
 from tests.fakes.process import ProxyProcess
-from tests.test_lockfile_fixtures import small_index
 
 # What the files of INSTALLED are called upstream: each is fetched once, through the proxy.
 FILES = ("tinyalpha-2.0-py3-none-any.whl", "beta_helper-1.0-py3-none-any.whl")
@@ -121,10 +121,7 @@ async def test_a_lock_installs_through_the_transparent_face_unchanged_then_offli
     tool, run_install = INSTALLS[install]
     async with https_upstream(small_index(wheelhouse), tmp_path / "upstream") as upstream:
         direct = client_env(tmp_path / "lock-home", trust=upstream.ca_file)
-        try:
-            locked = await LOCKERS[tool](tmp_path / "locked", upstream.simple_url, direct)
-        except ClientMissing as exc:
-            pytest.skip(str(exc))
+        locked = await lock_or_skip(tool, tmp_path / "locked", upstream.simple_url, direct)
         lock = locked.lock_bytes()
         assert upstream.origin.encode() in lock
 

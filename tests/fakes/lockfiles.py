@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from uv import find_uv_bin
 
 from tests.fakes.clients import CompletedRun, clean_env, run
+from tests.fakes.upstream import UpstreamIndex
 
 REPO = Path(__file__).resolve().parent.parent.parent
 CLIENTS = Path(os.environ.get("CACHEPROXY_CLIENTS_DIR") or REPO / ".clients")
@@ -209,6 +211,27 @@ LOCKERS = {
     "pdm": lock_pdm,
     "pipenv": lock_pipenv,
 }
+
+
+async def lock_or_skip(tool: str, project: Path, index_url: str, env: dict) -> Locked:
+    """The project locked by tool against index_url; the test skips when tool is missing."""
+    try:
+        return await LOCKERS[tool](project, index_url, env)
+    except ClientMissing as exc:
+        pytest.skip(str(exc))
+
+
+# The wheels every lock of these tests names: tinyalpha 2.0 and the dependency it brings.
+LOCKED_WHEELS = ("tinyalpha-1.0-py3-none-any.whl", "tinyalpha-2.0-py3-none-any.whl",
+                 "beta_helper-1.0-py3-none-any.whl")  # fmt: skip
+
+
+def small_index(wheelhouse: Mapping[str, Path]) -> UpstreamIndex:
+    """An upstream index of LOCKED_WHEELS, from the session's wheelhouse."""
+    index = UpstreamIndex()
+    for name in LOCKED_WHEELS:
+        index.add_wheel(wheelhouse[name], requires_python=">=3.8" if "2.0" in name else None)
+    return index
 
 
 def installed(site_packages: Path) -> list[str]:
