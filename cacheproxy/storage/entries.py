@@ -135,21 +135,18 @@ class Entries:
     @property
     def cache(self) -> diskcache.Cache:
         """The cache for writes, transactions and eviction (a get here is a write too)."""
-        cache = self._cache
-        if cache is None:
-            raise RuntimeError("store is not open")
-        if getattr(self._tuned, "pid", None) != os.getpid():
-            self._tune()
-        return cache
+        return self._in_this_thread(self._cache)
 
     @property
     def _reader(self) -> diskcache.Cache:
-        reads = self._reads
-        if reads is None:
+        return self._in_this_thread(self._reads)
+
+    def _in_this_thread(self, handle: diskcache.Cache | None) -> diskcache.Cache:
+        if handle is None:
             raise RuntimeError("store is not open")
         if getattr(self._tuned, "pid", None) != os.getpid():
             self._tune()
-        return reads
+        return handle
 
     def _tune(self) -> None:
         """Set this thread's connections (opened now, or again after a fork, with the pragmas
